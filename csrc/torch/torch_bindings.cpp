@@ -1,0 +1,27 @@
+// The one place where blendin_ext's operator schemas are declared. Device
+// implementations register themselves beside their glue
+// (blend_step_cpu_op.cpp, blend_step_cuda_op.cpp).
+#include <Python.h>
+#include <torch/library.h>
+
+// `import blendin_ext._C` loads this library, which runs the registrations
+// below; the module itself exposes nothing.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(blendin_ext, m) {
+  // One BlendIn decode step; semantics in README.md ("The blend_step op").
+  // Per-row parameters: an optional (1,) or (B,) tensor, else the scalar.
+  // alpha < 0 means "auto"; top_k 0 and top_p 1 disable those filters.
+  m.def(
+      "blend_step(Tensor base_logits, Tensor guide_logits, Tensor? guide_to_base, "
+      "Tensor? base_to_guide, Tensor? gamma_tensor, float gamma_value, "
+      "Tensor? alpha_tensor, float alpha_value, float agree_bonus, "
+      "Tensor? temperature_tensor, float temperature_value, "
+      "Tensor? top_k_tensor, int top_k_value, Tensor? top_p_tensor, float top_p_value, "
+      "Tensor? seed_tensor, int seed_value, Tensor? offset_tensor, int offset_value) -> "
+      "(Tensor tokens, Tensor intervened, Tensor alpha, Tensor base_top_prob, "
+      "Tensor guide_top_prob, Tensor agree)");
+}
