@@ -52,31 +52,53 @@ def _ranked(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return by_id[by_value]
 
 
-def _draw(logits, base_ids, temperature, top_k, top_p, u) -> int:
-    """Inverse-CDF draw in storage order from the tempered, filtered row.
+def component_cdf(logits, base_ids, temperature, top_k, top_p):
+    """The tempered, top-k/top-p filtered distribution of one component as
+    (base ids, normalised CDF) over its kept entries in storage order.
     logits: (n,) float32 with -inf for masked/unmapped; base_ids: (n,)."""
     valid = torch.nonzero(logits != -math.inf).flatten()
     x = logits[valid].double()
     w = torch.exp((x - x.max()) / temperature)
     order = _ranked(logits[valid], base_ids[valid])
-    keep = torch.zeros(len(valid), dtype=torch.bool)
-    kept_order = order[: top_k] if 0 < top_k < len(order) else order
+    kept = order[:top_k] if 0 < top_k < len(order) else order
     if top_p < 1.0:
-        r = w[kept_order] / w[kept_order].sum()
+        r = w[kept] / w[kept].sum()
         exclusive = torch.cumsum(r, 0) - r
-        kept_order = kept_order[exclusive < top_p]
-    keep[kept_order] = True
-    w = torch.where(keep, w, torch.zeros_like(w))
-    cdf = torch.cumsum(w, 0)
-    target = u * cdf[-1].item()
-    pos = int(torch.searchsorted(cdf, torch.tensor([target], dtype=cdf.dtype), right=True))
-    pos = min(pos, len(valid) - 1)
-    while w[pos] == 0:  # never land on a zero-weight entry
-        pos -= 1
-    return int(base_ids[valid[pos]])
+        kept = kept[exclusive < top_p]
+    kept = torch.sort(kept).values  # back to storage order
+    cdf = torch.cumsum(w[kept], 0)
+    return base_ids[valid[kept]], cdf / cdf[-1]
 
 
-def blend_step(
+def _draw(ids, cdf, u) -> int:
+    """Inverse-CDF draw: the first kept entry whose CDF exceeds u."""
+    pos = int(torch.searchsorted(cdf, torch.tensor([u], dtype=cdf.dtype), right=True))
+    return int(ids[min(pos, len(ids) - 1)])
+
+
+def row_component(base, guide_raw, guide_to_base, alpha: float, u_component: float):
+    """(logits, base ids) of the component a row samples from: the mapped
+    guide when u_component < alpha, else the base."""
+    if u_component < alpha:
+        mapped = guide_to_base >= 0
+        return torch.where(mapped, guide_raw, torch.tensor(-math.inf)), guide_to_base
+    return base, torch.arange(base.numel())
+
+
+def blend_step(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> BlendStepResult:
+    """The spec in float32 PyTorch; same arguments and result as
+    blendin_ext.blend_step (outputs on the logits' device)."""
+    return _evaluate(base_logits, guide_logits, **kwargs)[0]
+
+
+def sampling_plans(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> dict:
+    """For every sampled row: (kept base ids, their CDF, the token uniform).
+    Tests use it to tell a real mismatch from a draw that sits within float
+    rounding of a CDF boundary."""
+    return _evaluate(base_logits, guide_logits, **kwargs)[1]
+
+
+def _evaluate(
     base_logits: torch.Tensor,
     guide_logits: torch.Tensor,
     *,
@@ -89,9 +111,7 @@ def blend_step(
     top_p: Optional[object] = None,
     seed=0,
     offset=0,
-) -> BlendStepResult:
-    """The spec in float32 PyTorch; same arguments and result as
-    blendin_ext.blend_step (outputs on the logits' device)."""
+):
     device = base_logits.device
     b = base_logits.detach().float().cpu()
     g_raw = guide_logits.detach().float().cpu()
@@ -103,7 +123,6 @@ def blend_step(
         g2b = g2b.detach().cpu().long()
         g = torch.full((batch, vocab), -math.inf)
         g[:, g2b[g2b >= 0]] = g_raw[:, g2b >= 0]
-    mapped = g2b >= 0
 
     def has_bad(x):
         return (torch.isnan(x) | (x == math.inf)).any(-1)
@@ -129,15 +148,15 @@ def blend_step(
 
     q = a[:, None] * p_g + (1 - a[:, None]) * p_b
     tokens = torch.argmax(q, -1)
+    plans = {}
     for row in range(batch):
         if bad[row] or temps[row] <= 0:
             continue
         u_comp, u_tok = row_uniforms(int(seeds[row]), int(offsets[row]), 0 if per_row_seed else row)
-        if u_comp < float(a[row]):
-            logits, ids = torch.where(mapped, g_raw[row], -math.inf), g2b
-        else:
-            logits, ids = b[row], torch.arange(vocab)
-        tokens[row] = _draw(logits, ids, float(temps[row]), int(top_ks[row]), float(top_ps[row]), u_tok)
+        logits, ids = row_component(b[row], g_raw[row], g2b, float(a[row]), u_comp)
+        plans[row] = component_cdf(logits, ids, float(temps[row]), int(top_ks[row]),
+                                   float(top_ps[row])) + (u_tok,)
+        tokens[row] = _draw(*plans[row])
 
     nan = torch.full((batch,), math.nan)
     outputs = BlendStepResult(
@@ -148,4 +167,4 @@ def blend_step(
         torch.where(bad, nan, c_g),
         torch.where(bad, nan, agree),
     )
-    return BlendStepResult(*(t.to(device) for t in outputs))
+    return BlendStepResult(*(t.to(device) for t in outputs)), plans

@@ -33,28 +33,29 @@ struct ComponentRow {
 };
 
 // Draw without filtering: the chunk masses from the statistics pass locate
-// the chunk holding the target, so only that chunk is read again.
+// the chunk holding the target, so only that chunk is read again. The walk
+// accumulates in double so the CDF is as exact as the float32 weights.
 template <typename T>
 int32_t draw_unfiltered(const ComponentRow<T>& row, float u) {
   const int64_t num_chunks = (row.length + kChunk - 1) / kChunk;
-  float total = 0.0f;
+  double total = 0.0;
   for (int64_t c = 0; c < num_chunks; ++c) {
     const SoftmaxPartial& s = row.chunks[c].softmax;
-    if (s.max != -BLENDIN_INF) total += s.sum_tempered * row.weight(s.max);
+    if (s.max != -BLENDIN_INF) total += double(s.sum_tempered) * row.weight(s.max);
   }
-  float target = u * total;
+  double target = u * total;
   int64_t chosen = -1;
   for (int64_t c = 0; c < num_chunks; ++c) {
     const SoftmaxPartial& s = row.chunks[c].softmax;
     if (s.max == -BLENDIN_INF) continue;
-    const float mass = s.sum_tempered * row.weight(s.max);
+    const double mass = double(s.sum_tempered) * row.weight(s.max);
     chosen = c;
     if (target < mass) break;
     target -= mass;
   }
   const int64_t begin = chosen * kChunk;
   const int64_t end = std::min(row.length, begin + kChunk);
-  float cumulative = 0.0f;
+  double cumulative = 0.0;
   int32_t last_positive = -1;
   for (int64_t j = begin; j < end; ++j) {
     const int32_t id = row.base_id(j);
@@ -138,11 +139,11 @@ int32_t draw_filtered(const ComponentRow<T>& row, float u, int32_t top_k, float 
     if (x == -BLENDIN_INF || ranks_before(cut.value, cut.id, x, id)) return 0.0f;
     return row.weight(x);
   };
-  float total = 0.0f;
+  double total = 0.0;
   int32_t id;
   for (int64_t j = 0; j < row.length; ++j) total += kept_weight(j, &id);
-  const float target = u * total;
-  float cumulative = 0.0f;
+  const double target = u * total;
+  double cumulative = 0.0;
   int32_t last_positive = cut.id;
   for (int64_t j = 0; j < row.length; ++j) {
     const float w = kept_weight(j, &id);

@@ -17,8 +17,7 @@ void check_logits(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.size(1) == 1 || t.stride(1) == 1, name,
               " must be contiguous along the vocabulary (stride(1) == 1), got stride ",
               t.stride(1));
-  TORCH_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1), name,
-              " rows must not overlap (stride(0) >= vocab), got stride ", t.stride(0));
+  // Any row stride works, 0 included (expanded rows): logits are only read.
 }
 
 void check_index_vector(const at::Tensor& t, const char* name, int64_t length,
