@@ -80,8 +80,9 @@ def _as_guide_map(guide_to_base, base_vocab: int) -> Optional[GuideMap]:
             return built
     built = guide_map(guide_to_base, base_vocab)
     key = id(guide_to_base)
-    _map_cache[key] = (weakref.ref(guide_to_base, lambda _: _map_cache.pop(key, None)),
-                       guide_to_base._version, base_vocab, built)
+    forget = lambda _, cache=_map_cache, key=key: cache.pop(key, None)  # noqa: E731
+    _map_cache[key] = (weakref.ref(guide_to_base, forget), guide_to_base._version, base_vocab,
+                       built)
     return built
 
 
