@@ -6,5 +6,7 @@ from blendin_ext.ops import (
     guide_map,
     raise_on_bad_rows,
 )
+from blendin_ext.generate import BlendInGenerator, GenerationOutput, GenerationResult, generate
 
-__all__ = ["BlendStepResult", "GuideMap", "blend_step", "guide_map", "raise_on_bad_rows"]
+__all__ = ["BlendStepResult", "GuideMap", "blend_step", "guide_map", "raise_on_bad_rows",
+           "BlendInGenerator", "GenerationOutput", "GenerationResult", "generate"]
