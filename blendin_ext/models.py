@@ -43,8 +43,7 @@ def _last_position(logits: torch.Tensor) -> torch.Tensor:
 
 class HFStepModel:
     """A transformers causal LM with a KV cache. Works across the renames of
-    transformers 4.x / 5.x (``past_key_values`` -> ``cache``; ``crop`` taking
-    the length to keep or the number of tokens to remove)."""
+    transformers 4.x / 5.x (``past_key_values`` -> ``cache``, ``logits_to_keep``)."""
 
     def __init__(self, model):
         self.model = model
@@ -67,14 +66,11 @@ class HFStepModel:
         return _last_position(out.logits), cache
 
     def truncate(self, state, length: int):
-        current = state.get_seq_length()
-        if length >= current:
-            return state
-        crop_params = inspect.signature(state.crop).parameters
-        if "tokens_to_remove" in crop_params:
-            state.crop(current - length)
-        else:
-            state.crop(length)
+        removed = state.get_seq_length() - length
+        if removed > 0:
+            # A negative argument removes that many tokens in every version
+            # (4.x: crop(max_length), negative = from the end; 5.x: negative only).
+            state.crop(-removed)
         return state
 
 
