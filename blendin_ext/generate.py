@@ -135,7 +135,8 @@ class BlendInGenerator:
         self.base = TokenStream(base, pad_token_id(tokenizer), device)
         self.guide: GuideStream = make_guide_stream(
             guide, tokenizer, guide_tokenizer, guide_to_base=guide_to_base,
-            system_prompt=system_prompt, chat=guide_chat, device=self.base.device)
+            system_prompt=system_prompt, chat=guide_chat, device=self.base.device,
+            base_vocab=getattr(getattr(base, "config", None), "vocab_size", None))
         self.extra_stop_ids = {int(t) for t in stop_token_ids}
         self.last_output: Optional[GenerationOutput] = None
 

@@ -132,20 +132,21 @@ class SameTokenizerGuide(GuideStream):
 
 def make_guide_stream(guide, tokenizer, guide_tokenizer=None, *, guide_to_base=None,
                       system_prompt: Optional[str] = None, chat: bool = True,
-                      device: Optional[torch.device] = None) -> GuideStream:
+                      device: Optional[torch.device] = None,
+                      base_vocab: Optional[int] = None) -> GuideStream:
     """The right GuideStream for a guide model: the guide itself if it already
-    is one, the token-level stream when the tokenizers share a vocabulary."""
+    is one, the token-level stream when the tokenizers share a vocabulary,
+    else the text-level `CrossTokenizerGuide` (guide_to_base: the map, or
+    None to build it from the token strings; base_vocab: the base's logit
+    width where it exceeds its tokenizer)."""
     if isinstance(guide, GuideStream):
         return guide
     guide_tokenizer = tokenizer if guide_tokenizer is None else guide_tokenizer
     if same_vocabulary(tokenizer, guide_tokenizer):
         return SameTokenizerGuide(guide, guide_tokenizer, system_prompt=system_prompt,
                                   chat=chat, device=device)
-    if guide_to_base is None:
-        raise ValueError(
-            "guide_tokenizer differs from tokenizer (their vocabularies do not match); "
-            "pass guide_to_base, a (guide_vocab,) tensor mapping guide ids to base ids "
-            "(-1 where there is none), or use a guide that shares the base tokenizer")
-    raise NotImplementedError(
-        "cross-tokenizer guides (text-level sync of a guide with another tokenizer) are "
-        "not implemented yet; pass a GuideStream as `guide` to provide one")
+    from blendin_ext.cross_tokenizer import CrossTokenizerGuide  # imports this module
+
+    return CrossTokenizerGuide(guide, guide_tokenizer, tokenizer, guide_to_base=guide_to_base,
+                               base_vocab=base_vocab, system_prompt=system_prompt, chat=chat,
+                               device=device)
