@@ -24,8 +24,11 @@ Writing a cross-tokenizer `GuideStream` (the contract in detail):
   prefix with what its cache holds, rolls back with
   ``TokenStream.truncate(length)`` (``DynamicCache.crop`` under the hood; one
   length for the batch, so the shortest prefix over the rows) and pushes
-  each row's remaining ids left-aligned with ``TokenStream.push(ids, mask)``,
-  mask 0 in the holes of shorter rows; then ``TokenStream.logits()``.
+  each row's remaining ids right-aligned with ``TokenStream.push(ids, mask)``,
+  mask 0 in the holes of shorter rows (first), so that every row that feeds
+  has a real token in the last column, whose logits ``TokenStream.logits()``
+  returns; rows that feed nothing keep their previous logits
+  (`blendin_ext.cross_tokenizer.CrossTokenizerGuide` does all this).
 - ``guide_to_base``: None when guide ids are base ids, else a
   `blendin_ext.GuideMap` (build it once with ``blendin_ext.guide_map``); the
   loop passes it to every blend_step call with real guide logits.
