@@ -6,7 +6,7 @@ import pytest
 
 from blendin_ext.eval import scoring, summary
 from blendin_ext.eval.strategies import parse_strategies
-from blendin_ext.eval.tasks import base_prompt, guide_messages, load_task, Example
+from blendin_ext.eval.tasks import Example, base_prompt, load_task
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -102,22 +102,21 @@ def test_strategies_parse_and_reject_unknown_names():
     assert names == ["base", "guide", "nudge", "blend-0.5", "blendin"]
     blend = parse_strategies("blend-0.25", gamma=0.3)[0]
     assert (blend.gamma, blend.alpha) == (0.3, 0.25)
-    for bad in ("greedy", "blend-2", "blend-x", ""):
+    by_name = {s.name: s for s in parse_strategies("base,guide,nudge,blendin,ensemble")}
+    assert (by_name["base"].gamma, by_name["guide"].alpha, by_name["nudge"].alpha) == (0.0, 1.0, 1.0)
+    assert by_name["blendin"].alpha == "auto" and by_name["ensemble"].gamma > 1
+    for bad in ("greedy", "blend", "blend-2", "blend-x", ""):
         with pytest.raises(ValueError, match="--strategies"):
             parse_strategies(bad)
     with pytest.raises(ValueError, match="--gamma"):
         parse_strategies("blendin", gamma=-1)
 
 
-def test_prompts_plain_for_base_chat_for_guide():
+def test_prompts_are_plain_question_answer():
     example = Example("x", "What is 2 + 3?", "#### 5")
     assert base_prompt(example) == "Question: What is 2 + 3?\nAnswer:"
     few = base_prompt(example, "few-shot")
     assert few.endswith("Question: What is 2 + 3?\nAnswer:") and few.count("Question:") == 4
-    assert guide_messages(example) == [{"role": "user", "content": "What is 2 + 3?"}]
-    chat = guide_messages(example, "few-shot", system_prompt="Be brief.")
-    assert chat[0]["role"] == "system" and chat[-1]["content"] == "What is 2 + 3?"
-    assert [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * 3
 
 
 def test_tasks_load_fixed_subsets_from_shared_data():

@@ -17,17 +17,16 @@ from typing import Callable, Optional
 from blendin_ext.eval import plots, scoring, summary
 from blendin_ext.eval.results import ResultsFolder
 from blendin_ext.eval.strategies import Strategy
-from blendin_ext.eval.tasks import Example, Task, base_prompt, guide_messages
+from blendin_ext.eval.tasks import Example, Task, base_prompt
 
 
 @dataclass(frozen=True)
 class Request:
-    """One row of a batch: a problem, a strategy and the two prompts."""
+    """One row of a batch: a problem, a strategy and the prompt."""
 
     example: Example
     strategy: Strategy
-    base_prompt: str
-    guide_messages: list
+    prompt: str
 
 
 @dataclass
@@ -53,7 +52,6 @@ Generator = Callable[[list], list]
 class EvalSettings:
     strategies: list
     prompt_style: str = "zero-shot"
-    system_prompt: Optional[str] = None
     batch_size: int = 8
     batching: str = "by-strategy"      # or "mixed": strategies side by side in one batch
     progress: bool = True
@@ -66,8 +64,7 @@ def plan_batches(task: Task, settings: EvalSettings, done: set) -> list:
     strategy); ``mixed`` puts all strategies of a problem side by side, so one
     batch exercises per-row strategies on identical prompts."""
     def request(example, strategy):
-        return Request(example, strategy, base_prompt(example, settings.prompt_style),
-                       guide_messages(example, settings.prompt_style, settings.system_prompt))
+        return Request(example, strategy, base_prompt(example, settings.prompt_style))
 
     if settings.batching == "mixed":
         pending = [request(e, s) for e in task.examples for s in settings.strategies
@@ -88,7 +85,7 @@ def score_row(task: Task, request: Request, generation: Generation, seconds: flo
         "id": example.id,
         "strategy": request.strategy.name,
         "question": example.question,
-        "prompt": request.base_prompt,
+        "prompt": request.prompt,
         "reference": example.reference,
         "text": text,
         "ending": scoring.ending_kind(text, generation.finish_reason),

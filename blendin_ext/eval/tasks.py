@@ -1,7 +1,7 @@
 """Evaluation tasks: where the data lives, which problems form a fixed
-subset, and the two prompts each problem gives (as in the paper, the base
-sees a plain ``Question: ... Answer:`` prompt, the aligned guide the same
-question as a chat turn).
+subset, and the prompt of each problem. The prompt is the plain
+``Question: ... Answer:`` text a pretrained base continues; the decode loop
+gives the guide the same text inside its chat template (as in the paper).
 
 Data is read in place from the project's shared data folder
 (``../shared/data`` next to the project root), never copied into the repo.
@@ -161,18 +161,6 @@ def base_prompt(example: Example, style: str = "zero-shot") -> str:
     if style == "few-shot":
         shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
     return f"{shots}Question: {example.question}\nAnswer:"
-
-
-def guide_messages(example: Example, style: str = "zero-shot",
-                   system_prompt: Optional[str] = None) -> list:
-    """The chat an instruct guide sees: the worked examples as earlier turns
-    in few-shot style, then the question."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    if style == "few-shot":
-        for question, answer in FEW_SHOT:
-            messages += [{"role": "user", "content": question},
-                         {"role": "assistant", "content": answer}]
-    return messages + [{"role": "user", "content": example.question}]
 
 
 def check_prompt_style(style: str) -> str:

@@ -1,0 +1,107 @@
+"""The real generator behind `blendin eval`: two models loaded by
+`blendin_ext.loading`, decoded together by `blendin_ext.generate`.
+
+One batch of eval requests becomes one `BlendInGenerator.generate` call with
+per-row gamma / alpha (so a batch may mix strategies) and per-row seeds
+derived from the problem id, so a row's tokens depend neither on its batch
+nor on whether the run was resumed.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Optional, Sequence
+
+from blendin_ext.eval.runner import Generation, Request
+
+
+def pair_generator(base, guide, *, system_prompt: Optional[str] = None):
+    """A BlendInGenerator for two loaded models (`loading.LoadedModel` or
+    anything with .model and .tokenizer): token-level guidance when they
+    share a vocabulary, the text-level cross-tokenizer guide otherwise."""
+    from blendin_ext.generate import BlendInGenerator
+    from blendin_ext.prompts import same_vocabulary
+
+    guide_side = guide.model
+    if not same_vocabulary(base.tokenizer, guide.tokenizer):
+        from blendin_ext.cross_tokenizer import CrossTokenizerGuide
+
+        guide_side = CrossTokenizerGuide(
+            guide.model, guide.tokenizer, base.tokenizer, system_prompt=system_prompt,
+            base_vocab=getattr(getattr(base.model, "config", None), "vocab_size", None))
+    return BlendInGenerator(base.model, guide_side, base.tokenizer, guide.tokenizer,
+                            system_prompt=system_prompt)
+
+
+def row_seed(seed: int, example_id: str) -> int:
+    """A seed for one problem that is stable across batches and reruns."""
+    return seed + zlib.crc32(example_id.encode("utf-8"))
+
+
+class EvalGenerator:
+    """Callable `requests -> list[Generation]` over a BlendInGenerator."""
+
+    def __init__(self, blend, *, max_new_tokens: int, stop: Sequence[str] = (), lazy: bool = True,
+                 temperature: float = 0.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, agree_bonus: float = 0.1, seed: int = 0):
+        self.blend = blend
+        self.stop = tuple(stop)
+        self.options = dict(max_new_tokens=max_new_tokens, lazy=lazy, temperature=temperature,
+                            top_k=top_k, top_p=top_p, agree_bonus=agree_bonus,
+                            stop=list(self.stop) or None)
+        self.seed = seed
+
+    def __call__(self, requests: list) -> list:
+        output = self.blend.generate(
+            [r.prompt for r in requests],
+            gamma=[r.strategy.gamma for r in requests],
+            alpha=[r.strategy.alpha for r in requests],
+            seed=[row_seed(self.seed, r.example.id) for r in requests],
+            **self.options)
+        coverage = getattr(self.blend.guide, "coverage_by_row", None)
+        coverage = coverage() if coverage is not None else [None] * len(requests)
+        # The guide's forwards serve the whole batch; they are shared out by
+        # tokens among the rows whose strategy can use the guide (in a mixed
+        # batch, base-only rows get none).
+        guided = [r.strategy.gamma > 0 for r in requests]
+        total = sum(len(res.token_ids) for res, g in zip(output.results, guided) if g)
+        forwards = output.stats.guide_forwards
+        return [self._convert(result, forwards * len(result.token_ids) / total if g and total else 0.0, cover)
+                for result, g, cover in zip(output.results, guided, coverage)]
+
+    def _convert(self, result, guide_forwards: float, coverage) -> Generation:
+        diag = result.diagnostics
+        text = result.text
+        if result.finish_reason == "stop" and len(self.stop) == 1:
+            # The loop cuts the stop string from the text; put it back so the
+            # saved text shows what the model wrote and scoring sees it.
+            text += self.stop[0]
+        wins = diag.wins
+        return Generation(
+            text=text,
+            new_tokens=len(result.token_ids),
+            finish_reason=result.finish_reason,
+            interventions=diag.intervention_count,
+            mean_alpha=diag.mean_alpha if diag.mean_alpha is not None else float("nan"),
+            mean_agree=diag.mean_agree if diag.mean_agree is not None else float("nan"),
+            alphas=[i.alpha for i in diag.interventions],
+            guide_wins=wins.get("guide", 0),
+            guide_forwards=guide_forwards,
+            map_coverage=coverage,
+        )
+
+
+def build_generator(args) -> EvalGenerator:
+    """Loads --base and --guide and wraps them for the runner."""
+    import torch
+
+    from blendin_ext.eval.cli import DEFAULT_STOP
+    from blendin_ext.loading import load_model
+
+    dtype = getattr(torch, args.dtype)
+    base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
+    guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
+    blend = pair_generator(base, guide, system_prompt=args.system_prompt)
+    return EvalGenerator(blend, max_new_tokens=args.max_new_tokens,
+                         stop=() if args.no_stop_at_question else (DEFAULT_STOP,),
+                         lazy=not args.eager, temperature=args.temperature, top_k=args.top_k,
+                         top_p=args.top_p, agree_bonus=args.agree_bonus, seed=args.seed)
