@@ -31,7 +31,7 @@ import torch
 from blendin_ext.diagnostics import LoopStats, SequenceDiagnostics, TokenEvent
 from blendin_ext.guide import GuideStream, make_guide_stream
 from blendin_ext.models import TokenStream
-from blendin_ext.ops import GuideMap
+from blendin_ext.ops import BlendStepResult, GuideMap
 from blendin_ext.prompts import RowText, base_prompt_ids, pad_token_id, stop_token_ids
 from blendin_ext.strategies import DecodeOptions, RowParams
 
@@ -76,8 +76,20 @@ class _HostStep:
     alpha: List[float]
     agree: List[float]
     base_confidence: List[float]
-    base_top: List[int]
-    guide_top: List[int]
+    base_top: List[int]    # base argmax per row (-1 when the guide did not run)
+    guide_top: List[int]   # guide argmax in base ids (-1 when the guide did not run)
+
+    @classmethod
+    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "_HostStep":
+        """One device->host transfer for everything the host needs."""
+        fields = [out.tokens, out.intervened, out.alpha, out.agree, out.base_top_prob]
+        if base_top is not None:
+            fields += [base_top, guide_top]
+        host = torch.stack([f.to(torch.float64) for f in fields]).tolist()
+        tokens = [int(t) for t in host[0]]
+        tops = [[int(t) for t in row] for row in host[5:]] or [[-1] * len(tokens)] * 2
+        return cls(out.tokens, tokens, [v != 0 for v in host[1]], host[2], host[3], host[4],
+                   *tops)
 
 
 @dataclass
@@ -206,8 +218,7 @@ class BlendInGenerator:
         if run.lazy:
             # The base logits stand in for the guide's: exact for every row
             # that does not intervene (a = 0), and `intervened` is the op's own.
-            out = self._blend(run, base_logits, base_logits, None, step)
-            host = self._to_host(out, None, None)
+            host = _HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
             if not any(i and alive for i, alive in zip(host.intervened, run.live)):
                 return host
         guide_logits = self.guide.logits()
@@ -217,30 +228,18 @@ class BlendInGenerator:
             base_logits = base_logits.float()
             guide_logits = guide_logits.to(base_logits.device, torch.float32)
         out = self._blend(run, base_logits, guide_logits, self.guide.guide_to_base, step)
-        return self._to_host(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
+        return _HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
 
-    def _blend(self, run: _Run, base_logits, guide_logits, maps: Optional[GuideMap], step: int):
+    @staticmethod
+    def _blend(run: _Run, base_logits, guide_logits, maps: Optional[GuideMap],
+               step: int) -> BlendStepResult:
         """The fused op, called directly (no Python wrapper in the hot path);
         offset = step so a row's draws depend only on its seed and step."""
-        return torch.ops.blendin_ext.blend_step(
+        return BlendStepResult(*torch.ops.blendin_ext.blend_step(
             base_logits, guide_logits,
             None if maps is None else maps.guide_to_base,
             None if maps is None else maps.base_to_guide,
-            *run.params.op_args, None, step)
-
-    @staticmethod
-    def _to_host(out, base_top, guide_top) -> _HostStep:
-        """One device->host transfer for everything the host needs."""
-        tokens, intervened, alpha, _, _, agree = out
-        rows = [tokens, intervened, alpha, out[3], agree]
-        if base_top is not None:
-            rows += [base_top, guide_top]
-        packed = torch.stack([r.to(torch.float64) for r in rows]).tolist()
-        ids = [int(t) for t in packed[0]]
-        no_tops = [-1] * len(ids)
-        return _HostStep(tokens, ids, [bool(v) for v in packed[1]], packed[2], packed[4],
-                         packed[3], [int(t) for t in packed[5]] if base_top is not None else no_tops,
-                         [int(t) for t in packed[6]] if base_top is not None else no_tops)
+            *run.params.op_args, None, step))
 
     # ------------------------------------------------------- host bookkeeping
     def _record(self, run: _Run, host: _HostStep) -> Iterator[TokenEvent]:

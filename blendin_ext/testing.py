@@ -52,11 +52,14 @@ def tiny_tokenizer(vocab_size: int = 200, *, words: Sequence[str] | None = None,
 
 def tiny_llama(vocab_size: int = 200, *, hidden: int = 32, layers: int = 2, heads: int = 4,
                kv_heads: int = 2, seed: int = 0, init_std: float = 0.7,
-               dtype: torch.dtype = torch.float32, eos_token_id=2, pad_token_id: int = 0):
+               logit_std: float | None = None, dtype: torch.dtype = torch.float32,
+               eos_token_id=2, pad_token_id: int = 0):
     """A random-weight LlamaForCausalLM in eval mode. A large `init_std`
     makes its next-token distributions peaked enough that a threshold of
     0.4 on the top-1 probability splits the steps into sure and unsure ones
-    (small inits give near-uniform logits and near-ties)."""
+    (small inits give near-uniform logits and near-ties). `logit_std`
+    re-draws the output layer so that logits have about that spread
+    whatever the width (large vocabularies need a larger one)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -66,7 +69,10 @@ def tiny_llama(vocab_size: int = 200, *, hidden: int = 32, layers: int = 2, head
         bos_token_id=1, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
         attn_implementation="sdpa")
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(dtype).eval()
+    model = LlamaForCausalLM(config)
+    if logit_std is not None:  # hidden states leave the final RMSNorm with unit scale
+        torch.nn.init.normal_(model.lm_head.weight, std=logit_std / hidden ** 0.5)
+    model = model.to(dtype).eval()
     model.generation_config.eos_token_id = eos_token_id
     model.generation_config.pad_token_id = pad_token_id
     return model
