@@ -32,7 +32,8 @@ from blendin_ext.diagnostics import LoopStats, SequenceDiagnostics, TokenEvent
 from blendin_ext.guide import GuideStream, make_guide_stream
 from blendin_ext.models import TokenStream
 from blendin_ext.ops import BlendStepResult, GuideMap
-from blendin_ext.prompts import RowText, base_prompt_ids, pad_token_id, stop_token_ids
+from blendin_ext.prompts import RowText, base_prompt_ids, pad_token_id
+from blendin_ext.prompts import stop_token_ids as stop_token_ids_of
 from blendin_ext.strategies import DecodeOptions, RowParams
 
 Prompts = Union[str, Sequence[str]]
@@ -149,7 +150,9 @@ class BlendInGenerator:
             guide, tokenizer, guide_tokenizer, guide_to_base=guide_to_base,
             system_prompt=system_prompt, chat=guide_chat, device=self.base.device,
             base_vocab=getattr(getattr(base, "config", None), "vocab_size", None))
-        self.extra_stop_ids = {int(t) for t in stop_token_ids}
+        # Tokenizers do not change: collect the EOS conventions once (a vocab scan).
+        self.stop_ids = frozenset(stop_token_ids_of(tokenizer, base) | self.guide.stop_token_ids()
+                                  | {int(t) for t in stop_token_ids})
         self.last_output: Optional[GenerationOutput] = None
 
     @property
@@ -301,11 +304,9 @@ class BlendInGenerator:
         params = RowParams.build(n, self.base.device, options)
         for counter in (self.base, self.guide.stream):
             counter.forwards, counter.tokens_fed, counter.forward_seconds = 0, 0, 0.0
-        stop_ids = (stop_token_ids(self.tokenizer, self.base_model)
-                    | self.guide.stop_token_ids() | self.extra_stop_ids)
         stops = options.stop_strings
         return _Run(list(prompts), params, options.max_new_tokens, bool(options.lazy), stops,
-                    frozenset(stop_ids), [RowText(self.tokenizer, stops) for _ in prompts],
+                    self.stop_ids, [RowText(self.tokenizer, stops) for _ in prompts],
                     [SequenceDiagnostics() for _ in prompts], [True] * n, [None] * n,
                     needs_text=text_deltas or bool(stops))
 
