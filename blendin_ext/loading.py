@@ -203,12 +203,18 @@ def _dequantised_from_gguf(gguf_path: Path):
     """A plain dense float32 model from a GGUF file. Asking transformers to
     unpack every weight, then forgetting the quantizer, lets save_pretrained
     write an ordinary checkpoint (a GGUF-quantized model refuses to be saved)."""
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from transformers import AutoModelForCausalLM
 
+    try:  # transformers 5 keeps GGUF blocks packed unless told otherwise
+        from transformers import GgufConfig
+
+        unpack = {"quantization_config": GgufConfig(gguf_file=gguf_path.name, dequantize=True)}
+    except ImportError:  # transformers 4 always dequantises
+        unpack = {}
     model = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
-        quantization_config=GgufConfig(gguf_file=gguf_path.name, dequantize=True))
-    model.hf_quantizer = None
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, **unpack)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model
