@@ -16,7 +16,7 @@ namespace blendin::cpu {
 // 4096 floats (16 KiB) keep a chunk and its staging copy in L1/L2.
 constexpr int64_t kChunk = 4096;
 // Elements per sub-block whose max is kept to find top-K candidates cheaply.
-constexpr int64_t kSubBlock = 64;
+constexpr int64_t kSubBlock = 128;
 constexpr int64_t kSubBlocksPerChunk = kChunk / kSubBlock;
 
 struct ChunkStats {
@@ -31,6 +31,8 @@ inline bool any_bad_logit(const float* x, int64_t n) {
   return bad != 0;
 }
 
+// Max is exact in any order, so an `omp simd` reduction is safe (GCC turns
+// the select into vmaxps only under it).
 inline float max_of(const float* x, int64_t n) {
   float m = -BLENDIN_INF;
 #pragma omp simd reduction(max : m)
@@ -38,10 +40,21 @@ inline float max_of(const float* x, int64_t n) {
   return m;
 }
 
+// Float sums keep kLanes independent accumulators: the compiler vectorises
+// the inner loop without reassociating, and the summation order (hence the
+// result) does not depend on the vector width.
+constexpr int64_t kLanes = 16;
+
+// sum of exp((x - max) * scale)
 inline float sum_exp(const float* x, int64_t n, float max, float scale) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += fast_exp((x[i + j] - max) * scale);
+  }
   float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += fast_exp((x[i] - max) * scale);
+  for (; i < n; ++i) s += fast_exp((x[i] - max) * scale);
+  for (int64_t j = 0; j < kLanes; ++j) s += lanes[j];
   return s;
 }
 
@@ -88,7 +101,7 @@ inline ChunkStats chunk_stats(const float* x, int64_t n, ChunkIds ids, bool bad,
     if (block_max[b] < floor || block_max[b] == -BLENDIN_INF) continue;
     const int64_t end = std::min(n, (b + 1) * kSubBlock);
     for (int64_t i = b * kSubBlock; i < end; ++i) {
-      if (x[i] == -BLENDIN_INF) continue;
+      if (x[i] < floor || x[i] == -BLENDIN_INF) continue;  // cannot be in the top-K
       const int32_t id = ids.at(i);
       topk_insert(out.top, x[i], id);
       if (x[i] == m && id < out.softmax.argmax) out.softmax.argmax = id;

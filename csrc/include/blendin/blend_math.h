@@ -11,13 +11,13 @@
 
 #include "blendin/macros.h"
 
-#if defined(__CUDACC__)
-#define BLENDIN_INF __int_as_float(0x7f800000)
-#else
+#if !defined(__CUDACC__)
 #include <cmath>
-#include <limits>
-#define BLENDIN_INF std::numeric_limits<float>::infinity()
 #endif
+
+// +inf as a constant expression that host and device code both accept
+// (nvcc rejects a device intrinsic inside __host__ __device__ functions).
+#define BLENDIN_INF __builtin_huge_valf()
 
 namespace blendin {
 
@@ -33,6 +33,8 @@ constexpr int kTopK = 8;
 BLENDIN_HD float bits_to_float(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(bits);
+#elif defined(__GNUC__) || defined(__clang__)
+  return __builtin_bit_cast(float, bits);  // a memcpy here blocks vectorisation
 #else
   float f;
   std::memcpy(&f, &bits, sizeof(f));
@@ -44,20 +46,23 @@ BLENDIN_HD float fast_exp(float x) {
   const float kLog2e = 1.44269504088896341f;
   const float kLn2Hi = 0.693359375f;
   const float kLn2Lo = -2.12194440e-4f;
-  const float kMinArg = -87.0f;  // 2^-125.5: stays a normal float
-  const bool underflow = !(x >= kMinArg);  // also catches NaN and -inf
-  const float xc = underflow ? 0.0f : x;
-  const float n = floorf(xc * kLog2e + 0.5f);
-  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  const float kMinArg = -87.0f;       // 2^-125.5: stays a normal float
+  const float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: (t + M) - M rounds t
+  // Branch-free and without floorf (which blocks GCC's vectoriser); every
+  // multiply-add is an explicit fma so host and device round identically.
+  const float xc = x > kMinArg ? x : kMinArg;  // -inf and NaN land on kMinArg
+  const float n = fmaf(xc, kLog2e, kRoundMagic) - kRoundMagic;
+  const float r = fmaf(-n, kLn2Lo, fmaf(-n, kLn2Hi, xc));
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
+  p = fmaf(p, r, 1.3981999507e-3f);
+  p = fmaf(p, r, 8.3334519073e-3f);
+  p = fmaf(p, r, 4.1665795894e-2f);
+  p = fmaf(p, r, 1.6666665459e-1f);
+  p = fmaf(p, r, 5.0000001201e-1f);
+  const float y = fmaf(p * r, r, r) + 1.0f;
   const uint32_t scale_bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  return underflow ? 0.0f : y * bits_to_float(scale_bits);
+  const float value = y * bits_to_float(scale_bits);
+  return x >= kMinArg ? value : 0.0f;  // masked (-inf) logits: exactly 0
 }
 
 // A logit counts toward a distribution unless it is -inf (masked). NaN and

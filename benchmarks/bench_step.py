@@ -1,0 +1,151 @@
+"""Latency of one BlendIn step: the fused op beside its baselines, same run.
+
+Columns, per (device, dtype, B, V):
+  fused      blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4)
+  eager      blendin_ext.reference.blend_step, the spec composed of PyTorch ops
+  floor      torch.logsumexp over both logit tensors: the least any exact
+             method must compute (one read of every logit plus an exp)
+Half of the rows intervene (base top-1 prob 0.2 vs 0.7). Timings are
+medians over interleaved repetitions after a warm-up (CUDA events on a GPU),
+so the ratios within one row are comparable even on a noisy machine.
+
+    python benchmarks/bench_step.py                  # CPU, full grid
+    python benchmarks/bench_step.py --quick --json out.json
+    python benchmarks/bench_step.py --device cuda    # GPU grid
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+
+import torch
+
+import blendin_ext
+from blendin_ext import reference
+
+GRIDS = {
+    "cpu": dict(batches=[1, 8, 64], vocabs=[32000, 128256, 262144]),
+    "cuda": dict(batches=[1, 8, 64, 256], vocabs=[32000, 128256, 151936, 262144]),
+}
+QUICK = dict(batches=[1, 8], vocabs=[32000, 128256])
+
+
+def step_logits(batch: int, vocab: int, dtype, device, seed: int, confidences) -> torch.Tensor:
+    """Zipf-shaped logits (like a language model's) whose top-1 probability
+    cycles through `confidences` across rows."""
+    gen = torch.Generator().manual_seed(seed)
+    ranks = torch.arange(1, vocab + 1, dtype=torch.float64)
+    rows = []
+    for row in range(batch):
+        x = -1.1 * torch.log(ranks) + 0.3 * torch.randn(vocab, generator=gen, dtype=torch.float64)
+        x = x[torch.randperm(vocab, generator=gen)]
+        top = int(torch.argmax(x))
+        target = confidences[row % len(confidences)]
+        rest = torch.logsumexp(torch.cat([x[:top], x[top + 1:]]), 0)
+        x[top] = rest + math.log(target / (1 - target))
+        rows.append(x)
+    return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+def make_timer(device: torch.device):
+    """Returns time_once(fn) -> seconds for one call."""
+    if device.type == "cuda":
+        def time_once(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+    else:
+        def time_once(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+    return time_once
+
+
+def median_times(fns: dict, device, budget_s: float, max_reps: int = 2000) -> dict:
+    """Median seconds per call of each fn, measured in interleaved rounds."""
+    time_once = make_timer(device)
+    for fn in fns.values():  # warm-up (and first-call allocations)
+        for _ in range(3):
+            fn()
+    samples = {name: [] for name in fns}
+    started = time.perf_counter()
+    while True:
+        for name, fn in fns.items():
+            samples[name].append(time_once(fn))
+        reps = len(next(iter(samples.values())))
+        if reps >= max_reps or (reps >= 7 and time.perf_counter() - started > budget_s):
+            break
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def bench_case(batch, vocab, dtype, device, budget_s):
+    base = step_logits(batch, vocab, dtype, device, seed=1, confidences=[0.2, 0.7])
+    guide = step_logits(batch, vocab, dtype, device, seed=2, confidences=[0.8, 0.5])
+    kwargs = dict(gamma=0.4, alpha="auto", temperature=0.0)
+    fns = {
+        "fused": lambda: blendin_ext.blend_step(base, guide, **kwargs),
+        "eager": lambda: reference.blend_step(base, guide, **kwargs),
+        "floor": lambda: (torch.logsumexp(base, -1), torch.logsumexp(guide, -1)),
+    }
+    out = fns["fused"]()
+    intervened = float(out.intervened.float().mean())
+    times = median_times(fns, torch.device(device), budget_s)
+    read_bytes = 2 * batch * vocab * base.element_size()
+    return {
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+        "vocab": vocab, "intervened": intervened,
+        "fused_us": times["fused"] * 1e6, "eager_us": times["eager"] * 1e6,
+        "floor_us": times["floor"] * 1e6,
+        "speedup_vs_eager": times["eager"] / times["fused"],
+        "ratio_to_floor": times["fused"] / times["floor"],
+        "fused_gb_s": read_bytes / times["fused"] / 1e9,
+    }
+
+
+def print_table(rows):
+    header = (f"{'dtype':>8} {'B':>4} {'V':>7} {'fused us':>10} {'eager us':>10} {'floor us':>10}"
+              f" {'x eager':>8} {'/ floor':>8} {'GB/s':>7}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7} {r['fused_us']:>10.1f}"
+              f" {r['eager_us']:>10.1f} {r['floor_us']:>10.1f} {r['speedup_vs_eager']:>8.1f}"
+              f" {r['ratio_to_floor']:>8.2f} {r['fused_gb_s']:>7.1f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--quick", action="store_true", help="a small grid for smoke runs")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per case (approx.)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    grid = QUICK if args.quick else GRIDS[args.device]
+    rows = []
+    for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
+        for vocab in grid["vocabs"]:
+            for batch in grid["batches"]:
+                rows.append(bench_case(batch, vocab, dtype, args.device, args.budget))
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "device": args.device}
+    if args.device == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+    print(f"# blend_step latency, median per call; {meta}")
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
