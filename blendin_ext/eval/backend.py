@@ -1,5 +1,5 @@
-"""The real generator behind `blendin eval`: two models loaded by
-`blendin_ext.loading`, decoded together by `blendin_ext.generate`.
+"""The real generator behind `blendin eval`: two models loaded by the
+`blendin` command line's loader, decoded together by `blendin_ext.generate`.
 
 One batch of eval requests becomes one `BlendInGenerator.generate` call with
 per-row gamma / alpha (so a batch may mix strategies) and per-row seeds
@@ -12,24 +12,6 @@ import zlib
 from typing import Optional, Sequence
 
 from blendin_ext.eval.runner import Generation, Request
-
-
-def pair_generator(base, guide, *, system_prompt: Optional[str] = None):
-    """A BlendInGenerator for two loaded models (`loading.LoadedModel` or
-    anything with .model and .tokenizer): token-level guidance when they
-    share a vocabulary, the text-level cross-tokenizer guide otherwise."""
-    from blendin_ext.generate import BlendInGenerator
-    from blendin_ext.prompts import same_vocabulary
-
-    guide_side = guide.model
-    if not same_vocabulary(base.tokenizer, guide.tokenizer):
-        from blendin_ext.cross_tokenizer import CrossTokenizerGuide
-
-        guide_side = CrossTokenizerGuide(
-            guide.model, guide.tokenizer, base.tokenizer, system_prompt=system_prompt,
-            base_vocab=getattr(getattr(base.model, "config", None), "vocab_size", None))
-    return BlendInGenerator(base.model, guide_side, base.tokenizer, guide.tokenizer,
-                            system_prompt=system_prompt)
 
 
 def row_seed(seed: int, example_id: str) -> int:
@@ -91,16 +73,12 @@ class EvalGenerator:
 
 
 def build_generator(args) -> EvalGenerator:
-    """Loads --base and --guide and wraps them for the runner."""
-    import torch
-
+    """Loads --base and --guide (the `blendin` command line's loader) and
+    wraps the pair for the runner."""
+    from blendin_ext.cli import load_pair
     from blendin_ext.eval.cli import DEFAULT_STOP
-    from blendin_ext.loading import load_model
 
-    dtype = getattr(torch, args.dtype)
-    base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
-    guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
-    blend = pair_generator(base, guide, system_prompt=args.system_prompt)
+    blend, _, _ = load_pair(args)
     return EvalGenerator(blend, max_new_tokens=args.max_new_tokens,
                          stop=() if args.no_stop_at_question else (DEFAULT_STOP,),
                          lazy=not args.eager, temperature=args.temperature, top_k=args.top_k,

@@ -16,11 +16,10 @@ import re
 import sys
 from pathlib import Path
 
+from blendin_ext.cli import add_model_arguments
 from blendin_ext.eval.strategies import STRATEGY_HELP, parse_strategies
 from blendin_ext.eval.tasks import DATA_ENV, PROMPT_STYLES, check_prompt_style, load_task
 
-DEFAULT_BASE = "gemma3-270m"
-DEFAULT_GUIDE = "smollm2-135m-instruct"
 DEFAULT_STRATEGIES = "base,guide,nudge,blend-0.5,blendin"
 # A base continuing "Question: ... Answer: ..." writes the next question
 # itself; stopping there saves time and is how the answer is delimited.
@@ -28,13 +27,7 @@ DEFAULT_STOP = "\nQuestion:"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    models = parser.add_argument_group("models")
-    models.add_argument("--base", default=DEFAULT_BASE,
-                        help="base model: built-in name, HF id or folder, or .gguf (default %(default)s)")
-    models.add_argument("--guide", default=DEFAULT_GUIDE,
-                        help="guide model, same forms (default %(default)s)")
-    models.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    models.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    add_model_arguments(parser)  # --base/--guide/--dtype/--device/--threads/--system-prompt/--quiet
 
     task = parser.add_argument_group("task")
     task.add_argument("--task", default="gsm8k",
@@ -45,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"folder with the shared data (default: ${DATA_ENV} or ../shared/data)")
     task.add_argument("--prompt-style", default="zero-shot", choices=PROMPT_STYLES,
                       help="zero-shot or few-shot worked examples (default %(default)s)")
-    task.add_argument("--system-prompt", default=None, help="system message for the guide's chat prompt")
 
     decode = parser.add_argument_group("decoding")
     decode.add_argument("--strategies", default=DEFAULT_STRATEGIES,
@@ -71,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results folder (default results/eval-TASK-BASE-GUIDE); rerunning resumes it")
     output.add_argument("--overwrite", action="store_true", help="discard earlier rows in --out")
     output.add_argument("--no-plots", action="store_true")
-    output.add_argument("--quiet", action="store_true", help="no progress bars or loading messages")
     output.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
 
@@ -81,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "eval", help="score strategies (base, guide, nudge, blend, BlendIn) on GSM8K, XSTest or your JSONL",
         description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, command_parser=parser)
     return parser
 
 
@@ -154,6 +145,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="blendin eval", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
+    parser.set_defaults(command_parser=parser)
     return run(parser.parse_args(argv))
 
 

@@ -24,7 +24,7 @@ EXAMPLES_FILE = "examples.jsonl"
 # Settings that may change between a run and its resumption without changing
 # any result (how rows are batched, how many, where data lives, display).
 _RESUME_NEUTRAL = ("limit", "batch_size", "data_dir", "out", "no_plots", "overwrite", "batching",
-                   "strategies", "quiet", "device", "dtype")
+                   "strategies", "quiet", "device", "dtype", "threads")
 
 
 def json_safe(value):
