@@ -93,8 +93,8 @@ class StepRunner {
     const int64_t n = std::min(kChunk, length - begin);
     float staging[kChunk];
     const float* x = as_floats(row + begin, n, staging);
-    return chunk_stats(x, n, ChunkIds{nullptr, static_cast<int32_t>(begin)},
-                       any_bad_logit(x, n), tempered, inv_t);
+    return chunk_stats(x, n, ChunkIds{nullptr, static_cast<int32_t>(begin)}, /*bad=*/false,
+                       tempered, inv_t);
   }
 
   // Guide chunk under a vocabulary map: unmapped tokens are masked, ids are

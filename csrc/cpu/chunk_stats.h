@@ -31,12 +31,18 @@ inline bool any_bad_logit(const float* x, int64_t n) {
   return bad != 0;
 }
 
-// Max is exact in any order, so an `omp simd` reduction is safe (GCC turns
-// the select into vmaxps only under it).
-inline float max_of(const float* x, int64_t n) {
+// Max of x[0, n), and whether any entry is NaN. Max is exact in any order,
+// so an `omp simd` reduction is safe (GCC emits vmaxps only under it). A +inf
+// entry shows up as an infinite max.
+inline float max_and_nan(const float* x, int64_t n, bool& any_nan) {
   float m = -BLENDIN_INF;
-#pragma omp simd reduction(max : m)
-  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+  for (int64_t i = 0; i < n; ++i) {
+    m = x[i] > m ? x[i] : m;
+    nan |= x[i] != x[i] ? 1 : 0;
+  }
+  any_nan |= nan != 0;
   return m;
 }
 
@@ -66,24 +72,28 @@ struct ChunkIds {
   int32_t at(int64_t i) const { return ids ? ids[i] : first_id + static_cast<int32_t>(i); }
 };
 
-// x: n <= kChunk logits with masked entries already -inf. `bad` is whether
-// the raw logits held NaN / +inf. When `tempered` is false the tempered sum
-// is not needed (greedy, or T == 1) and mirrors `sum`.
+// x: n <= kChunk logits with masked entries already -inf. The chunk is bad
+// when x holds NaN or +inf, or when `bad` says the raw logits did (a mapped
+// guide chunk masks unmapped entries before they reach here). When
+// `tempered` is false the tempered sum is not needed (greedy, or T == 1)
+// and mirrors `sum`.
 inline ChunkStats chunk_stats(const float* x, int64_t n, ChunkIds ids, bool bad,
                               bool tempered, float inv_temperature) {
   ChunkStats out;
   out.softmax = empty_partial();
-  out.softmax.bad = bad ? 1 : 0;
   topk_clear(out.top);
 
   float block_max[kSubBlocksPerChunk];
   const int64_t blocks = (n + kSubBlock - 1) / kSubBlock;
   float m = -BLENDIN_INF;
+  bool any_nan = false;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kSubBlock;
-    block_max[b] = max_of(x + begin, std::min(kSubBlock, n - begin));
+    block_max[b] = max_and_nan(x + begin, std::min(kSubBlock, n - begin), any_nan);
     m = block_max[b] > m ? block_max[b] : m;
   }
+  bad |= any_nan || m == BLENDIN_INF;
+  out.softmax.bad = bad ? 1 : 0;
   if (bad || m == -BLENDIN_INF) return out;  // nothing usable in this chunk
 
   out.softmax.max = m;
