@@ -168,7 +168,8 @@ BLENDIN_HD Decision decide(float base_top_prob, float guide_top_prob, float agre
   d.intervened = base_top_prob < gamma;
   float a = alpha_fixed;
   if (alpha_fixed < 0.0f) {
-    a = guide_top_prob / (base_top_prob + guide_top_prob) + agree_bonus * agree;
+    // explicit fma: nvcc would contract a * b + c on its own, the host would not
+    a = fmaf(agree_bonus, agree, guide_top_prob / (base_top_prob + guide_top_prob));
     a = a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a);
   }
   d.alpha = d.intervened ? a : 0.0f;
