@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from blendin_ext.eval import plots, scoring, summary
+from blendin_ext.eval import scoring, summary
 from blendin_ext.eval.results import ResultsFolder
 from blendin_ext.eval.strategies import Strategy
 from blendin_ext.eval.tasks import Example, Task, base_prompt
@@ -157,6 +157,10 @@ def finish(task: Task, settings: EvalSettings, folder: ResultsFolder, title: str
     result = {"task": task.name, "kind": task.kind, "title": title, "strategies": lines,
               "diagnostics": words.splitlines()}
     if settings.plots and lines:
+        try:
+            from blendin_ext.eval import plots
+        except ImportError as exc:
+            raise ImportError(f"plots need matplotlib ({exc}); pip install matplotlib, or pass --no-plots") from exc
         result["plots"] = [str(p) for p in plots.write_plots(folder.path, rows, lines, names, task.kind, title)]
     folder.write_json("summary.json", result)
     log(f"\n{title}\n{table}\nDiagnostics:\n{words}")
