@@ -280,10 +280,19 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device:
     The model comes back in eval mode on ``device`` in ``dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     start = time.perf_counter()
     where, source, converted, timings = resolve(name_or_path, progress)
-    tokenizer = AutoTokenizer.from_pretrained(where)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:  # transformers' own "Loading weights" bars
+        hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model = model.to(device).eval()
     elapsed = time.perf_counter() - start
     _log(f"loaded {name_or_path} ({source}) in {elapsed:.1f} s", progress)
