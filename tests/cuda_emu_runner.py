@@ -43,7 +43,7 @@ def build_emulator(out_dir: Path) -> Path:
         raise FileNotFoundError("CUDA headers (cuda_fp16.h) not found")
     cxx = os.environ.get("CXX", "g++")
     exe = out_dir / "emu_main"
-    cmd = [cxx, "-std=c++17", "-O1", "-w", f"-I{ROOT / 'csrc' / 'include'}", f"-I{include}",
+    cmd = [cxx, "-std=c++17", "-O1", "-w", "-U_FORTIFY_SOURCE", f"-I{ROOT / 'csrc' / 'include'}", f"-I{include}",
            str(EMU_DIR / "emu_main.cpp"), "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe
@@ -71,11 +71,15 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "
 def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to_base=None,
                  gamma=0.4, alpha="auto", agree_bonus=0.1, temperature=0.0, top_k=None,
                  top_p=None, seed=0, offset=0, num_sms=2, min_slice=0, order="shuffle",
-                 emu_seed=1) -> BlendStepResult:
+                 emu_seed=1, traces: Optional[dict] = None) -> BlendStepResult:
     """blend_step's arguments (as for blendin_ext.blend_step) run through the
     emulated CUDA kernel. num_sms / min_slice shape the grid; order is the
-    block order: natural, reverse or shuffle."""
+    block order: natural, reverse or shuffle. `traces`, if given, receives
+    how many blocks took each traced path of the kernel."""
     batch, vocab = base.shape
+    if batch == 0:
+        empty = torch.empty(0)
+        return BlendStepResult(empty.long(), empty.bool(), empty, empty, empty, empty)
     maps: Optional[GuideMap] = _as_guide_map(guide_to_base, vocab)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -109,6 +113,10 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
         if proc.returncode != 0:
             raise RuntimeError(f"emulated kernel failed ({proc.returncode}):\n{proc.stderr}")
         raw = (d / "out.bin").read_bytes()
+        if traces is not None:
+            for line in (d / "trace.txt").read_text().splitlines():
+                name, count = line.split()
+                traces[name] = traces.get(name, 0) + int(count)
     tokens = torch.frombuffer(bytearray(raw[: 8 * batch]), dtype=torch.int64)
     pos = 8 * batch
     intervened = torch.frombuffer(bytearray(raw[pos: pos + batch]), dtype=torch.uint8).bool()

@@ -20,6 +20,14 @@
 #include "blendin/blend_math.h"
 #include "blendin/step_params.h"
 
+// Marks that a block took a given path (counted by the emulator so tests can
+// check that each path of the kernel was exercised; nothing on a GPU).
+#if defined(BLENDIN_CUDA_EMULATION)
+#define BLENDIN_TRACE(name) ::cuda_emu::trace(name)
+#else
+#define BLENDIN_TRACE(name) ((void)0)
+#endif
+
 namespace blendin::cuda {
 
 constexpr int kThreads = 256;  // threads per block, every block of the step

@@ -166,6 +166,7 @@ __device__ void greedy_row(const RowContext<T>& ctx, const StepParams& p, RowSha
       const float guide_floor = guide_last != -BLENDIN_INF ? prob_of(guide_last, guide_max, inv_guide_sum) : 0.0f;
       const bool exact = candidates_are_exact(m, alpha, guide_floor, base_floor);
       if (exact) p.out.tokens[ctx.row] = m.token;
+      BLENDIN_TRACE(exact ? "greedy_candidates" : "greedy_full_pass");
       rs.candidates_exact = exact;
     }
   }

@@ -60,6 +60,7 @@ __device__ int32_t walk_storage_order(const RowView<T>& view, int64_t begin, int
     running = running + tile_total;
   }
   if (found == INT64_MAX) {
+    if (threadIdx.x == 0) BLENDIN_TRACE("walk_last_positive");
     long long last = -1;
     for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
       const int32_t id = view.base_id(j);
@@ -208,6 +209,7 @@ __device__ void sample_row(const RowContext<T>& ctx, const StepParams& p, RowSha
   const float top_p = p.top_p.at(row);
   const bool filtered = (top_k > 0 && top_k < view.length) || top_p < 1.0f;
   int32_t token;
+  if (threadIdx.x == 0) BLENDIN_TRACE(filtered ? "sample_filtered" : "sample_unfiltered");
   if (filtered) {
     token = draw_filtered(view, max, ctx.inv_temperature, top_k, top_p, ss.u_token, select_sh,
                           reduce);

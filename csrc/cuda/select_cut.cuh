@@ -68,6 +68,8 @@ struct SelectResult {
 struct SelectShared {
   unsigned int count[kSelectBins];
   unsigned long long mass[kSelectBins];
+  unsigned long long low[256];   // per digit: smallest and largest key seen,
+  unsigned long long high[256];  // so the next pass can skip shared bits
   unsigned long long gather_key[kGatherCap];
   unsigned long long gather_mass[kGatherCap];
   unsigned int gather_n;
@@ -133,28 +135,34 @@ __device__ void histogram_distance(const SelectRow<T>& row, unsigned long long l
   __syncthreads();
 }
 
-// Histogram of the next 8-bit key digit over the entries in play, read
-// from the row (from_row) or from the gathered entries in shared memory.
+// Histogram of the next 8-bit key digit (bits [shift, shift + 8)) over the
+// entries in play, read from the row (from_row) or from the gathered
+// entries in shared memory, with each digit's smallest and largest key.
 template <typename T>
 __device__ void histogram_digit(const SelectRow<T>& row, const InPlay& in, int shift,
                                 bool from_row, SelectShared& sh) {
+  for (int b = threadIdx.x; b < 256; b += kThreads) {
+    sh.low[b] = ~0ull;
+    sh.high[b] = 0ull;
+  }
   clear_bins(sh, 256);
-  auto op = [&](float x, unsigned long long key) {
-    if (!in.holds(row, x, key)) return;
+  auto add = [&](unsigned long long key, unsigned long long mass) {
     const int d = static_cast<int>((key >> shift) & 255ull);
     atomicAdd(&sh.count[d], 1u);
-    atomicAdd(&sh.mass[d], row.weight(x));
+    atomicAdd(&sh.mass[d], mass);
+    atomicMin(&sh.low[d], key);
+    atomicMax(&sh.high[d], key);
   };
   if (from_row) {
+    auto op = [&](float x, unsigned long long key) {
+      if (in.holds(row, x, key)) add(key, row.weight(x));
+    };
     visit_entries(row, op);
   } else {
     const unsigned n = sh.gather_n < kGatherCap ? sh.gather_n : kGatherCap;
     for (unsigned i = threadIdx.x; i < n; i += kThreads) {
       const unsigned long long key = sh.gather_key[i];
-      if ((key & in.mask) != in.prefix) continue;  // gathered entries hold the rest
-      const int d = static_cast<int>((key >> shift) & 255ull);
-      atomicAdd(&sh.count[d], 1u);
-      atomicAdd(&sh.mass[d], sh.gather_mass[i]);
+      if ((key & in.mask) == in.prefix) add(key, sh.gather_mass[i]);  // bin and lower hold
     }
   }
   __syncthreads();
@@ -214,12 +222,16 @@ __device__ int find_position(const SelectShared& sh, int nbins, bool descending,
   return found == INT64_MAX ? -1 : static_cast<int>(found);
 }
 
-// Narrows `in` by one digit; returns the entries left in play.
+// Narrows `in` to the digit at `shift` that holds the target; returns the
+// entries left in play and moves `shift` to the next digit window that
+// tells them apart (-1 once their keys are all equal): bits the survivors
+// share need no pass of their own.
 template <typename T>
-__device__ unsigned long long narrow_by_digit(const SelectRow<T>& row, InPlay& in, int shift,
+__device__ unsigned long long narrow_by_digit(const SelectRow<T>& row, InPlay& in, int& shift,
                                               bool from_row, bool by_mass,
                                               unsigned long long target, BinSums& above,
                                               SelectShared& sh, ReduceScratch& reduce) {
+  if (threadIdx.x == 0) BLENDIN_TRACE(from_row ? "select_row_digit" : "select_shared_digit");
   histogram_digit(row, in, shift, from_row, sh);
   int pos = find_position(sh, 256, true, by_mass, by_mass ? above.mass : above.count, target,
                           reduce);
@@ -228,10 +240,22 @@ __device__ unsigned long long narrow_by_digit(const SelectRow<T>& row, InPlay& i
   above.count += before.count;
   above.mass += before.mass;
   const int digit = 255 - pos;
-  in.prefix |= static_cast<unsigned long long>(digit) << shift;
-  in.mask |= 255ull << shift;
   const unsigned long long left = sh.count[digit];
+  const unsigned long long low = sh.low[digit];
+  const unsigned long long differ = low ^ sh.high[digit];
   __syncthreads();  // the bins are cleared by the next pass
+  if (differ == 0ull) {  // one key left (or several equal ones)
+    in.prefix = low;
+    in.mask = ~0ull;
+    shift = -1;
+    return left;
+  }
+  // Survivors share every bit above top_bit (those are fixed from now on);
+  // the next window ends at top_bit (and may repeat fixed bits near bit 0).
+  const int top_bit = 63 - __clzll(static_cast<long long>(differ));
+  shift = top_bit >= 7 ? top_bit - 7 : 0;
+  in.mask = top_bit >= 63 ? 0ull : ~((2ull << top_bit) - 1ull);
+  in.prefix = low & in.mask;
   return left;
 }
 
@@ -277,6 +301,7 @@ __device__ SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned
   }
   const unsigned long long cut = block_reduce(best, MaxOp{}, reduce);
   if (cut == 0ull) {  // the target is beyond the universe: keep all of it
+    if (threadIdx.x == 0) BLENDIN_TRACE("select_keep_all");
     SelectResult all;
     all.cut = in.lower;
     all.count = above.count + block_reduce(count, SumOp{}, reduce);
@@ -315,19 +340,24 @@ __device__ SelectResult select_cut(const SelectRow<T>& row, const SelectQuery& q
   BinSums above{0ull, 0ull};
   unsigned long long target = q.count_target;
   unsigned long long left = q.universe_count;
+  if (threadIdx.x == 0) BLENDIN_TRACE(q.by_mass ? "select_top_p" : "select_top_k");
   if (left > static_cast<unsigned long long>(kGatherCap)) {
+    if (threadIdx.x == 0) BLENDIN_TRACE("select_distance_pass");
     histogram_distance(row, q.lower, sh);
     const BinSums total = sum_bins_before(sh, kSelectBins, false, kSelectBins, reduce);
     if (q.by_mass) target = mass_target(q.top_p, total.mass);
     const int pos = find_position(sh, kSelectBins, false, q.by_mass, 0ull, target, reduce);
-    if (pos < 0) return SelectResult{q.lower, total.mass, total.count};  // keep all
+    if (pos < 0) {  // fewer entries than k: keep all
+      if (threadIdx.x == 0) BLENDIN_TRACE("select_keep_all");
+      return SelectResult{q.lower, total.mass, total.count};
+    }
     above = sum_bins_before(sh, kSelectBins, false, pos, reduce);
     in.bin = pos;
     left = sh.count[pos];
     __syncthreads();
   }
   int shift = 56;
-  for (; left > static_cast<unsigned long long>(kGatherCap) && shift >= 0; shift -= 8) {
+  while (left > static_cast<unsigned long long>(kGatherCap) && shift >= 0) {
     left = narrow_by_digit(row, in, shift, true, q.by_mass, target, above, sh, reduce);
   }
   gather_in_play(row, in, sh);
@@ -338,7 +368,7 @@ __device__ SelectResult select_cut(const SelectRow<T>& row, const SelectQuery& q
     for (unsigned i = threadIdx.x; i < n; i += kThreads) mass += sh.gather_mass[i];
     target = mass_target(q.top_p, block_reduce(mass, SumOp{}, reduce));
   }
-  for (; left > static_cast<unsigned long long>(kLocalCap) && shift >= 0; shift -= 8) {
+  while (left > static_cast<unsigned long long>(kLocalCap) && shift >= 0) {
     left = narrow_by_digit(row, in, shift, false, q.by_mass, target, above, sh, reduce);
   }
   return select_gathered(in, q.by_mass, target, above, sh, reduce);

@@ -16,6 +16,7 @@
 
 #include <cuda_bf16.h>  // host-side __half / __nv_bfloat16 and conversions
 #include <cuda_fp16.h>
+#include <setjmp.h>
 #include <ucontext.h>
 #include <vector_types.h>
 
@@ -25,6 +26,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #undef __shared__
@@ -37,9 +40,12 @@
 
 namespace cuda_emu {
 
+// Fibers start through ucontext and then switch with _setjmp/_longjmp,
+// which (unlike swapcontext) do not make a signal-mask system call.
 struct Fiber {
   ucontext_t context;
-  std::vector<char> stack;
+  jmp_buf jump;
+  bool started = false;
   int tid = 0;
   bool done = false;
   bool waiting = false;  // resumed but still blocked (for deadlock detection)
@@ -55,7 +61,7 @@ struct WarpExchange {
 
 struct BlockState {
   std::vector<Fiber> fibers;
-  ucontext_t scheduler;
+  jmp_buf scheduler;
   int current = -1;
   int live = 0;
   int barrier_arrived = 0;
@@ -92,6 +98,13 @@ inline uint64_t next_random() {
   return x;
 }
 
+// Path counters (BLENDIN_TRACE in the kernel sources).
+inline std::map<std::string, long>& traces() {
+  static std::map<std::string, long> t;
+  return t;
+}
+inline void trace(const char* name) { ++traces()[name]; }
+
 [[noreturn]] inline void fail(const char* what) {
   std::fprintf(stderr, "cuda_emu: %s (block %u, thread %d)\n", what, block_index().x,
                state() && state()->current >= 0 ? state()->fibers[state()->current].tid : -1);
@@ -104,7 +117,7 @@ inline Fiber& me() { return state()->fibers[state()->current]; }
 inline void yield(bool blocked) {
   Fiber& f = me();
   f.waiting = blocked;
-  swapcontext(&f.context, &state()->scheduler);
+  if (!_setjmp(f.jump)) _longjmp(state()->scheduler, 1);
 }
 
 inline dim3 thread_index() { return dim3(static_cast<unsigned>(me().tid), 0, 0); }
@@ -166,7 +179,7 @@ inline void fiber_entry() {
   f.done = true;
   --s.live;
   if (s.barrier_arrived > 0) fail("a thread exited while others wait at __syncthreads");
-  swapcontext(&f.context, &s.scheduler);
+  _longjmp(s.scheduler, 1);
 }
 
 // Runs one block of `threads` threads to completion.
@@ -199,7 +212,11 @@ inline void run_block(int threads, const std::function<void()>& body) {
       Fiber& f = s.fibers[t];
       if (f.done) continue;
       s.current = t;
-      swapcontext(&s.scheduler, &f.context);
+      if (!_setjmp(s.scheduler)) {
+        if (f.started) _longjmp(f.jump, 1);
+        f.started = true;
+        setcontext(&f.context);
+      }
       s.current = -1;
       if (!f.waiting) progress = true;
     }
@@ -278,6 +295,19 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v)
   const unsigned long long old = *p;
   *p = old + v;
   return old;
+}
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p = v < old ? v : old;
+  return old;
+}
+inline unsigned long long atomicMax(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p = v > old ? v : old;
+  return old;
+}
+inline int __clzll(long long x) {
+  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
 }
 inline unsigned atomicExch(unsigned* p, unsigned v) {
   const unsigned old = *p;

@@ -143,6 +143,8 @@ int main(int argc, char** argv) {
       run<__nv_bfloat16>(base, guide, p, num_sms, min_slice, order);
     }
   }
+  std::ofstream trace(dir + "/trace.txt");
+  for (const auto& [name, count] : cuda_emu::traces()) trace << name << " " << count << "\n";
   std::ofstream out(dir + "/out.bin", std::ios::binary);
   out.write(reinterpret_cast<const char*>(tokens.data()), b * 8);
   out.write(reinterpret_cast<const char*>(intervened.data()), b);
