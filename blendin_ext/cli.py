@@ -30,7 +30,7 @@ DEFAULT_GUIDE = "smollm2-135m-instruct"
 DTYPES = ("float32", "bfloat16", "float16")
 # Modules whose add_parser(subparsers) adds a subcommand; a missing one is skipped.
 SUBCOMMAND_MODULES = ("blendin_ext.eval.cli",)
-BENCHMARKS = {"step": "bench_step.py", "generate": "bench_generate.py"}
+BENCHMARKS = {"step": "bench_step.py", "generate": "bench_generate.py", "pair": "bench_pair.py"}
 
 
 # ------------------------------------------------------------------ terminal
@@ -242,7 +242,8 @@ def _coverage(generator, rows: int) -> list:
 # --------------------------------------------------------------- bench, models
 def run_bench(args) -> int:
     folder = Path(__file__).resolve().parent.parent / "benchmarks"
-    names = list(BENCHMARKS) if args.which == "all" else [args.which]
+    # "all" means the synthetic ones; "pair" needs real models.
+    names = ["step", "generate"] if args.which == "all" else [args.which]
     for name in names:
         script = folder / BENCHMARKS[name]
         if not script.is_file():
@@ -295,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run the benchmarks in benchmarks/",
-                           description="Runs benchmarks/bench_step.py and/or bench_generate.py "
-                           "with this Python; arguments after WHICH go to the script.")
+                           description="Runs benchmarks/bench_step.py (the fused op), "
+                           "bench_generate.py (the loop, random models) or bench_pair.py (a real "
+                           "pair) with this Python; arguments after WHICH go to the script.")
     bench.add_argument("which", choices=[*BENCHMARKS, "all"])
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     bench.set_defaults(func=run_bench, command_parser=bench)
