@@ -66,7 +66,8 @@ def test_eval_writes_results_and_resumes(model_folders, task_file, tmp_path, mon
     lines = {line["strategy"]: line for line in summary["strategies"]}
     assert list(lines) == STRATEGIES.split(",")
     assert all(line["n"] == PROBLEMS and 0 <= line["accuracy"] <= 1 for line in lines.values())
-    assert lines["base"]["intervention_rate"] == 0
+    assert lines["base"]["intervention_rate"] == 0 and lines["base"]["guide_forwards_per_step"] == 0
+    assert 0 < lines["blendin"]["guide_forwards_per_step"] <= 1  # lazy: only steps that need it
     assert (out / "summary.csv").read_text().startswith("strategy,n,accuracy")
 
     # A finished run resumes without loading any model.

@@ -152,7 +152,7 @@ def test_task_errors_name_the_argument(tmp_path, monkeypatch):
 def _row(strategy, correct, tokens, interventions, alpha, agree, ending="clean"):
     return {"strategy": strategy, "correct": correct, "new_tokens": tokens, "seconds": tokens / 10,
             "interventions": interventions, "mean_alpha": alpha, "mean_agree": agree,
-            "guide_forwards": interventions, "ending": ending, "answer_words": tokens,
+            "guide_forwards": interventions, "decode_steps": tokens, "ending": ending, "answer_words": tokens,
             "reference": "#### 1"}
 
 
@@ -166,7 +166,7 @@ def test_summary_and_diagnostics_flag_unreliable_guidance():
     assert math.isclose(blendin["intervention_rate"], 16 / 40)
     assert math.isclose(blendin["mean_alpha"], (0.5 * 6 + 0.7 * 10) / 16)
     assert math.isclose(blendin["tokens_per_s"], 10.0)
-    assert math.isclose(blendin["guide_forwards_per_token"], 16 / 40)
+    assert math.isclose(blendin["guide_forwards_per_step"], 16 / 40)
     words = summary.diagnose(lines, "math")
     assert "UNRELIABLE" in words and "within noise" in words
     table = summary.format_table(lines)

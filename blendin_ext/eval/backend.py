@@ -41,16 +41,20 @@ class EvalGenerator:
             **self.options)
         coverage = getattr(self.blend.guide, "coverage_by_row", None)
         coverage = coverage() if coverage is not None else [None] * len(requests)
-        # The guide's forwards serve the whole batch; they are shared out by
-        # tokens among the rows whose strategy can use the guide (in a mixed
-        # batch, base-only rows get none).
+        # The batch's decode steps and guide forwards serve all its rows; they
+        # are shared out by tokens (the guide's only among rows whose strategy
+        # can use it, so base-only rows of a mixed batch get none). Summed per
+        # strategy they give guide forwards per decode step.
+        tokens = [len(res.token_ids) for res in output.results]
         guided = [r.strategy.gamma > 0 for r in requests]
-        total = sum(len(res.token_ids) for res, g in zip(output.results, guided) if g)
-        forwards = output.stats.guide_forwards
-        return [self._convert(result, forwards * len(result.token_ids) / total if g and total else 0.0, cover)
-                for result, g, cover in zip(output.results, guided, coverage)]
+        all_tokens = sum(tokens) or 1
+        guided_tokens = sum(t for t, g in zip(tokens, guided) if g) or 1
+        stats = output.stats
+        return [self._convert(res, stats.guide_forwards * t / guided_tokens if g else 0.0,
+                              stats.steps * t / all_tokens, cover)
+                for res, t, g, cover in zip(output.results, tokens, guided, coverage)]
 
-    def _convert(self, result, guide_forwards: float, coverage) -> Generation:
+    def _convert(self, result, guide_forwards: float, decode_steps: float, coverage) -> Generation:
         diag = result.diagnostics
         text = result.text
         if result.finish_reason == "stop" and len(self.stop) == 1:
@@ -68,6 +72,7 @@ class EvalGenerator:
             alphas=[i.alpha for i in diag.interventions],
             guide_wins=wins.get("guide", 0),
             guide_forwards=guide_forwards,
+            decode_steps=decode_steps,
             map_coverage=coverage,
         )
 

@@ -41,7 +41,8 @@ class Generation:
     mean_agree: float = float("nan")   # over intervention points
     alphas: list = field(default_factory=list)   # alpha at each intervention point
     guide_wins: int = 0                # interventions where the guide's token was chosen
-    guide_forwards: float = 0.0        # this row's share of the guide forward passes
+    guide_forwards: float = 0.0        # this row's share of its batch's guide forward passes
+    decode_steps: float = 0.0          # this row's share of its batch's decode steps
     map_coverage: Optional[float] = None
 
 

@@ -38,6 +38,13 @@ def _per_intervention(rows, key: str) -> float:
     return sum(value * count for value, count in pairs) / total if total else float("nan")
 
 
+def _guide_forwards_per_step(rows) -> float:
+    """Guide forward passes per decode step of the batches (1 in eager mode;
+    in lazy mode the share of steps where some row needed the guide)."""
+    steps = sum(r.get("decode_steps", 0.0) for r in rows)
+    return sum(r["guide_forwards"] for r in rows) / steps if steps else float("nan")
+
+
 def summarize_strategy(name: str, rows: list, kind: str) -> dict:
     """One summary line for one strategy's rows."""
     tokens = sum(r["new_tokens"] for r in rows)
@@ -58,7 +65,7 @@ def summarize_strategy(name: str, rows: list, kind: str) -> dict:
         "mean_alpha": _per_intervention(rows, "mean_alpha"),
         "agreement": _per_intervention(rows, "mean_agree"),
         "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
-        "guide_forwards_per_token": (sum(r["guide_forwards"] for r in rows) / tokens) if tokens else float("nan"),
+        "guide_forwards_per_step": _guide_forwards_per_step(rows),
     })
     coverage = [r["map_coverage"] for r in rows if r.get("map_coverage") is not None]
     if coverage:
@@ -90,7 +97,7 @@ _COLUMNS = (
     ("mean_alpha", "mean alpha", "{:.2f}"),
     ("agreement", "agree", "{:.3f}"),
     ("tokens_per_s", "tok/s", "{:.1f}"),
-    ("guide_forwards_per_token", "guide fwd/tok", "{:.2f}"),
+    ("guide_forwards_per_step", "guide fwd/step", "{:.2f}"),
     ("map_coverage", "map cover", "{:.1%}"),
 )
 
