@@ -133,3 +133,10 @@ def test_bad_arguments_name_the_option(model_folders, task_file, tmp_path, capsy
 
 def _no_models(args):
     raise AssertionError("a finished run must not load models again")
+
+
+def test_blendin_command_line_registers_eval():
+    from blendin_ext.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "--task", "xstest", "--limit", "3"])
+    assert args.func is cli.run and args.limit == 3 and args.strategies == cli.DEFAULT_STRATEGIES
