@@ -126,8 +126,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const RowContext<T> ctx = row_context(base, guide, p, args, row, row_inv_temperature<T>(p, row));
   merge_row_partials(ctx, sh.row);
   decide_row(ctx, p, sh.row);
-  if (sh.row.mode == kRowGreedy) {
-    greedy_row(ctx, p, sh.row, sh.reduce);
+  if (sh.row.mode == kRowGreedy && !sh.row.candidates_exact) {
+    greedy_full_pass(ctx, p, sh.row, sh.reduce);
   } else if (sh.row.mode == kRowSample) {
     sample_row(ctx, p, sh.row, sh.sample, sh.u.slice_mass, sh.u.select, sh.reduce);
   }

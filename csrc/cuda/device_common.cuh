@@ -188,26 +188,32 @@ __device__ __forceinline__ void warp_topk_merge(RegTopK& t, float& out_value, in
 }
 
 // ------------------------------------------------ partial reductions ----
-__device__ __forceinline__ SoftmaxPartial shfl_down_partial(const SoftmaxPartial& p, int delta) {
-  SoftmaxPartial o;
-  o.max = __shfl_down_sync(kFullMask, p.max, delta);
-  o.sum = __shfl_down_sync(kFullMask, p.sum, delta);
-  o.sum_tempered = __shfl_down_sync(kFullMask, p.sum_tempered, delta);
-  o.argmax = __shfl_down_sync(kFullMask, p.argmax, delta);
-  o.bad = __shfl_down_sync(kFullMask, p.bad, delta);
-  return o;
+// Softmax partials combine in two steps: the top-K merge already yields the
+// group's maximum (and first argmax), so every member rescales its sums to
+// that maximum once and plain additions finish -- the arithmetic of
+// merge_partial() with one exp per member instead of one per tree level.
+struct RescaledSums {
+  float sum;
+  float sum_tempered;
+  int bad;
+};
+
+__device__ __forceinline__ RescaledSums rescale_to(const SoftmaxPartial& p, float max,
+                                                   float inv_temperature) {
+  // fast_exp(-inf or NaN) is 0: empty members (and bad rows) add nothing
+  return RescaledSums{p.sum * fast_exp(p.max - max),
+                      p.sum_tempered * fast_exp((p.max - max) * inv_temperature), p.bad};
 }
 
-// Tree merge of the lanes' partials with the shared merge_partial(); the
-// result is valid in lane 0 (a fixed tree, so it is deterministic).
-__device__ __forceinline__ SoftmaxPartial warp_merge_partials(SoftmaxPartial p,
-                                                              float inv_temperature) {
+// Sum over the warp, the same bits in every lane (float addition commutes).
+__device__ __forceinline__ RescaledSums warp_sum(RescaledSums s) {
 #pragma unroll
-  for (int delta = 16; delta > 0; delta >>= 1) {
-    const SoftmaxPartial other = shfl_down_partial(p, delta);
-    if (lane_id() + delta < 32) merge_partial(p, other, inv_temperature);
+  for (int mask = 16; mask > 0; mask >>= 1) {
+    s.sum += __shfl_xor_sync(kFullMask, s.sum, mask);
+    s.sum_tempered += __shfl_xor_sync(kFullMask, s.sum_tempered, mask);
   }
-  return p;
+  s.bad = __reduce_or_sync(kFullMask, static_cast<unsigned>(s.bad)) != 0u;
+  return s;
 }
 
 // Scratch for block-wide reductions and scans (one slot per warp).
@@ -215,26 +221,24 @@ union ReduceScratch {
   double f64[kWarps];
   unsigned long long u64[kWarps];
   long long i64[kWarps];
-  SoftmaxPartial partial[kWarps];
+  RescaledSums sums[kWarps];
   MixtureArgmax mixture[kWarps];
 };
 
-// Block-wide merge of the threads' partials; the result is returned to
-// every thread.
-__device__ __forceinline__ SoftmaxPartial block_merge_partials(SoftmaxPartial p,
-                                                               float inv_temperature,
-                                                               ReduceScratch& scratch) {
-  p = warp_merge_partials(p, inv_temperature);
+// Sum over the block, returned to every thread (warps add in a fixed order).
+__device__ __forceinline__ RescaledSums block_sum(RescaledSums s, ReduceScratch& scratch) {
+  s = warp_sum(s);
   __syncthreads();  // scratch may still be read from a previous use
-  if (lane_id() == 0) scratch.partial[warp_id()] = p;
+  if (lane_id() == 0) scratch.sums[warp_id()] = s;
   __syncthreads();
-  if (warp_id() == 0) {
-    p = lane_id() < kWarps ? scratch.partial[lane_id()] : empty_partial();
-    p = warp_merge_partials(p, inv_temperature);
-    if (lane_id() == 0) scratch.partial[0] = p;
+  RescaledSums total = scratch.sums[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) {
+    total.sum += scratch.sums[w].sum;
+    total.sum_tempered += scratch.sums[w].sum_tempered;
+    total.bad |= scratch.sums[w].bad;
   }
-  __syncthreads();
-  return scratch.partial[0];
+  return total;
 }
 
 __device__ __forceinline__ void mixture_shfl_merge(MixtureArgmax& m, int mask) {

@@ -166,6 +166,8 @@ struct SliceAccumulator {
 struct SliceScratch {
   float top_value[kWarps][kTopK];
   int32_t top_id[kWarps][kTopK];
+  float max;
+  int32_t argmax;
 };
 
 // Loads (value, id) pairs lane, lane + 32, ... of a list of `n` entries into
@@ -186,7 +188,8 @@ __device__ __forceinline__ void warp_topk_of_entries(int n, const Load& load, fl
 }
 
 // Block-wide statistics of [begin, end) of `row`, written to `out` (a
-// workspace slot) by warp 0.
+// workspace slot): the block's top-K first (its head is the max and first
+// argmax), then the sums rescaled to that max.
 template <typename T, bool kMapped, bool kTempered>
 __device__ void slice_statistics(const RowView<T>& row, int64_t begin, int64_t end, float inv_t,
                                  SliceScratch& scratch, ReduceScratch& reduce,
@@ -195,7 +198,6 @@ __device__ void slice_statistics(const RowView<T>& row, int64_t begin, int64_t e
   acc.init(inv_t, row.map, row.base_vocab);
   for_each_vector(row.logits, begin, end, acc);
 
-  const SoftmaxPartial merged = block_merge_partials(acc.partial(), inv_t, reduce);
   float value;
   int32_t id;
   warp_topk_merge(acc.top, value, id);
@@ -214,7 +216,17 @@ __device__ void slice_statistics(const RowView<T>& row, int64_t begin, int64_t e
       out->top_value[lane_id()] = value;
       out->top_id[lane_id()] = id;
     }
-    if (lane_id() == 0) out->softmax = merged;
+    if (lane_id() == 0) {
+      scratch.max = value;
+      scratch.argmax = id;
+    }
+  }
+  __syncthreads();
+  const float max = scratch.max;
+  const RescaledSums sums = block_sum(rescale_to(acc.partial(), max, inv_t), reduce);
+  if (threadIdx.x == 0) {
+    out->softmax = SoftmaxPartial{max, sums.sum, kTempered ? sums.sum_tempered : sums.sum,
+                                  scratch.argmax, sums.bad};
   }
 }
 

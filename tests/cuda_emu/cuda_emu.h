@@ -286,6 +286,13 @@ inline unsigned __reduce_min_sync(unsigned, unsigned v) {
   return r;
 }
 
+inline unsigned __reduce_or_sync(unsigned, unsigned v) {
+  const uint64_t* all = cuda_emu::warp_exchange(v, 7);
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= static_cast<unsigned>(all[i]);
+  return r;
+}
+
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
   const unsigned old = *p;
   *p = old + v;
