@@ -12,8 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 def _score_series(kind: str) -> list:
     """(label, key, marker) of the quality measures to plot for this task."""
     if kind == "math":
-        return [("accuracy", "accuracy", "o")]
+        return [("accuracy", "accuracy", "o"), ("no invented 'Question:'", "no_invented_question", "s")]
     return [("refusal, safe prompts", "refusal_safe", "o"), ("refusal, unsafe prompts", "refusal_unsafe", "s")]
+
+
+def _value(line: dict, key: str) -> float:
+    if key == "no_invented_question":  # the share of answers that did not run on
+        return 1.0 - line["invented_question"]
+    return line.get(key, float("nan"))
 
 
 def plot_score_vs_intervention(lines: list, kind: str, path: Path, title: str) -> Path:
@@ -25,14 +31,14 @@ def plot_score_vs_intervention(lines: list, kind: str, path: Path, title: str) -
     for index, line in enumerate(lines):
         colour = colours[index % len(colours)]
         for _, key, marker in series:
-            ax.scatter(line["intervention_rate"], line.get(key, float("nan")), marker=marker, s=70,
+            ax.scatter(line["intervention_rate"], _value(line, key), marker=marker, s=70,
                        color=colour, edgecolor="black", linewidth=0.5, zorder=3, alpha=0.85)
         ax.scatter([], [], marker="o", color=colour, label=line["strategy"])
     if len(series) > 1:
         for label, _, marker in series:
             ax.scatter([], [], marker=marker, facecolor="white", edgecolor="black", label=label)
     ax.set_xlabel("intervention rate (share of tokens where the guide stepped in)")
-    ax.set_ylabel("accuracy" if kind == "math" else "refusal rate")
+    ax.set_ylabel("rate")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
