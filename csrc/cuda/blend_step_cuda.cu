@@ -30,7 +30,7 @@ WorkspaceSize blend_step_workspace(const StepParams& params, int element_bytes, 
   if (device_sm_count(device, &sms) != cudaSuccess) sms = 1;
   const LaunchPlan plan = make_launch_plan(params.batch, params.vocab, params.guide_vocab,
                                            element_bytes, sms);
-  return WorkspaceSize{plan.ticket_bytes, plan.workspace_bytes};
+  return WorkspaceSize{plan.tickets, plan.scratch_bytes};
 }
 
 }  // namespace blendin::cuda

@@ -1,28 +1,32 @@
 // Torch-free entry points of the CUDA BlendIn step: raw pointers, the
-// StepParams of blendin/step_params.h, a workspace and a stream.
+// StepParams of blendin/step_params.h, two device buffers and a stream.
 //
-// Workspace contract: ask blend_step_workspace() for its size on the device
-// that will run the step. Its first `zeroed_bytes` (per-row arrival tickets)
-// must be zero before the first launch that uses the buffer; every launch
-// leaves them zero again, so one buffer serves any number of launches (and
-// CUDA graph replays) with no memset. The rest needs no initialisation. One
-// buffer must not serve two launches that run at the same time.
+// Buffers (ask blend_step_workspace() for their sizes on the device that
+// will run the step):
+//  - tickets: one arrival counter per row. Zero before the first launch
+//    that uses them; every launch leaves them zero again, so one buffer
+//    serves any number of launches (and CUDA graph replays) without a
+//    memset. Larger batches need more tickets: a fresh zeroed buffer, never
+//    a region that served as scratch.
+//  - scratch: the per-slice partials; needs no initialisation.
+// Two launches that run at the same time must not share either buffer.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "blendin/step_params.h"
 
 namespace blendin::cuda {
 
 struct WorkspaceSize {
-  size_t zeroed_bytes;  // prefix that must start at zero (and stays zero)
-  size_t total_bytes;
+  int64_t tickets;       // unsigned int counters needed (>= batch)
+  size_t scratch_bytes;  // bytes of scratch needed
 };
 
-// Workspace needed by a step of `params` with logits of `element_bytes`
+// Buffers needed by a step of `params` with logits of `element_bytes`
 // (4 or 2) on `device`.
 WorkspaceSize blend_step_workspace(const StepParams& params, int element_bytes, int device);
 
@@ -33,7 +37,8 @@ WorkspaceSize blend_step_workspace(const StepParams& params, int element_bytes, 
 // is empty) and returns the launch status; never synchronises.
 template <typename T>
 cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
-                              const StepParams& params, void* workspace, size_t workspace_bytes,
+                              const StepParams& params, unsigned int* tickets,
+                              int64_t ticket_count, void* scratch, size_t scratch_bytes,
                               cudaStream_t stream);
 
 }  // namespace blendin::cuda

@@ -5,6 +5,7 @@
 namespace blendin::cuda {
 
 template cudaError_t launch_blend_step<float>(const float*, const float*,
-                                            const StepParams&, void*, size_t, cudaStream_t);
+                                            const StepParams&, unsigned int*, int64_t, void*,
+                                            size_t, cudaStream_t);
 
 }  // namespace blendin::cuda

@@ -36,7 +36,8 @@ struct DeviceType<BFloat16Bits> {
 
 template <typename T>
 cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
-                              const StepParams& params, void* workspace, size_t workspace_bytes,
+                              const StepParams& params, unsigned int* tickets,
+                              int64_t ticket_count, void* scratch, size_t scratch_bytes,
                               cudaStream_t stream) {
   using D = typename DeviceType<T>::type;
   static_assert(sizeof(T) == sizeof(D), "logit storage size");
@@ -49,14 +50,13 @@ cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
   if (err != cudaSuccess) return err;
   const LaunchPlan plan = make_launch_plan(params.batch, params.vocab, params.guide_vocab,
                                            static_cast<int>(sizeof(T)), sms);
-  if (workspace == nullptr || workspace_bytes < plan.workspace_bytes ||
-      reinterpret_cast<uintptr_t>(workspace) % 16 != 0 || plan.blocks > INT32_MAX) {
+  if (tickets == nullptr || ticket_count < plan.tickets || scratch == nullptr ||
+      scratch_bytes < plan.scratch_bytes || reinterpret_cast<uintptr_t>(scratch) % 16 != 0 ||
+      plan.blocks > INT32_MAX) {
     return cudaErrorInvalidValue;
   }
-  char* ws = static_cast<char*>(workspace);
-  const KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices,
-                        reinterpret_cast<unsigned int*>(ws),
-                        reinterpret_cast<SlicePartial*>(ws + plan.partial_offset)};
+  const KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices, tickets,
+                        static_cast<SlicePartial*>(scratch)};
   blend_step_kernel<D><<<static_cast<unsigned int>(plan.blocks), kThreads, 0, stream>>>(
       reinterpret_cast<const D*>(base_logits), reinterpret_cast<const D*>(guide_logits), params,
       args);

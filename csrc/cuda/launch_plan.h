@@ -30,9 +30,8 @@ struct LaunchPlan {
   int32_t base_slices = 0;   // slices per base row
   int32_t guide_slices = 0;  // slices per guide row
   int64_t blocks = 0;        // batch * (base_slices + guide_slices)
-  size_t ticket_bytes = 0;   // per-row arrival counters: zero before first use, kept zero
-  size_t partial_offset = 0;
-  size_t workspace_bytes = 0;
+  int64_t tickets = 0;       // per-row arrival counters (zero between launches)
+  size_t scratch_bytes = 0;  // the blocks' SlicePartials
 
   int32_t slices() const { return base_slices + guide_slices; }
 };
@@ -65,10 +64,8 @@ inline LaunchPlan make_launch_plan(int64_t batch, int64_t vocab, int64_t guide_v
   plan.base_slices = static_cast<int32_t>(ceil_div(vocab, elems));
   plan.guide_slices = static_cast<int32_t>(ceil_div(guide_vocab, elems));
   plan.blocks = batch * plan.slices();
-  plan.ticket_bytes = static_cast<size_t>(ceil_div(batch * 4, 256) * 256);
-  plan.partial_offset = plan.ticket_bytes;
-  plan.workspace_bytes =
-      plan.partial_offset + static_cast<size_t>(plan.blocks) * sizeof(SlicePartial);
+  plan.tickets = batch;
+  plan.scratch_bytes = static_cast<size_t>(plan.blocks) * sizeof(SlicePartial);
   return plan;
 }
 

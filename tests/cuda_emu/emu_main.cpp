@@ -65,12 +65,10 @@ void run(const void* base, const void* guide, const StepParams& p, int num_sms,
          int64_t min_slice, const std::string& order_kind) {
   const bc::LaunchPlan plan = bc::make_launch_plan(p.batch, p.vocab, p.guide_vocab,
                                                    static_cast<int>(sizeof(D)), num_sms, min_slice);
-  std::vector<unsigned long long> workspace((plan.workspace_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
-  char* ws = reinterpret_cast<char*>(workspace.data());
-  std::memset(ws, 0, plan.ticket_bytes);
+  std::vector<unsigned> tickets(plan.tickets, 0u);
+  std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
   const bc::KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices,
-                            reinterpret_cast<unsigned*>(ws),
-                            reinterpret_cast<bc::SlicePartial*>(ws + plan.partial_offset)};
+                            tickets.data(), reinterpret_cast<bc::SlicePartial*>(scratch.data())};
   std::vector<unsigned> order(plan.blocks);
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<unsigned>(i);
   if (order_kind == "reverse") {
@@ -84,8 +82,8 @@ void run(const void* base, const void* guide, const StepParams& p, int num_sms,
   cuda_emu::launch(order, static_cast<unsigned>(plan.blocks), bc::kThreads, [&] {
     bc::blend_step_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p, args);
   });
-  for (size_t i = 0; i < plan.ticket_bytes / 4; ++i) {
-    if (reinterpret_cast<unsigned*>(ws)[i] != 0u) {
+  for (size_t i = 0; i < tickets.size(); ++i) {
+    if (tickets[i] != 0u) {
       std::fprintf(stderr, "ticket %zu not reset\n", i);
       std::exit(3);
     }
