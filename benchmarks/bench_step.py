@@ -5,6 +5,11 @@ Columns, per (device, dtype, B, V):
   eager      blendin_ext.reference.blend_step, the spec composed of PyTorch ops
   floor      torch.logsumexp over both logit tensors: the least any exact
              method must compute (one read of every logit plus an exp)
+  kernel     (cuda) the fused step's GPU time alone: 20 steps captured in a
+             CUDA graph and replayed, so host overhead drops out; with the
+             GB/s it implies and its share of the card's peak bandwidth
+  fi_*       (cuda, when `import flashinfer` works) FlashInfer's softmax of
+             both models and sampling_from_logits of the base, same shapes
 Half of the rows intervene (base top-1 prob 0.2 vs 0.7). Timings are
 medians over interleaved repetitions after a warm-up (CUDA events on a GPU),
 so the ratios within one row are comparable even on a noisy machine.
@@ -86,6 +91,76 @@ def median_times(fns: dict, device, budget_s: float, max_reps: int = 2000) -> di
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
+# Peak DRAM bandwidth (GB/s) of cards whose properties do not report it.
+PEAK_GB_S = {"H200": 4800, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,
+             "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864,
+             "A10G": 600, "L4": 300}
+
+
+def peak_bandwidth_gb_s():
+    """The current GPU's peak memory bandwidth, or None if unknown."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    clock_khz = getattr(props, "memory_clock_rate", 0)
+    bus_bits = getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9  # double data rate
+    for name, peak in PEAK_GB_S.items():
+        if name in props.name:
+            return float(peak)
+    return None
+
+
+def graph_step_seconds(fn, steps: int = 20, rounds: int = 15) -> float:
+    """GPU time of one call of fn: `steps` calls captured in a CUDA graph,
+    replayed `rounds` times (median), so launch and host costs drop out."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()  # warm-up on the capture stream (first-call buffers)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        for _ in range(steps):
+            fn()
+    time_once = make_timer(torch.device("cuda"))
+    graph.replay()
+    return statistics.median(time_once(graph.replay) for _ in range(rounds)) / steps
+
+
+def flashinfer_fns(base, guide):
+    """FlashInfer's nearest kernels on the same logits, when installed."""
+    try:
+        import flashinfer.sampling as fi
+    except Exception:  # not installed, or built for another torch/CUDA
+        return {}
+    fns = {"fi_softmax": lambda: (fi.softmax(base), fi.softmax(guide)),
+           "fi_sample": lambda: fi.sampling_from_logits(base)}
+    usable = {}
+    for name, fn in fns.items():
+        try:
+            fn()
+            usable[name] = fn
+        except Exception as exc:  # e.g. a dtype this version does not take
+            print(f"# {name} skipped: {type(exc).__name__}: {exc}")
+    return usable
+
+
+def cuda_columns(base, guide, fused, batch, vocab):
+    """kernel time, GB/s, % of peak, and FlashInfer times for one case."""
+    read_bytes = 2 * batch * vocab * base.element_size()
+    kernel_s = graph_step_seconds(fused)
+    peak = peak_bandwidth_gb_s()
+    row = {"kernel_us": kernel_s * 1e6, "kernel_gb_s": read_bytes / kernel_s / 1e9,
+           "peak_gb_s": peak}
+    row["pct_of_peak"] = 100 * row["kernel_gb_s"] / peak if peak else None
+    for name, fn in flashinfer_fns(base, guide).items():
+        try:
+            row[f"{name}_us"] = graph_step_seconds(fn) * 1e6
+        except Exception:  # not capturable in this version: time it eagerly
+            row[f"{name}_us"] = median_times({name: fn}, torch.device("cuda"), 0.2)[name] * 1e6
+    return row
+
+
 def bench_case(batch, vocab, dtype, device, budget_s):
     base = step_logits(batch, vocab, dtype, device, seed=1, confidences=[0.2, 0.7])
     guide = step_logits(batch, vocab, dtype, device, seed=2, confidences=[0.8, 0.5])
@@ -99,7 +174,7 @@ def bench_case(batch, vocab, dtype, device, budget_s):
     intervened = float(out.intervened.float().mean())
     times = median_times(fns, torch.device(device), budget_s)
     read_bytes = 2 * batch * vocab * base.element_size()
-    return {
+    row = {
         "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
         "vocab": vocab, "intervened": intervened,
         "fused_us": times["fused"] * 1e6, "eager_us": times["eager"] * 1e6,
@@ -108,17 +183,32 @@ def bench_case(batch, vocab, dtype, device, budget_s):
         "ratio_to_floor": times["fused"] / times["floor"],
         "fused_gb_s": read_bytes / times["fused"] / 1e9,
     }
+    if torch.device(device).type == "cuda":
+        row.update(cuda_columns(base, guide, fns["fused"], batch, vocab))
+    return row
+
+
+def _cell(value, width, fmt=".1f"):
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
 
 
 def print_table(rows):
+    gpu = any("kernel_us" in r for r in rows)
     header = (f"{'dtype':>8} {'B':>4} {'V':>7} {'fused us':>10} {'eager us':>10} {'floor us':>10}"
               f" {'x eager':>8} {'/ floor':>8} {'GB/s':>7}")
+    if gpu:
+        header += f" {'kernel us':>10} {'kern GB/s':>10} {'% peak':>7} {'fi smax us':>10} {'fi samp us':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7} {r['fused_us']:>10.1f}"
-              f" {r['eager_us']:>10.1f} {r['floor_us']:>10.1f} {r['speedup_vs_eager']:>8.1f}"
-              f" {r['ratio_to_floor']:>8.2f} {r['fused_gb_s']:>7.1f}")
+        line = (f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7} {r['fused_us']:>10.1f}"
+                f" {r['eager_us']:>10.1f} {r['floor_us']:>10.1f} {r['speedup_vs_eager']:>8.1f}"
+                f" {r['ratio_to_floor']:>8.2f} {r['fused_gb_s']:>7.1f}")
+        if gpu:
+            line += (f" {_cell(r.get('kernel_us'), 10)} {_cell(r.get('kernel_gb_s'), 10)}"
+                     f" {_cell(r.get('pct_of_peak'), 7)} {_cell(r.get('fi_softmax_us'), 10)}"
+                     f" {_cell(r.get('fi_sample_us'), 10)}")
+        print(line)
 
 
 def main(argv=None):
@@ -126,24 +216,31 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--quick", action="store_true", help="a small grid for smoke runs")
+    parser.add_argument("--batches", help="comma-separated batch sizes (overrides the grid)")
+    parser.add_argument("--vocabs", help="comma-separated vocabulary sizes (overrides the grid)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per case (approx.)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    grid = QUICK if args.quick else GRIDS[args.device]
+    grid = dict(QUICK if args.quick else GRIDS[args.device])
+    if args.batches:
+        grid["batches"] = [int(b) for b in args.batches.split(",")]
+    if args.vocabs:
+        grid["vocabs"] = [int(v) for v in args.vocabs.split(",")]
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "device": args.device}
+    if args.device == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+        meta["peak_gb_s"] = peak_bandwidth_gb_s()
     rows = []
     for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
         for vocab in grid["vocabs"]:
             for batch in grid["batches"]:
                 rows.append(bench_case(batch, vocab, dtype, args.device, args.budget))
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "device": args.device}
-    if args.device == "cuda":
-        meta["gpu"] = torch.cuda.get_device_name()
+                if args.json:  # after every case, so a run cut short keeps its rows
+                    with open(args.json, "w") as f:
+                        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"# blend_step latency, median per call; {meta}")
     print_table(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return rows
 
 

@@ -211,6 +211,7 @@ def test_empty_batch():
     (1.0, None, None), (0.5, None, None), (2.0, 3, None), (1.0, None, 0.7), (0.8, 4, 0.8)])
 @pytest.mark.parametrize("alpha", [0.3, "auto"])
 def test_draw_frequencies_match_exact_mixture(temperature, top_k, top_p, alpha):
+    pytest.importorskip("scipy")
     from test_sampling import DRAWS, assert_frequencies, exact_mixture
 
     gen = torch.Generator().manual_seed(1)
@@ -224,6 +225,7 @@ def test_draw_frequencies_match_exact_mixture(temperature, top_k, top_p, alpha):
 
 
 def test_frequencies_on_a_large_vocabulary():
+    pytest.importorskip("scipy")
     from test_sampling import assert_frequencies, exact_mixture
 
     base, guide = confident_logits(1, 50257, seed=4), confident_logits(1, 50257, seed=5)
