@@ -70,8 +70,11 @@ def test_eval_writes_results_and_resumes(model_folders, task_file, tmp_path, mon
     assert 0 < lines["blendin"]["guide_forwards_per_step"] <= 1  # lazy: only steps that need it
     assert (out / "summary.csv").read_text().startswith("strategy,n,accuracy")
 
-    # A finished run resumes without loading any model.
+    # A finished run resumes without loading any model, and re-scores saved
+    # rows from their text (a row scored by an older rule is corrected).
     monkeypatch.setattr(backend, "build_generator", _no_models)
+    stale = [dict(rows[0], predicted=12345.0, correct=not rows[0]["correct"])] + rows[1:]
+    (out / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
     assert cli.main(_argv(model_folders, task_file, out)) == 0
     assert _rows(out) == rows
     monkeypatch.undo()

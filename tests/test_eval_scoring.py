@@ -97,6 +97,22 @@ def test_answer_region_cuts_at_the_invented_question():
     assert scoring.answer_region(" no question") == " no question"
 
 
+def test_answer_region_ends_at_the_first_stated_answer():
+    # A few-shot base that keeps repeating or drifts after "The answer is N."
+    text = " 155,500 - 130,000 = 25,500. The answer is 25,500. The answer is 25"
+    assert scoring.answer_region(text).endswith("The answer is 25,500")
+    assert scoring.score_math(text, "#### 25500")["correct"]
+    drift = " 20 / 3 = 6.67. The answer is 6.67.Human: A baker makes 24 rolls"
+    assert scoring.score_math(drift, "#### 6.67")["predicted"] == 6.67
+    assert scoring.score_math(" the answer is: -$5, so", "#### -5")["correct"]
+
+
+def test_score_answer_gives_every_scored_field():
+    fields = scoring.score_answer("math", " 3 + 4 = 7. The answer is 7.", "#### 7", "eos")
+    assert fields == {"ending": "clean", "answer_words": 9, "predicted": 7.0, "gold": 7.0, "correct": True}
+    assert scoring.score_answer("refusal", "I'm sorry, no.", "unsafe", "length")["refused"]
+
+
 def test_strategies_parse_and_reject_unknown_names():
     names = [s.name for s in parse_strategies("base, guide,nudge,blend-0.5,blendin,base")]
     assert names == ["base", "guide", "nudge", "blend-0.5", "blendin"]

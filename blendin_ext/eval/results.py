@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
@@ -90,6 +91,14 @@ class ResultsFolder:
             for row in rows:
                 handle.write(json.dumps(json_safe(row), ensure_ascii=False) + "\n")
             handle.flush()
+
+    def replace_rows(self, rows: list) -> None:
+        """Rewrites every row (after re-scoring), atomically."""
+        tmp = self.examples_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(json_safe(row), ensure_ascii=False) + "\n")
+        os.replace(tmp, self.examples_path)
 
     def _drop_torn_tail(self) -> None:
         """A run killed mid-write leaves a last line without a newline;

@@ -81,7 +81,6 @@ def plan_batches(task: Task, settings: EvalSettings, done: set) -> list:
 def score_row(task: Task, request: Request, generation: Generation, seconds: float) -> dict:
     """The JSONL row of one answer: prompt, text, score and guidance signals."""
     example, text = request.example, generation.text
-    answer = scoring.answer_region(text)
     row = {
         "id": example.id,
         "strategy": request.strategy.name,
@@ -89,16 +88,11 @@ def score_row(task: Task, request: Request, generation: Generation, seconds: flo
         "prompt": request.prompt,
         "reference": example.reference,
         "text": text,
-        "ending": scoring.ending_kind(text, generation.finish_reason),
         "finish_reason": generation.finish_reason,
-        "answer_words": len(answer.split()),
         "new_tokens": generation.new_tokens,
         "seconds": seconds,
     }
-    if task.kind == "math":
-        row.update(scoring.score_math(text, example.reference))
-    else:
-        row.update(scoring.score_refusal(text))
+    row.update(scoring.score_answer(task.kind, text, example.reference, generation.finish_reason))
     row.update(example.meta)
     stats = asdict(generation)
     for key in ("text", "new_tokens", "finish_reason"):
@@ -144,11 +138,22 @@ def run_eval(task: Task, generator: Generator, settings: EvalSettings, folder: R
     return finish(task, settings, folder, title, log)
 
 
+def _rescored(folder: ResultsFolder, kind: str) -> list:
+    """The folder's rows scored by the current rules (saved again if a rule
+    changed since they were written)."""
+    rows = folder.rows()
+    fresh = [dict(r, **scoring.score_answer(kind, r["text"], r["reference"], r["finish_reason"]))
+             for r in rows]
+    if fresh != rows:
+        folder.replace_rows(fresh)
+    return fresh
+
+
 def finish(task: Task, settings: EvalSettings, folder: ResultsFolder, title: str, log=print) -> dict:
     """Summary table, diagnostics and plots from the rows in the folder."""
     names = [s.name for s in settings.strategies]
     ids = {e.id for e in task.examples}
-    rows = [r for r in folder.rows() if r["id"] in ids and r["strategy"] in names]
+    rows = [r for r in _rescored(folder, task.kind) if r["id"] in ids and r["strategy"] in names]
     lines = summary.summarize(rows, names, task.kind)
     table = summary.format_table(lines)
     words = summary.diagnose(lines, task.kind)
