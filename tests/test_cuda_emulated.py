@@ -181,6 +181,17 @@ def test_top_k_beyond_the_valid_entries_keeps_all(emulator):
     assert traces.get("select_keep_all") == 3, traces
 
 
+def test_cut_inside_the_top_k_list_needs_no_select_pass(emulator):
+    base, guide = _pair(8, 3000, seed=17)
+    for filters in (dict(top_k=1), dict(top_k=8), dict(top_k=5, top_p=0.6), dict(top_p=0.3)):
+        traces = {}
+        emulate_and_check(emulator, base, guide, grid=FINE, traces=traces, gamma=2.0, alpha=0.5,
+                          temperature=0.8, seed=21, **filters)
+        assert traces.get("select_from_list", 0) >= 4, (filters, traces)
+        if "top_p" not in filters:
+            assert "select_distance_pass" not in traces, (filters, traces)
+
+
 def test_low_temperature_cut_in_the_far_tail(emulator):
     gen = torch.Generator().manual_seed(4)
     base, guide = torch.randn(2, 4000, generator=gen) * 5, torch.randn(2, 4000, generator=gen)

@@ -88,7 +88,7 @@ struct KeptWeight {
   unsigned long long cut;
   __device__ __forceinline__ unsigned long long operator()(float x, int32_t id) const {
     if (x == -BLENDIN_INF || rank_key(x, id) < cut) return 0ull;
-    return to_fixed(fast_exp((x - max) * inv_temperature));
+    return fixed_weight((x - max) * inv_temperature);
   }
 };
 
@@ -162,22 +162,81 @@ __device__ __forceinline__ unsigned long long scale_by_uniform(float u, unsigned
   return (total >> 24) * k + (((total & 0xffffffull) * k) >> 24);
 }
 
+// The component's top-K list (best first, from the merged slice lists: the
+// exact top-K of the row) and its tempered mass relative to its max.
+struct ComponentTop {
+  const float* value;
+  const int32_t* id;
+  float sum_tempered;
+};
+
+// The cut straight from the top-K list when it lies there: top-k <= kTopK
+// (then top-p within those), or top-p alone reached inside the list (its
+// threshold from the float mass of the statistics pass). False otherwise.
+__device__ bool cut_from_list(const ComponentTop& top, float max, float inv_t, int32_t top_k,
+                              float top_p, int64_t length, SelectResult& out) {
+  int n = 0;  // valid entries in the list; fewer than kTopK means all of the row's
+  while (n < kTopK && top.value[n] != -BLENDIN_INF) ++n;
+  const bool full = n == kTopK;
+  const bool k_active = top_k > 0 && top_k < length;
+  int universe = n;  // the top-k set (or every valid entry) when the list holds it
+  if (k_active && top_k <= n) {
+    universe = top_k;
+  } else if (full) {
+    if (k_active || !(top_p < 1.0f)) return false;  // the set reaches past the list
+    universe = -1;  // top-p over the whole row: threshold from the float mass
+  }
+  unsigned long long need = ~0ull;  // without top-p: the last entry of the set
+  if (top_p < 1.0f) {
+    if (universe < 0) {
+      need = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) *
+                                                  static_cast<double>(top.sum_tempered) *
+                                                  4294967296.0));
+    } else {
+      unsigned long long total = 0ull;
+      for (int i = 0; i < universe; ++i) total += fixed_weight((top.value[i] - max) * inv_t);
+      need = mass_target(top_p, total);
+    }
+  }
+  const int entries = universe < 0 ? n : universe;
+  unsigned long long cumulative = 0ull;
+  for (int i = 0; i < entries; ++i) {
+    cumulative += fixed_weight((top.value[i] - max) * inv_t);
+    if (cumulative >= need || (need == ~0ull && i == entries - 1)) {
+      out = SelectResult{rank_key(top.value[i], top.id[i]), cumulative,
+                         static_cast<unsigned long long>(i + 1)};
+      return true;
+    }
+  }
+  return false;  // top-p not reached within the list
+}
+
 // top-k, then top-p, then the walk over the kept entries.
 template <typename T>
-__device__ int32_t draw_filtered(const RowView<T>& view, float max, float inv_t, int32_t top_k,
-                                 float top_p, float u, SelectShared& sh, ReduceScratch& reduce) {
-  const SelectRow<T> row{view, max, inv_t};
-  SelectResult kept{0ull, 0ull, kUnknownCount};
-  bool have_mass = false;
-  if (top_k > 0 && top_k < view.length) {
-    kept = select_cut(row, SelectQuery{0ull, kUnknownCount, false, static_cast<unsigned long long>(top_k), 1.0f}, sh, reduce);
-    have_mass = true;
+__device__ int32_t draw_filtered(const RowView<T>& view, const ComponentTop& top, float max,
+                                 float inv_t, int32_t top_k, float top_p, float u,
+                                 SelectShared& sh, ReduceScratch& reduce) {
+  if (threadIdx.x == 0) {
+    SelectResult from_list;
+    const bool found = cut_from_list(top, max, inv_t, top_k, top_p, view.length, from_list);
+    sh.result = found ? from_list : SelectResult{0ull, 0ull, 0ull};
+    if (found) BLENDIN_TRACE("select_from_list");
   }
-  if (top_p < 1.0f) {
-    kept = select_cut(row, SelectQuery{kept.cut, kept.count, true, 0ull, top_p}, sh, reduce);
-    have_mass = true;
+  __syncthreads();
+  SelectResult kept = sh.result;
+  __syncthreads();
+  if (kept.count == 0ull) {
+    const SelectRow<T> row{view, max, inv_t};
+    kept = SelectResult{0ull, 0ull, kUnknownCount};
+    if (top_k > 0 && top_k < view.length) {
+      kept = select_cut(row, SelectQuery{0ull, kUnknownCount, false,
+                                         static_cast<unsigned long long>(top_k), 1.0f},
+                        sh, reduce);
+    }
+    if (top_p < 1.0f) {
+      kept = select_cut(row, SelectQuery{kept.cut, kept.count, true, 0ull, top_p}, sh, reduce);
+    }
   }
-  (void)have_mass;
   const unsigned long long target = scale_by_uniform(u, kept.mass);
   return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut},
                             reduce);
@@ -211,8 +270,11 @@ __device__ void sample_row(const RowContext<T>& ctx, const StepParams& p, RowSha
   int32_t token;
   if (threadIdx.x == 0) BLENDIN_TRACE(filtered ? "sample_filtered" : "sample_unfiltered");
   if (filtered) {
-    token = draw_filtered(view, max, ctx.inv_temperature, top_k, top_p, ss.u_token, select_sh,
-                          reduce);
+    const ComponentTop top{use_guide ? rs.guide_top_value : rs.base_top_value,
+                           use_guide ? rs.guide_top_id : rs.base_top_id,
+                           use_guide ? rs.guide.sum_tempered : rs.base.sum_tempered};
+    token = draw_filtered(view, top, max, ctx.inv_temperature, top_k, top_p, ss.u_token,
+                          select_sh, reduce);
   } else {
     const SlicePartial* parts = ctx.partials + (use_guide ? ctx.base_slices : 0);
     const int32_t slices = use_guide ? ctx.guide_slices : ctx.base_slices;

@@ -35,6 +35,13 @@ __device__ __forceinline__ unsigned long long to_fixed(float w) {
   return __float2ull_rn(w * 4294967296.0f);
 }
 
+// to_fixed(fast_exp(arg)) for arg <= 0, without the exp where the answer is
+// known: below -23, exp < 1.03e-10 < 2^-33, which rounds to 0 (exactly as
+// the full computation would).
+__device__ __forceinline__ unsigned long long fixed_weight(float arg) {
+  return arg < -23.0f ? 0ull : to_fixed(fast_exp(arg));
+}
+
 template <typename T>
 struct SelectRow {
   RowView<T> view;
@@ -42,7 +49,7 @@ struct SelectRow {
   float inv_temperature;
 
   __device__ __forceinline__ unsigned long long weight(float x) const {
-    return to_fixed(fast_exp((x - max) * inv_temperature));
+    return fixed_weight((x - max) * inv_temperature);
   }
   // Monotone in x (larger logit, smaller or equal bin).
   __device__ __forceinline__ int bin(float x) const {
