@@ -4,6 +4,15 @@
 // reset by that block for the next launch) merges the row and finishes it:
 // decision, greedy token or sampled token. One launch at every batch size,
 // no host synchronisation, no memset.
+//
+// Agreement with the CPU kernel: the decision, the weight, exp and the RNG
+// are the shared host/device code, so for the same seed and offset the
+// tokens are the CPU's -- except where a float sum taken in another order
+// (block trees here, chunk loops there; slices also depend on the SM count)
+// moves a value across a boundary: two greedy candidates whose mixture
+// probabilities tie to ~1e-6 relative, or a sampling uniform within ~1e-6
+// of a CDF step. Top-k/top-p masses are 32.32 fixed point here (exact and
+// order-free; weights below 2^-33 of the max count as 0), float on the CPU.
 #pragma once
 
 #include "device_common.cuh"
