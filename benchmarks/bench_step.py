@@ -220,7 +220,12 @@ def main(argv=None):
     parser.add_argument("--vocabs", help="comma-separated vocabulary sizes (overrides the grid)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per case (approx.)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for every column (default: torch's choice). On a "
+                             "shared machine, 1 avoids thread-pool stalls that swamp the baselines")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     grid = dict(QUICK if args.quick else GRIDS[args.device])
     if args.batches:
         grid["batches"] = [int(b) for b in args.batches.split(",")]

@@ -1,7 +1,8 @@
 // CPU BlendIn step. Three phases, each a parallel loop:
 //   1. statistics: every (row, vocab chunk) of both models, read once;
-//   2. per row: merge the chunks, decide, pick the token (greedy from the
-//      top-K candidates, or one sampling draw);
+//   2. per row: merge the chunks, find the argmax and top-K candidates from
+//      the sub-block maxima, decide, pick the token (greedy from the
+//      candidates, or one sampling draw);
 //   3. only for greedy rows whose candidates could not prove the argmax of
 //      the mixture: an exact pass over the base vocabulary, by chunks.
 #include "blend_step_cpu.h"
@@ -93,8 +94,7 @@ class StepRunner {
     const int64_t n = std::min(kChunk, length - begin);
     float staging[kChunk];
     const float* x = as_floats(row + begin, n, staging);
-    return chunk_stats(x, n, ChunkIds{nullptr, static_cast<int32_t>(begin)}, /*bad=*/false,
-                       tempered, inv_t);
+    return chunk_stats(x, n, /*bad=*/false, tempered, inv_t);
   }
 
   // Guide chunk under a vocabulary map: unmapped tokens are masked, ids are
@@ -105,17 +105,29 @@ class StepRunner {
     const int64_t n = std::min(kChunk, p_.guide_vocab - begin);
     float staging[kChunk];
     float masked[kChunk];
-    int32_t ids[kChunk];
     const float* raw = as_floats(guide_row(row) + begin, n, staging);
     bool bad = any_bad_logit(raw, n);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t id = p_.map.base_of(begin + i);
       bad |= id < -1 || id >= p_.vocab;
-      const bool mapped = id >= 0 && id < p_.vocab;
-      masked[i] = mapped ? raw[i] : -BLENDIN_INF;
-      ids[i] = mapped ? static_cast<int32_t>(id) : -1;
+      masked[i] = (id >= 0 && id < p_.vocab) ? raw[i] : -BLENDIN_INF;
     }
-    return chunk_stats(masked, n, ChunkIds{ids, 0}, bad, tempered, inv_t);
+    return chunk_stats(masked, n, bad, tempered, inv_t);
+  }
+
+  // Entry j of a row with its base id, as row_candidates reads it.
+  auto base_entry(int64_t row) const {
+    return [this, row](int64_t j, int32_t* id) {
+      *id = static_cast<int32_t>(j);
+      return to_float(base_row(row)[j]);
+    };
+  }
+  auto guide_entry(int64_t row) const {
+    return [this, row](int64_t j, int32_t* id) {
+      const int64_t base_id = p_.map.base_of(j);  // j itself without a map
+      *id = static_cast<int32_t>(base_id);
+      return (base_id >= 0 && base_id < p_.vocab) ? to_float(guide_row(row)[j]) : -BLENDIN_INF;
+    };
   }
 
   float base_prob(int64_t row, int64_t id, const SoftmaxPartial& s) const {
@@ -146,16 +158,9 @@ class StepRunner {
     RowSummary& sum = summaries_[row];
     sum.base = empty_partial();
     sum.guide = empty_partial();
-    TopK base_top, guide_top;
-    topk_clear(base_top);
-    topk_clear(guide_top);
-    for (int64_t c = 0; c < base_chunks_; ++c) {
-      merge_partial(sum.base, stats[c].softmax, inv_t);
-      topk_merge(base_top, stats[c].top);
-    }
+    for (int64_t c = 0; c < base_chunks_; ++c) merge_partial(sum.base, stats[c].softmax, inv_t);
     for (int64_t c = base_chunks_; c < chunks_per_row_; ++c) {
       merge_partial(sum.guide, stats[c].softmax, inv_t);
-      topk_merge(guide_top, stats[c].top);
     }
     const bool params_ok = row_params_valid(p_.gamma.at(row), p_.alpha.at(row),
                                             p_.temperature.at(row), p_.top_k.at(row),
@@ -165,6 +170,10 @@ class StepRunner {
       write_bad_row(row);
       return false;
     }
+    TopK base_top, guide_top;
+    row_candidates(stats, p_.vocab, sum.base.max, base_entry(row), base_top, sum.base.argmax);
+    row_candidates(stats + base_chunks_, p_.guide_vocab, sum.guide.max, guide_entry(row),
+                   guide_top, sum.guide.argmax);
     const float base_top_prob = 1.0f / sum.base.sum;  // prob_of(max) == 1 / sum
     const float guide_top_prob = 1.0f / sum.guide.sum;
     const float agree = base_prob(row, sum.guide.argmax, sum.base);
