@@ -1,6 +1,7 @@
 """PNG plots of an eval run (matplotlib with the Agg backend: no display)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -43,7 +44,7 @@ def plot_score_vs_intervention(lines: list, kind: str, path: Path, title: str) -
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -76,7 +77,7 @@ def plot_alpha_distribution(rows: list, strategies: list, path: Path, title: str
     ax.set_ylabel("count")
     ax.set_xlim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
