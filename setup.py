@@ -36,7 +36,9 @@ def _torch_has_cuda() -> bool:
 
 
 def cxx_flags() -> list:
-    flags = ["-O3", "-std=c++17", "-fopenmp-simd", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    # -fopenmp: at::parallel_for is an inline OpenMP loop in torch's headers;
+    # without the flag it silently runs on one thread.
+    flags = ["-O3", "-std=c++17", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     arch = os.environ.get("BLENDIN_CPU_ARCH", "native")
     if arch:
         flags.append(f"-march={arch}")
@@ -65,9 +67,11 @@ def extension():
             sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags() + ["-DBLENDIN_WITH_CUDA"], "nvcc": nvcc_flags()},
+            extra_link_args=["-fopenmp"],
         )
     return cpp_extension.CppExtension(
-        "blendin_ext._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx_flags()}
+        "blendin_ext._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx_flags()},
+        extra_link_args=["-fopenmp"],
     )
 
 
