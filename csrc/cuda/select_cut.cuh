@@ -282,6 +282,20 @@ __device__ void gather_in_play(const SelectRow<T>& row, const InPlay& in, Select
   __syncthreads();
 }
 
+// Count and mass of the gathered entries in play that rank above `key`.
+__device__ __forceinline__ BinSums gathered_above(const SelectShared& sh, unsigned n,
+                                                  const InPlay& in, unsigned long long key) {
+  BinSums sums{0ull, 0ull};
+  for (unsigned j = 0; j < n; ++j) {
+    const unsigned long long other = sh.gather_key[j];
+    if (other > key && (other & in.mask) == in.prefix) {
+      sums.count += 1ull;
+      sums.mass += sh.gather_mass[j];
+    }
+  }
+  return sums;
+}
+
 // Exact cut among the gathered entries still in play (at most kLocalCap):
 // each entry counts the entries that rank before it.
 __device__ SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned long long target,
@@ -294,16 +308,9 @@ __device__ SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned
     if ((key & in.mask) != in.prefix) continue;
     count += 1ull;
     mass += sh.gather_mass[i];
-    unsigned long long count_before = 0ull, mass_before = 0ull;
-    for (unsigned j = 0; j < n; ++j) {
-      const unsigned long long other = sh.gather_key[j];
-      if (other > key && (other & in.mask) == in.prefix) {
-        count_before += 1ull;
-        mass_before += sh.gather_mass[j];
-      }
-    }
-    const unsigned long long reached = by_mass ? above.mass + mass_before + sh.gather_mass[i]
-                                               : above.count + count_before + 1ull;
+    const BinSums before = gathered_above(sh, n, in, key);
+    const unsigned long long reached = by_mass ? above.mass + before.mass + sh.gather_mass[i]
+                                               : above.count + before.count + 1ull;
     if (reached >= target && key > best) best = key;
   }
   const unsigned long long cut = block_reduce(best, MaxOp{}, reduce);
@@ -317,16 +324,9 @@ __device__ SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned
   }
   for (unsigned i = threadIdx.x; i < n; i += kThreads) {
     if (sh.gather_key[i] != cut) continue;
-    unsigned long long count_before = 0ull, mass_before = 0ull;
-    for (unsigned j = 0; j < n; ++j) {
-      const unsigned long long other = sh.gather_key[j];
-      if (other > cut && (other & in.mask) == in.prefix) {
-        count_before += 1ull;
-        mass_before += sh.gather_mass[j];
-      }
-    }
-    sh.result = SelectResult{cut, above.mass + mass_before + sh.gather_mass[i],
-                             above.count + count_before + 1ull};
+    const BinSums before = gathered_above(sh, n, in, cut);
+    sh.result = SelectResult{cut, above.mass + before.mass + sh.gather_mass[i],
+                             above.count + before.count + 1ull};
   }
   __syncthreads();
   const SelectResult r = sh.result;
