@@ -106,6 +106,11 @@ inline ChunkStats chunk_stats(const float* x, int64_t n, bool bad, bool tempered
   return out;
 }
 
+// Max of sub-block b of a row (counted across the row's chunks).
+inline float sub_block_max(const ChunkStats* chunks, int64_t b) {
+  return chunks[b / kSubBlocksPerChunk].block_max[b % kSubBlocksPerChunk];
+}
+
 // The row's top-K (logit, base id) candidates and its first argmax (base id
 // of the smallest maximum), from its chunks' sub-block maxima: the K largest
 // sub-block maxima are K distinct logits, so only sub-blocks whose max
@@ -116,9 +121,7 @@ template <typename ValueAt>
 void row_candidates(const ChunkStats* chunks, int64_t length, float row_max,
                     const ValueAt& value_at, TopK& top, int32_t& argmax) {
   const int64_t blocks = (length + kSubBlock - 1) / kSubBlock;
-  auto block_max = [&](int64_t b) {
-    return chunks[b / kSubBlocksPerChunk].block_max[b % kSubBlocksPerChunk];
-  };
+  auto block_max = [&](int64_t b) { return sub_block_max(chunks, b); };
   TopK block_rank;
   topk_clear(block_rank);
   for (int64_t b = 0; b < blocks; ++b) {

@@ -35,15 +35,23 @@ struct ComponentRow {
 // Draw without filtering: the chunk masses from the statistics pass locate
 // the chunk holding the target, so only that chunk is read again. The walk
 // accumulates in double so the CDF is as exact as the float32 weights.
+// Tempered mass of the whole component, relative to its max, from the
+// chunk statistics.
 template <typename T>
-int32_t draw_unfiltered(const ComponentRow<T>& row, float u) {
+double component_mass(const ComponentRow<T>& row) {
   const int64_t num_chunks = (row.length + kChunk - 1) / kChunk;
   double total = 0.0;
   for (int64_t c = 0; c < num_chunks; ++c) {
     const SoftmaxPartial& s = row.chunks[c].softmax;
     if (s.max != -BLENDIN_INF) total += double(s.sum_tempered) * row.weight(s.max);
   }
-  double target = u * total;
+  return total;
+}
+
+template <typename T>
+int32_t draw_unfiltered(const ComponentRow<T>& row, float u) {
+  const int64_t num_chunks = (row.length + kChunk - 1) / kChunk;
+  double target = u * component_mass(row);
   int64_t chosen = -1;
   for (int64_t c = 0; c < num_chunks; ++c) {
     const SoftmaxPartial& s = row.chunks[c].softmax;
@@ -80,11 +88,13 @@ inline bool ranked_before(const RankedLogit& a, const RankedLogit& b) {
 
 // The last entry (in rank order) of the top-k, then top-p, set of `items`.
 // Top-p keeps the shortest rank-order prefix of the top-k set whose tempered
-// mass reaches top_p of that set's mass. Expected O(n): nth_element halves
-// the range while the prefix mass decides which half holds the cut.
+// mass reaches top_p of that set's mass; `set_mass` gives that mass when the
+// items are only the part of the set that can hold the cut (< 0: sum them).
+// Expected O(n): nth_element halves the range while the prefix mass decides
+// which half holds the cut.
 template <typename T>
 RankedLogit filter_threshold(const ComponentRow<T>& row, std::vector<RankedLogit>& items,
-                             int32_t top_k, float top_p) {
+                             int32_t top_k, float top_p, double set_mass) {
   int64_t keep = static_cast<int64_t>(items.size());
   if (top_k > 0 && top_k < keep) {
     std::nth_element(items.begin(), items.begin() + (top_k - 1), items.end(), ranked_before);
@@ -96,7 +106,7 @@ RankedLogit filter_threshold(const ComponentRow<T>& row, std::vector<RankedLogit
 
   float mass = 0.0f;
   for (int64_t i = 0; i < keep; ++i) mass += row.weight(items[i].value);
-  float need = top_p * mass;
+  float need = top_p * (set_mass < 0.0 ? mass : static_cast<float>(set_mass));
   int64_t lo = 0, hi = keep;  // the cut lies in [lo, hi); [0, lo) is kept
   while (hi - lo > 32) {
     const int64_t mid = lo + (hi - lo) / 2;
@@ -119,18 +129,72 @@ RankedLogit filter_threshold(const ComponentRow<T>& row, std::vector<RankedLogit
   return items[hi - 1];
 }
 
+// A lower bound on the top_k-th largest logit of the row: the top_k-th
+// largest sub-block max (sub-block maxima are distinct entries). -inf when
+// there is no top-k or fewer sub-blocks than top_k.
+template <typename T>
+float top_k_floor(const ComponentRow<T>& row, int32_t top_k) {
+  const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
+  if (top_k <= 0 || top_k > blocks) return -BLENDIN_INF;
+  thread_local std::vector<float> maxima;
+  maxima.resize(blocks);
+  for (int64_t b = 0; b < blocks; ++b) maxima[b] = sub_block_max(row.chunks, b);
+  std::nth_element(maxima.begin(), maxima.begin() + (top_k - 1), maxima.end(),
+                   [](float a, float b) { return a > b; });
+  return maxima[top_k - 1];
+}
+
+// A lower bound on the top-p cut without top-k: the largest sub-block
+// maxima are entries, so once their mass alone reaches top_p of the
+// component's (with a rounding margin), every kept entry is at least the
+// last of them. -inf when they never do (a flat distribution).
+template <typename T>
+float top_p_floor(const ComponentRow<T>& row, float top_p, double total) {
+  const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
+  thread_local std::vector<float> maxima;
+  maxima.resize(blocks);
+  for (int64_t b = 0; b < blocks; ++b) maxima[b] = sub_block_max(row.chunks, b);
+  std::sort(maxima.begin(), maxima.end(), [](float a, float b) { return a > b; });
+  const double need = double(top_p) * total * (1.0 + 1e-5);
+  double mass = 0.0;
+  for (const float m : maxima) {
+    if (m == -BLENDIN_INF) break;
+    mass += row.weight(m);
+    if (mass >= need) return m;
+  }
+  return -BLENDIN_INF;
+}
+
+// Calls visit(j) for every entry of the sub-blocks whose max reaches `floor`
+// (the others hold no entry at or above it), in storage order.
+template <typename T, typename Visit>
+void visit_blocks_reaching(const ComponentRow<T>& row, float floor, const Visit& visit) {
+  const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float m = sub_block_max(row.chunks, b);
+    if (m < floor || m == -BLENDIN_INF) continue;
+    const int64_t end = std::min(row.length, (b + 1) * kSubBlock);
+    for (int64_t j = b * kSubBlock; j < end; ++j) visit(j);
+  }
+}
+
 // Draw after top-k / top-p: find the threshold entry, then walk the row in
-// storage order over the entries that rank at or before it.
+// storage order over the entries that rank at or before it. Only sub-blocks
+// that can hold a kept entry are read (with top-k, about top_k of them).
 template <typename T>
 int32_t draw_filtered(const ComponentRow<T>& row, float u, int32_t top_k, float top_p) {
   thread_local std::vector<RankedLogit> items;
   items.clear();
-  for (int64_t j = 0; j < row.length; ++j) {
+  const bool top_k_on = top_k > 0 && top_k < row.length;
+  const double component_total = top_k_on ? -1.0 : component_mass(row);
+  const float floor = top_k_on ? top_k_floor(row, top_k)
+                               : top_p_floor(row, top_p, component_total);
+  visit_blocks_reaching(row, floor, [&](int64_t j) {
     const int32_t id = row.base_id(j);
     const float x = to_float(row.logits[j]);
-    if (id >= 0 && x != -BLENDIN_INF) items.push_back({x, id});
-  }
-  const RankedLogit cut = filter_threshold(row, items, top_k, top_p);
+    if (id >= 0 && x != -BLENDIN_INF && x >= floor) items.push_back({x, id});
+  });
+  const RankedLogit cut = filter_threshold(row, items, top_k, top_p, component_total);
   auto kept_weight = [&](int64_t j, int32_t* id_out) {
     const int32_t id = row.base_id(j);
     *id_out = id;
@@ -141,17 +205,19 @@ int32_t draw_filtered(const ComponentRow<T>& row, float u, int32_t top_k, float 
   };
   double total = 0.0;
   int32_t id;
-  for (int64_t j = 0; j < row.length; ++j) total += kept_weight(j, &id);
+  visit_blocks_reaching(row, cut.value, [&](int64_t j) { total += kept_weight(j, &id); });
   const double target = u * total;
   double cumulative = 0.0;
   int32_t last_positive = cut.id;
-  for (int64_t j = 0; j < row.length; ++j) {
+  bool done = false;
+  visit_blocks_reaching(row, cut.value, [&](int64_t j) {
+    if (done) return;
     const float w = kept_weight(j, &id);
-    if (w <= 0.0f) continue;
+    if (w <= 0.0f) return;
     cumulative += w;
     last_positive = id;
-    if (cumulative > target) return id;
-  }
+    done = cumulative > target;
+  });
   return last_positive;
 }
 
