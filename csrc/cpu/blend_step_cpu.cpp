@@ -42,8 +42,7 @@ class StepRunner {
         p_(p),
         parallel_for_(pf),
         base_chunks_((p.vocab + kChunk - 1) / kChunk),
-        guide_chunks_((p.guide_vocab + kChunk - 1) / kChunk),
-        chunks_per_row_(base_chunks_ + guide_chunks_),
+        chunks_per_row_(base_chunks_ + (p.guide_vocab + kChunk - 1) / kChunk),
         stats_(new ChunkStats[p.batch * chunks_per_row_]),
         summaries_(new RowSummary[p.batch]) {}
 
@@ -275,7 +274,6 @@ class StepRunner {
   const StepParams& p_;
   const ParallelFor& parallel_for_;
   const int64_t base_chunks_;
-  const int64_t guide_chunks_;
   const int64_t chunks_per_row_;
   std::unique_ptr<ChunkStats[]> stats_;
   std::unique_ptr<RowSummary[]> summaries_;

@@ -129,6 +129,16 @@ RankedLogit filter_threshold(const ComponentRow<T>& row, std::vector<RankedLogit
   return items[hi - 1];
 }
 
+// The component's sub-block maxima, in a per-thread buffer the caller may
+// reorder (valid until the next call on this thread).
+template <typename T>
+std::vector<float>& sub_block_maxima(const ComponentRow<T>& row) {
+  thread_local std::vector<float> maxima;
+  maxima.resize((row.length + kSubBlock - 1) / kSubBlock);
+  for (size_t b = 0; b < maxima.size(); ++b) maxima[b] = sub_block_max(row.chunks, b);
+  return maxima;
+}
+
 // A lower bound on the top_k-th largest logit of the row: the top_k-th
 // largest sub-block max (sub-block maxima are distinct entries). -inf when
 // there is no top-k or fewer sub-blocks than top_k.
@@ -136,9 +146,7 @@ template <typename T>
 float top_k_floor(const ComponentRow<T>& row, int32_t top_k) {
   const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
   if (top_k <= 0 || top_k > blocks) return -BLENDIN_INF;
-  thread_local std::vector<float> maxima;
-  maxima.resize(blocks);
-  for (int64_t b = 0; b < blocks; ++b) maxima[b] = sub_block_max(row.chunks, b);
+  std::vector<float>& maxima = sub_block_maxima(row);
   std::nth_element(maxima.begin(), maxima.begin() + (top_k - 1), maxima.end(),
                    [](float a, float b) { return a > b; });
   return maxima[top_k - 1];
@@ -150,10 +158,7 @@ float top_k_floor(const ComponentRow<T>& row, int32_t top_k) {
 // last of them. -inf when they never do (a flat distribution).
 template <typename T>
 float top_p_floor(const ComponentRow<T>& row, float top_p, double total) {
-  const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
-  thread_local std::vector<float> maxima;
-  maxima.resize(blocks);
-  for (int64_t b = 0; b < blocks; ++b) maxima[b] = sub_block_max(row.chunks, b);
+  std::vector<float>& maxima = sub_block_maxima(row);
   std::sort(maxima.begin(), maxima.end(), [](float a, float b) { return a > b; });
   const double need = double(top_p) * total * (1.0 + 1e-5);
   double mass = 0.0;
