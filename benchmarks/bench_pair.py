@@ -31,7 +31,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from blendin_ext import BlendInGenerator
-    from blendin_ext.loading import load_model
+    from blendin_ext.models.loading import load_model
 
     args = parse_args(argv)
     if args.threads:

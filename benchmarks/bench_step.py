@@ -30,7 +30,7 @@ import time
 import torch
 
 import blendin_ext
-from blendin_ext import reference
+from blendin_ext.ops import reference
 
 GRIDS = {
     "cpu": dict(batches=[1, 8, 64], vocabs=[32000, 128256, 262144]),

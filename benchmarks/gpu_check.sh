@@ -50,7 +50,7 @@ TESTS_RC=1
 BENCH_RC=1
 if [ "$BUILD_RC" -eq 0 ]; then
   stage "GPU tests"
-  BLENDIN_REQUIRE_CUDA=1 timeout "$(allow 200)" "$PY" benchmarks/gpu_tests.py --deadline 150 \
+  BLENDIN_REQUIRE_CUDA=1 timeout "$(allow 200)" "$PY" tests/cuda/gpu_runner.py --deadline 150 \
     --json "$OUT_DIR/tests.json" --junit "$OUT_DIR/tests.xml"
   TESTS_RC=$?
 

@@ -1,5 +1,5 @@
-"""The real generator behind `blendin eval`: two models loaded by the
-`blendin` command line's loader, decoded together by `blendin_ext.generate`.
+"""The real generator behind `blendin eval`: a `BlendInGenerator` over two
+loaded models (the command line builds it), wrapped for the runner.
 
 One batch of eval requests becomes one `BlendInGenerator.generate` call with
 per-row gamma / alpha (so a batch may mix strategies) and per-row seeds
@@ -75,16 +75,3 @@ class EvalGenerator:
             decode_steps=decode_steps,
             map_coverage=coverage,
         )
-
-
-def build_generator(args) -> EvalGenerator:
-    """Loads --base and --guide (the `blendin` command line's loader) and
-    wraps the pair for the runner."""
-    from blendin_ext.cli import load_pair
-    from blendin_ext.eval.cli import DEFAULT_STOP
-
-    blend, _, _ = load_pair(args)
-    return EvalGenerator(blend, max_new_tokens=args.max_new_tokens,
-                         stop=() if args.no_stop_at_question else (DEFAULT_STOP,),
-                         lazy=not args.eager, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, agree_bonus=args.agree_bonus, seed=args.seed)

@@ -4,8 +4,8 @@ the summary, the diagnostics and the plots.
 
 The runner is independent of how text is produced: it calls a *generator*,
 ``generator(requests) -> list[Generation]``, for one batch of requests.
-``backend.py`` builds the real one on top of ``blendin_ext.generate``; tests
-can pass any callable with the same contract.
+``backend.py`` wraps the real one (a `BlendInGenerator`); tests can pass
+any callable with the same contract.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from blendin_ext.eval import scoring, summary
 from blendin_ext.eval.results import ResultsFolder
-from blendin_ext.eval.strategies import Strategy
+from blendin_ext.ops.strategies import StrategyChoice
 from blendin_ext.eval.tasks import Example, Task, base_prompt
 
 
@@ -25,7 +25,7 @@ class Request:
     """One row of a batch: a problem, a strategy and the prompt."""
 
     example: Example
-    strategy: Strategy
+    strategy: StrategyChoice
     prompt: str
 
 
@@ -162,11 +162,9 @@ def finish(task: Task, settings: EvalSettings, folder: ResultsFolder, title: str
     folder.write_text("diagnostics.txt", words)
     result = {"task": task.name, "kind": task.kind, "title": title, "strategies": lines,
               "diagnostics": words.splitlines()}
-    if settings.plots and lines:
-        try:
-            from blendin_ext.eval import plots
-        except ImportError as exc:
-            raise ImportError(f"plots need matplotlib ({exc}); pip install matplotlib, or pass --no-plots") from exc
+    if settings.plots and lines:  # the caller checked that matplotlib is there
+        from blendin_ext.eval import plots
+
         result["plots"] = [str(p) for p in plots.write_plots(folder.path, rows, lines, names, task.kind, title)]
     folder.write_json("summary.json", result)
     log(f"\n{title}\n{table}\nDiagnostics:\n{words}")

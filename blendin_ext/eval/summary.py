@@ -187,7 +187,7 @@ def _guidance_notes(line: dict) -> list:
 
 def _comparison_notes(by_name: dict, score: str) -> list:
     notes = []
-    base, guide, blendin, nudge = (by_name.get(k) for k in ("base", "guide", "blendin", "nudge"))
+    base, guide, blendin, nudge = (by_name.get(k) for k in ("base", "guide", "blendin", "nudging"))
     label = score.replace("_", " ")
     if base and guide and score in base and not math.isnan(base[score]):
         notes.append(f"{label.capitalize()}: guide alone {guide[score]:.1%}, base alone {base[score]:.1%}.")

@@ -3,14 +3,15 @@ subset, and the prompt of each problem. The prompt is the plain
 ``Question: ... Answer:`` text a pretrained base continues; the decode loop
 gives the guide the same text inside its chat template (as in the paper).
 
-Data is read in place from the project's shared data folder
-(``../shared/data`` next to the project root), never copied into the repo.
+GSM8K and XSTest ship with the package (``blendin_ext/eval/data/``, with
+their licences); ``--data-dir`` or ``$BLENDIN_DATA`` point elsewhere.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,9 @@ GSM8K_FILE = "gsm8k_test.jsonl"
 XSTEST_FILE = "xstest_prompts.csv"
 BUILTIN_TASKS = ("gsm8k", "xstest")
 PROMPT_STYLES = ("zero-shot", "few-shot")
+# A base continuing "Question: ... Answer: ..." writes the next question
+# itself; stopping there saves time and is how the answer is delimited.
+QUESTION_STOP = "\nQuestion:"
 
 # Worked examples in GSM8K's own style, written for this project (not taken
 # from the test set), each ending in "The answer is N." so that the base
@@ -56,31 +60,21 @@ class Task:
     examples: list
 
 
-def default_data_dirs() -> list:
-    """Where the shared data may be, in order: ``../shared/data`` beside the
-    project root (this file is blendin_ext/eval/tasks.py), then beside the
-    working directory."""
-    project_root = Path(__file__).resolve().parents[2]
-    return [project_root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
-            Path.cwd() / "shared" / "data"]
+def packaged_data_dir() -> Path:
+    """The data that ships inside the package (GSM8K test, XSTest)."""
+    return Path(str(resources.files("blendin_ext.eval") / "data"))
 
 
 def resolve_data_dir(data_dir: Optional[str] = None) -> Path:
-    """--data-dir, else $BLENDIN_DATA, else the first default that exists."""
+    """--data-dir, else $BLENDIN_DATA, else the packaged data."""
     explicit = data_dir or os.environ.get(DATA_ENV)
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_dir():
-            source = "--data-dir" if data_dir else f"${DATA_ENV}"
-            raise FileNotFoundError(f"{source} points to {path}, which is not a folder")
-        return path
-    for candidate in default_data_dirs():
-        if candidate.is_dir():
-            return candidate
-    tried = ", ".join(str(p) for p in default_data_dirs())
-    raise FileNotFoundError(
-        f"cannot find the evaluation data (tried {tried}); pass --data-dir or set ${DATA_ENV}"
-    )
+    if not explicit:
+        return packaged_data_dir()
+    path = Path(explicit).expanduser()
+    if not path.is_dir():
+        source = "--data-dir" if data_dir else f"${DATA_ENV}"
+        raise FileNotFoundError(f"{source} points to {path}, which is not a folder")
+    return path
 
 
 def _spread(items: list, limit: Optional[int]) -> list:

@@ -1,0 +1,66 @@
+"""Pieces the subcommands share: loading the pair, terminal styling, and
+the JSON / table forms of a result."""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Optional
+
+from blendin_ext.cli.extras import require_models
+
+
+class Style:
+    """ANSI colours, only when the stream is a terminal."""
+
+    CODES = {"guide": "32", "base": "33", "both": "36", "neither": "35", "dim": "2", "bold": "1"}
+
+    def __init__(self, stream=None, enabled: Optional[bool] = None):
+        stream = sys.stdout if stream is None else stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+
+    def __call__(self, text: str, what: str) -> str:
+        if not self.enabled or not text or what not in self.CODES:
+            return text
+        return f"\033[{self.CODES[what]}m{text}\033[0m"
+
+
+def fmt(value, digits: int = 2) -> str:
+    """A number for a table: '-' for None/NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def load_pair(args):
+    """(generator, base LoadedModel, guide LoadedModel) from --base/--guide,
+    after checking that everything loading them needs is installed."""
+    require_models([args.base, args.guide], f"blendin {args.command}")
+    import torch
+
+    from blendin_ext.decode.loop import BlendInGenerator
+    from blendin_ext.models.loading import load_model
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
+    guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
+    generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
+                                 system_prompt=args.system_prompt)
+    return generator, base, guide
+
+
+def map_summary(generator) -> Optional[str]:
+    report = getattr(generator.guide, "map_report", None)
+    return report.summary() if report is not None else None
+
+
+def coverage_by_row(generator, rows: int) -> list:
+    """Mapped guide mass per row of the last batch (None for a shared vocabulary)."""
+    by_row = getattr(generator.guide, "coverage_by_row", None)
+    return by_row() if by_row is not None else [None] * rows
+
+
+def result_json(result, coverage=None) -> dict:
+    return {"prompt": result.prompt, "text": result.text, "finish_reason": result.finish_reason,
+            "diagnostics": result.diagnostics.summary(), "map_coverage": coverage}

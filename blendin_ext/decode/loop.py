@@ -1,0 +1,329 @@
+"""The BlendIn decode loop: a base model guided by an aligned guide model.
+
+    out = blendin_ext.generate(base, guide, ["Write a haiku about rain."],
+                               tokenizer=tok, max_new_tokens=64)
+    print(out[0].text, out[0].diagnostics.intervention_rate)
+
+Each step runs the base one token, the guide one token (eager) or only
+when needed (lazy), and one fused ``blend_step`` call for the whole batch
+with per-row gamma / alpha / temperature / seed tensors, so a batch can mix
+strategies. The host sees each step's tokens once (one small transfer),
+which it needs anyway for EOS, stop strings and streaming.
+
+Lazy guidance. Whether a row intervenes (c_b < gamma) depends on the base
+alone, and a row that does not intervene gets a = 0, whose token is the
+base's argmax / base-only draw whatever the guide says. So a lazy step
+first calls the op with the base logits standing in for the guide's; only
+if a live row intervened does the guide catch up every skipped token in one
+forward and the op run again with its real logits. Tokens equal the eager
+ones, up to the floating-point difference between one multi-token forward
+and several one-token forwards of the guide (in float32 that is ~1e-6 and
+only matters at an exact near-tie).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Sequence, Union
+
+import torch
+
+from blendin_ext.decode.diagnostics import LoopStats, SequenceDiagnostics, TokenEvent
+from blendin_ext.decode.options import DecodeOptions, RowParams
+from blendin_ext.decode.text import RowText
+from blendin_ext.guides.factory import make_guide_stream
+from blendin_ext.guides.stream import GuideStream
+from blendin_ext.models.prompts import base_prompt_ids, pad_token_id
+from blendin_ext.models.prompts import stop_token_ids as stop_token_ids_of
+from blendin_ext.models.streams import TokenStream
+from blendin_ext.ops.args import BlendStepResult
+from blendin_ext.ops.fused import run_step
+from blendin_ext.ops.maps import GuideMap
+
+Prompts = Union[str, Sequence[str]]
+
+
+@dataclass
+class GenerationResult:
+    prompt: str
+    text: str                 # generated text, without the stop token / stop string
+    token_ids: List[int]      # generated base ids, a final EOS included
+    finish_reason: str        # "eos", "stop" (a stop string) or "length"
+    diagnostics: SequenceDiagnostics
+
+
+@dataclass
+class GenerationOutput:
+    results: List[GenerationResult]
+    stats: LoopStats
+
+    def __getitem__(self, i) -> GenerationResult:
+        return self.results[i]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    @property
+    def texts(self) -> List[str]:
+        return [r.text for r in self.results]
+
+
+@dataclass
+class _HostStep:
+    """One step's outputs on the host, plus the device tokens to feed back."""
+
+    tokens_device: torch.Tensor
+    tokens: List[int]
+    intervened: List[bool]
+    alpha: List[float]
+    agree: List[float]
+    base_confidence: List[float]
+    base_top: List[int]    # base argmax per row (-1 when the guide did not run)
+    guide_top: List[int]   # guide argmax in base ids (-1 when the guide did not run)
+
+    @classmethod
+    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "_HostStep":
+        """One device->host transfer for everything the host needs."""
+        fields = [out.tokens, out.intervened, out.alpha, out.agree, out.base_top_prob]
+        if base_top is not None:
+            fields += [base_top, guide_top]
+        host = torch.stack([f.to(torch.float64) for f in fields]).tolist()
+        tokens = [int(t) for t in host[0]]
+        tops = [[int(t) for t in row] for row in host[5:]] or [[-1] * len(tokens)] * 2
+        return cls(out.tokens, tokens, [v != 0 for v in host[1]], host[2], host[3], host[4],
+                   *tops)
+
+
+@dataclass
+class _Run:
+    """State of one batch: options, per-row bookkeeping, counters."""
+
+    prompts: List[str]
+    params: RowParams
+    max_new_tokens: int
+    lazy: bool
+    stop_strings: tuple
+    stop_ids: frozenset
+    texts: List[RowText]
+    diagnostics: List[SequenceDiagnostics]
+    live: List[bool]
+    finish: List[Optional[str]]
+    needs_text: bool
+    stats: LoopStats = field(default_factory=LoopStats)
+    previous: Optional[_HostStep] = None
+
+
+def _fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Guide logits of a model whose output layer is padded differently from
+    the base's (same tokenizer): drop extra columns or pad with -inf."""
+    if logits.shape[-1] > vocab:
+        return logits[:, :vocab].contiguous()
+    pad = logits.new_full((logits.shape[0], vocab - logits.shape[-1]), float("-inf"))
+    return torch.cat([logits, pad], -1)
+
+
+class BlendInGenerator:
+    """Holds a base model, a guide (stream) and their tokenizers; each
+    `generate` / `stream` call decodes one batch of prompts.
+
+    base, guide: Hugging Face causal LMs, StepModels, or callables
+        ``(input_ids, state) -> (logits, state)`` (see blendin_ext.models.streams);
+        `guide` may also be a ready GuideStream.
+    tokenizer: the base's tokenizer; guide_tokenizer: the guide's (default:
+        the same). Different vocabularies need guide_to_base.
+    system_prompt, guide_chat: the guide's prompt is the chat template
+        (with this system message) unless guide_chat is False.
+    stop_token_ids: extra base ids that end a row (EOS ids of both
+        tokenizers / generation configs are always included).
+    device: where callables' inputs live (HF models: their own device).
+    """
+
+    def __init__(self, base, guide, tokenizer, guide_tokenizer=None, *,
+                 guide_to_base: Union[None, torch.Tensor, GuideMap] = None,
+                 system_prompt: Optional[str] = None, guide_chat: bool = True,
+                 stop_token_ids: Sequence[int] = (), device: Optional[torch.device] = None):
+        if tokenizer is None:
+            raise ValueError("tokenizer is required (the base model's tokenizer)")
+        self.tokenizer = tokenizer
+        self.base_model = base
+        self.base = TokenStream(base, pad_token_id(tokenizer), device)
+        self.guide: GuideStream = make_guide_stream(
+            guide, tokenizer, guide_tokenizer, guide_to_base=guide_to_base,
+            system_prompt=system_prompt, chat=guide_chat, device=self.base.device,
+            base_vocab=getattr(getattr(base, "config", None), "vocab_size", None))
+        # Tokenizers do not change: collect the EOS conventions once (a vocab scan).
+        self.stop_ids = frozenset(stop_token_ids_of(tokenizer, base) | self.guide.stop_token_ids()
+                                  | {int(t) for t in stop_token_ids})
+        self.last_output: Optional[GenerationOutput] = None
+
+    @property
+    def time_forwards(self) -> bool:
+        return self.base.time_forwards
+
+    @time_forwards.setter
+    def time_forwards(self, value: bool) -> None:
+        """Time each model forward (syncing CUDA); for benchmarks."""
+        self.base.time_forwards = value
+        self.guide.time_forwards = value
+
+    # ------------------------------------------------------------ public API
+    def generate(self, prompts: Prompts, *, on_token: Optional[Callable[[TokenEvent], None]] = None,
+                 **options) -> GenerationOutput:
+        """Decodes a batch of prompts (a string or a list of them).
+        options: see blendin_ext.decode.options.DecodeOptions (max_new_tokens,
+        strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy).
+        on_token: called with every TokenEvent as it comes."""
+        run = self._new_run(prompts, DecodeOptions(**options), text_deltas=on_token is not None)
+        for event in self._decode(run):
+            if on_token is not None:
+                on_token(event)
+        return self.last_output
+
+    def stream(self, prompts: Prompts, **options) -> Iterator[TokenEvent]:
+        """Like generate, but yields a TokenEvent per generated token (with its
+        new text); afterwards `last_output` holds the results. Arguments are
+        checked here, before the first token."""
+        return self._decode(self._new_run(prompts, DecodeOptions(**options), text_deltas=True))
+
+    # --------------------------------------------------------------- the loop
+    def _decode(self, run: _Run) -> Iterator[TokenEvent]:
+        started = time.perf_counter()
+        if run.max_new_tokens > 0:
+            self.prefill(run)
+            for step in range(run.max_new_tokens):
+                host = self.decode_one_token(run, step)
+                run.stats.steps += 1
+                yield from self._record(run, host)
+                if not any(run.live):
+                    break
+                run.previous = host
+        run.stats.seconds = time.perf_counter() - started
+        self.last_output = self._finish(run)
+
+    @torch.inference_mode()
+    def prefill(self, run: _Run) -> None:
+        """Starts both streams; runs the base's prompt (and, eagerly, the
+        guide's). A lazy guide prefills at its first catch-up."""
+        capacity = run.max_new_tokens
+        self.base.start(base_prompt_ids(self.tokenizer, run.prompts), capacity)
+        self.guide.start(run.prompts, capacity)
+        self.base.logits()
+        if not run.lazy:
+            self.guide.logits()
+
+    @torch.inference_mode()
+    def decode_one_token(self, run: _Run, step: int) -> _HostStep:
+        """Feeds the previous step's tokens and picks one token per row."""
+        if run.previous is not None:
+            prev = run.previous
+            self.base.push(prev.tokens_device)
+            self.guide.push(prev.tokens_device, prev.tokens, list(run.live))
+        base_logits = self.base.logits()
+        if run.lazy:
+            # The base logits stand in for the guide's: exact for every row
+            # that does not intervene (a = 0), and `intervened` is the op's own.
+            host = _HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
+            if not any(i and alive for i, alive in zip(host.intervened, run.live)):
+                return host
+        guide_logits = self.guide.logits()
+        if self.guide.guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
+            guide_logits = _fit_vocab(guide_logits, base_logits.shape[-1])
+        if guide_logits.dtype != base_logits.dtype or guide_logits.device != base_logits.device:
+            base_logits = base_logits.float()
+            guide_logits = guide_logits.to(base_logits.device, torch.float32)
+        out = self._blend(run, base_logits, guide_logits, self.guide.guide_to_base, step)
+        return _HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
+
+    @staticmethod
+    def _blend(run: _Run, base_logits, guide_logits, maps: Optional[GuideMap],
+               step: int) -> BlendStepResult:
+        """The fused op on the batch's prepared arguments (no Python wrapper in
+        the hot path); offset = step so a row's draws depend only on its seed
+        and step."""
+        return run_step(base_logits, guide_logits, maps, run.params.args.at_offset(step))
+
+    # ------------------------------------------------------- host bookkeeping
+    def _record(self, run: _Run, host: _HostStep) -> Iterator[TokenEvent]:
+        """Per live row: bad-row check, diagnostics, text, stop conditions."""
+        for row, alive in enumerate(run.live):
+            if not alive:
+                continue
+            token = host.tokens[row]
+            if token < 0:
+                raise ValueError(
+                    f"prompt {row}: the models' logits held NaN/+inf or were fully masked at "
+                    f"generated position {run.diagnostics[row].tokens}")
+            diag = run.diagnostics[row]
+            event = diag.record(token, host.base_confidence[row], host.intervened[row],
+                                host.alpha[row], host.agree[row], host.base_top[row],
+                                host.guide_top[row])
+            text = run.texts[row]
+            if run.needs_text:
+                delta, stopped = text.add(token)
+            else:
+                text.ids.append(token)
+                delta, stopped = "", False
+            reason = ("eos" if token in run.stop_ids else "stop" if stopped
+                      else "length" if diag.tokens >= run.max_new_tokens else None)
+            if reason is not None:
+                run.live[row], run.finish[row] = False, reason
+                if run.needs_text:
+                    delta += text.flush()
+            run.stats.generated_tokens += 1
+            yield TokenEvent(row, diag.tokens - 1, token, delta, event, reason is not None)
+
+    def _finish(self, run: _Run) -> GenerationOutput:
+        results = []
+        for row, prompt in enumerate(run.prompts):
+            ids = run.texts[row].ids
+            reason = run.finish[row] or "length"
+            kept = ids[:-1] if reason == "eos" else ids
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            cuts = [i for i in (text.find(s) for s in run.stop_strings) if i >= 0]
+            if cuts:
+                text = text[: min(cuts)]
+            results.append(GenerationResult(prompt, text, list(ids), reason,
+                                            run.diagnostics[row]))
+        stats = run.stats
+        stats.base_forwards, stats.base_tokens = self.base.forwards, self.base.tokens_fed
+        stats.guide_forwards, stats.guide_tokens = self.guide.forwards, self.guide.tokens_fed
+        stats.forward_seconds = self.base.forward_seconds + self.guide.forward_seconds
+        return GenerationOutput(results, stats)
+
+    # ------------------------------------------------------------- arguments
+    def _new_run(self, prompts: Prompts, options: DecodeOptions, text_deltas: bool) -> _Run:
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise ValueError("prompts must be a non-empty list of strings")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise TypeError(f"prompts[{i}] must be a string, got {type(p).__name__}")
+        n = len(prompts)
+        params = RowParams.build(n, self.base.device, options)
+        for counter in (self.base, self.guide.stream):
+            counter.forwards, counter.tokens_fed, counter.forward_seconds = 0, 0, 0.0
+        stops = options.stop_strings
+        return _Run(list(prompts), params, options.max_new_tokens, bool(options.lazy), stops,
+                    self.stop_ids, [RowText(self.tokenizer, stops) for _ in prompts],
+                    [SequenceDiagnostics() for _ in prompts], [True] * n, [None] * n,
+                    needs_text=text_deltas or bool(stops))
+
+    def __repr__(self) -> str:
+        return f"BlendInGenerator(guide={type(self.guide).__name__})"
+
+
+def generate(base, guide, prompts: Prompts, *, tokenizer, guide_tokenizer=None,
+             guide_to_base=None, system_prompt: Optional[str] = None, guide_chat: bool = True,
+             stop_token_ids: Sequence[int] = (), device=None,
+             on_token: Optional[Callable[[TokenEvent], None]] = None,
+             **options) -> GenerationOutput:
+    """BlendIn generation in one call; see BlendInGenerator (models, prompts)
+    and BlendInGenerator.stream (decoding options)."""
+    generator = BlendInGenerator(base, guide, tokenizer, guide_tokenizer,
+                                 guide_to_base=guide_to_base, system_prompt=system_prompt,
+                                 guide_chat=guide_chat, stop_token_ids=stop_token_ids,
+                                 device=device)
+    return generator.generate(prompts, on_token=on_token, **options)

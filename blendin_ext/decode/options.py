@@ -1,0 +1,120 @@
+"""Decoding options and their per-row form for the fused op.
+
+Every baseline of the paper is a point (gamma, alpha) of the one op (the
+table in blendin_ext.ops.strategies), so a batch can run several strategies
+side by side: each row gets its own gamma and alpha.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Sequence, Union
+
+import torch
+
+from blendin_ext.ops.args import StepArgs
+from blendin_ext.ops.strategies import AUTO, choose
+from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma, check_seed,
+                                      check_temperature, check_token_budget, check_top_k,
+                                      check_top_p)
+
+Value = Union[None, str, float, int, Sequence]
+
+
+@dataclass
+class DecodeOptions:
+    """Options of one generate / stream call. Parameters marked "per prompt"
+    take one value for all rows or a list with one value per prompt.
+
+    max_new_tokens: tokens to generate at most per row (>= 0).
+    strategy (per prompt): None (gamma / alpha as given) or a name of the
+        strategy table: "base", "guide", "nudging", "blend", "blendin",
+        "ensemble" (aliases such as "nudge" and "blend-0.3" work too).
+    gamma (per prompt): the guide joins when the base's top-1 prob < gamma.
+    alpha (per prompt): "auto" (the reliability rule) or a weight in [0, 1].
+    agree_bonus: the auto rule's agreement bonus.
+    temperature, top_k, top_p (per prompt): 0 is greedy; filters per model.
+    seed: int (row i uses seed + i) or one int per prompt; a row's draws do
+        not depend on the rest of the batch.
+    stop: stop string(s); a row ends at the first, cut from its text.
+    lazy: run the guide only at steps where some live row intervenes.
+    """
+
+    max_new_tokens: int = 128
+    strategy: Value = None
+    gamma: Value = 0.4
+    alpha: Value = "auto"
+    agree_bonus: float = 0.1
+    temperature: Value = 0.0
+    top_k: Value = None
+    top_p: Value = None
+    seed: Value = 0
+    stop: Union[None, str, Sequence[str]] = None
+    lazy: bool = False
+
+    def __post_init__(self):
+        self.max_new_tokens = check_token_budget(self.max_new_tokens)
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError(f"stop must be a non-empty string or a list of them, got {self.stop!r}")
+        self.stop_strings = stops
+        self.agree_bonus = check_agree_bonus(self.agree_bonus)
+
+
+def per_row(name: str, value, n: int) -> list:
+    """A scalar broadcast to n rows, or a list checked to have n entries."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name} has {len(value)} values for {n} prompts")
+        return list(value)
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: pass a number or a list, not a tensor")
+    return [value] * n
+
+
+def _pair(values: list, dtype, device):
+    """The op's (tensor or None, scalar) form: a scalar when every row
+    agrees (the op then validates nothing per step), else a (B,) tensor."""
+    if all(v == values[0] for v in values):
+        return None, values[0]
+    return torch.tensor(values, dtype=dtype, device=device), values[0]
+
+
+@dataclass
+class RowParams:
+    """Per-row parameters of one batch, resolved and checked once; `args`
+    is the op's StepArgs (offset 0; the loop sets the step)."""
+
+    gamma: list
+    alpha: list           # AUTO for the reliability rule
+    temperature: list
+    seed: torch.Tensor    # (B,) int64: per-row seeds, RNG stream independent of the row
+    args: StepArgs
+
+    @classmethod
+    def build(cls, n: int, device, options: DecodeOptions) -> "RowParams":
+        rows = {name: per_row(name, getattr(options, name), n)
+                for name in ("strategy", "gamma", "alpha", "temperature", "top_k", "top_p")}
+        seeds = ([options.seed + i for i in range(n)] if isinstance(options.seed, Integral)
+                 and not isinstance(options.seed, bool) else per_row("seed", options.seed, n))
+        gammas, alphas, temps, top_ks, top_ps = [], [], [], [], []
+        for i in range(n):
+            where = f" (prompt {i})"
+            gamma = check_gamma(rows["gamma"][i], where=where)
+            alpha = check_alpha(rows["alpha"][i], where=where)
+            if rows["strategy"][i] is not None:
+                choice = choose(rows["strategy"][i], gamma, alpha, where=where)
+                gamma, alpha = choice.gamma, choice.alpha
+            gammas.append(gamma)
+            alphas.append(AUTO if alpha == "auto" else alpha)
+            temps.append(check_temperature(rows["temperature"][i], where=where))
+            top_ks.append(check_top_k(rows["top_k"][i], where=where) or 0)
+            top_p = check_top_p(rows["top_p"][i], where=where)
+            top_ps.append(1.0 if top_p is None else top_p)
+            seeds[i] = check_seed(seeds[i], where=where)
+        seed = torch.tensor(seeds, dtype=torch.int64, device=device)
+        args = StepArgs(*_pair(gammas, torch.float32, device), *_pair(alphas, torch.float32, device),
+                        options.agree_bonus, *_pair(temps, torch.float32, device),
+                        *_pair(top_ks, torch.int32, device), *_pair(top_ps, torch.float32, device),
+                        seed, 0, None, 0)
+        return cls(gammas, alphas, temps, seed, args)

@@ -1,0 +1,30 @@
+"""Picks the guide stream that fits a guide model and its tokenizer."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from blendin_ext.guides.cross_tokenizer import CrossTokenizerGuide
+from blendin_ext.guides.stream import GuideStream, SameTokenizerGuide
+from blendin_ext.models.prompts import same_vocabulary
+
+
+def make_guide_stream(guide, tokenizer, guide_tokenizer=None, *, guide_to_base=None,
+                      system_prompt: Optional[str] = None, chat: bool = True,
+                      device: Optional[torch.device] = None,
+                      base_vocab: Optional[int] = None) -> GuideStream:
+    """The right GuideStream for a guide model: the guide itself if it already
+    is one, the token-level stream when the tokenizers share a vocabulary,
+    else the text-level `CrossTokenizerGuide` (guide_to_base: the map, or
+    None to build it from the token strings; base_vocab: the base's logit
+    width where it exceeds its tokenizer)."""
+    if isinstance(guide, GuideStream):
+        return guide
+    guide_tokenizer = tokenizer if guide_tokenizer is None else guide_tokenizer
+    if same_vocabulary(tokenizer, guide_tokenizer):
+        return SameTokenizerGuide(guide, guide_tokenizer, system_prompt=system_prompt,
+                                  chat=chat, device=device)
+    return CrossTokenizerGuide(guide, guide_tokenizer, tokenizer, guide_to_base=guide_to_base,
+                               base_vocab=base_vocab, system_prompt=system_prompt, chat=chat,
+                               device=device)

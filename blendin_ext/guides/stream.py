@@ -1,0 +1,132 @@
+"""The guide model's side of the decode loop.
+
+The loop talks to the guide only through `GuideStream`, so that a guide
+with another tokenizer can keep itself in sync at the text level while the
+loop stays the same. `SameTokenizerGuide` is the token-level version for
+pairs that share a vocabulary.
+
+Writing a cross-tokenizer `GuideStream` (the contract in detail):
+
+- ``start(prompts, capacity)``: build the guide's own prompt ids from the raw
+  prompt strings (``prompts.chat_prompt_ids`` applies its chat template) and
+  hand them to a `TokenStream`; run nothing yet.
+- ``push(tokens, host_tokens, live)``: the base-vocabulary token just chosen
+  for every row, as a (B,) device tensor and as host ints (the loop has them
+  anyway, so decoding text costs no extra sync), and which rows are still
+  generating. Cheap, no forward: a cross-tokenizer guide appends the token's
+  text to its rows (decoding with the base tokenizer) and remembers that
+  its view is stale.
+- ``logits()``: (B, Vg) next-token logits of the guide for every row after
+  everything pushed. In eager mode the loop calls it every step; in lazy
+  mode only at steps where some live row intervenes, so it must catch up
+  any number of pushed tokens in one forward. A cross-tokenizer guide
+  re-tokenises prompt + new text per row, finds the longest common token
+  prefix with what its cache holds, rolls back with
+  ``TokenStream.truncate(length)`` (``DynamicCache.crop`` under the hood; one
+  length for the batch, so the shortest prefix over the rows) and pushes
+  each row's remaining ids right-aligned with ``TokenStream.push(ids, mask)``,
+  mask 0 in the holes of shorter rows (first), so that every row that feeds
+  has a real token in the last column, whose logits ``TokenStream.logits()``
+  returns; rows that feed nothing keep their previous logits
+  (`blendin_ext.guides.cross_tokenizer.CrossTokenizerGuide` does all this).
+- ``guide_to_base``: None when guide ids are base ids, else a
+  `blendin_ext.GuideMap` (build it once with ``blendin_ext.guide_map``); the
+  loop passes it to every blend_step call with real guide logits.
+- ``top_base_token(logits)``: (B,) base id of the guide's favourite mapped
+  token (``mapped_argmax``), used to say which model won an intervention.
+- ``stop_token_ids()``: base ids that end a row under the guide's convention.
+- counters ``forwards``, ``tokens_fed``, ``forward_seconds`` (delegate to
+  the `TokenStream`) and ``time_forwards`` (a flag the benchmarks set).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import List, Optional, Sequence, Set
+
+import torch
+
+from blendin_ext.models.prompts import base_prompt_ids, chat_prompt_ids, pad_token_id, stop_token_ids
+from blendin_ext.models.streams import TokenStream
+from blendin_ext.ops.maps import GuideMap
+
+
+def mapped_argmax(logits: torch.Tensor, guide_to_base: Optional[GuideMap]) -> torch.Tensor:
+    """(B,) base id of each row's highest guide logit among guide tokens that
+    have a base twin (ties: the first such guide id)."""
+    if guide_to_base is None:
+        return logits.argmax(-1)
+    g2b = guide_to_base.guide_to_base.to(logits.device).long()
+    masked = logits.masked_fill(g2b < 0, float("-inf"))
+    return g2b[masked.argmax(-1)]
+
+
+class GuideStream(ABC):
+    """The guide as the decode loop sees it (contract: module docstring)."""
+
+    guide_to_base: Optional[GuideMap] = None
+    stream: TokenStream  # the guide model's token stream, for the counters
+
+    @abstractmethod
+    def start(self, prompts: Sequence[str], capacity: int) -> None: ...
+
+    @abstractmethod
+    def push(self, tokens: torch.Tensor, host_tokens: List[int], live: List[bool]) -> None: ...
+
+    @abstractmethod
+    def logits(self) -> torch.Tensor: ...
+
+    def top_base_token(self, logits: torch.Tensor) -> torch.Tensor:
+        return mapped_argmax(logits, self.guide_to_base)
+
+    @abstractmethod
+    def stop_token_ids(self) -> Set[int]: ...
+
+    @property
+    def forwards(self) -> int:
+        return self.stream.forwards
+
+    @property
+    def tokens_fed(self) -> int:
+        return self.stream.tokens_fed
+
+    @property
+    def forward_seconds(self) -> float:
+        return self.stream.forward_seconds
+
+    @property
+    def time_forwards(self) -> bool:
+        return self.stream.time_forwards
+
+    @time_forwards.setter
+    def time_forwards(self, value: bool) -> None:
+        self.stream.time_forwards = value
+
+
+class SameTokenizerGuide(GuideStream):
+    """A guide that shares the base's vocabulary: every chosen token is fed
+    to it as is. `chat` wraps prompts in the tokenizer's chat template."""
+
+    def __init__(self, model, tokenizer, *, system_prompt: Optional[str] = None,
+                 chat: bool = True, device: Optional[torch.device] = None):
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.chat = chat
+        self.model = model
+        self.stream = TokenStream(model, pad_token_id(tokenizer), device)
+
+    def prompt_ids(self, prompts: Sequence[str]) -> List[List[int]]:
+        if self.chat:
+            return chat_prompt_ids(self.tokenizer, prompts, self.system_prompt)
+        return base_prompt_ids(self.tokenizer, prompts)
+
+    def start(self, prompts, capacity):
+        self.stream.start(self.prompt_ids(prompts), capacity)
+
+    def push(self, tokens, host_tokens, live):
+        self.stream.push(tokens)
+
+    def logits(self):
+        return self.stream.logits()
+
+    def stop_token_ids(self):
+        return stop_token_ids(self.tokenizer, self.model, chat=self.chat)

@@ -1,0 +1,9 @@
+"""One model at a time: what the decode loop needs from a model and how to
+get one.
+
+- ``streams.py``: the step-model contract, adapters for Hugging Face models
+  and plain callables, and `TokenStream` (prompt, cache, mask, positions);
+- ``prompts.py``: tokenizer conventions (prompt ids, chat template, stop ids);
+- ``loading.py``, ``builtins.py``, ``cache.py``: loading a built-in name, a
+  GGUF file, a folder or a hub id, converting GGUF once into the cache.
+"""

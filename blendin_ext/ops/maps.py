@@ -1,0 +1,71 @@
+"""Guide->base token maps in the form the op takes: the validated map and
+its inverse (`GuideMap`), and a cache that builds the inverse once per raw
+map tensor. Pure PyTorch: importable without the compiled extension."""
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple, Optional, Union
+
+import torch
+
+
+class GuideMap(NamedTuple):
+    """A validated guide->base token map with its inverse (build with
+    ``guide_map`` once per model pair; ``blend_step`` accepts it directly)."""
+
+    guide_to_base: torch.Tensor  # (Vg,) int32/int64, -1 where no base twin
+    base_to_guide: torch.Tensor  # (V,) int32, -1 where no guide twin
+
+
+MapArg = Union[None, torch.Tensor, GuideMap]
+
+
+def guide_map(guide_to_base: torch.Tensor, base_vocab: int) -> GuideMap:
+    """Validates a guide->base map (1-D integer tensor, entries in [-1, V),
+    injective on its non-negative entries) and builds its inverse."""
+    if not isinstance(guide_to_base, torch.Tensor) or guide_to_base.dim() != 1:
+        raise ValueError("guide_to_base must be a 1-D tensor of guide->base token ids")
+    if guide_to_base.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"guide_to_base must be int32 or int64, got {guide_to_base.dtype}")
+    if guide_to_base.numel() > 0:
+        lo, hi = int(guide_to_base.min()), int(guide_to_base.max())
+        if lo < -1 or hi >= base_vocab:
+            raise ValueError(
+                f"guide_to_base entries must lie in [-1, {base_vocab}), got values in [{lo}, {hi}]"
+            )
+    mapped = guide_to_base >= 0
+    targets = guide_to_base[mapped].long()
+    if targets.numel() != torch.unique(targets).numel():
+        raise ValueError("guide_to_base must be injective: two guide tokens map to one base token")
+    inverse = torch.full((base_vocab,), -1, dtype=torch.int32, device=guide_to_base.device)
+    guide_ids = torch.arange(guide_to_base.numel(), device=guide_to_base.device, dtype=torch.int32)
+    inverse[targets] = guide_ids[mapped]
+    return GuideMap(guide_to_base.contiguous(), inverse)
+
+
+def map_table(guide_to_base: MapArg) -> Optional[torch.Tensor]:
+    """The (Vg,) guide->base tensor of a raw map or a GuideMap (None stays None)."""
+    return guide_to_base.guide_to_base if isinstance(guide_to_base, GuideMap) else guide_to_base
+
+
+# Inverses of raw map tensors passed to blend_step, built once per tensor
+# version: id(tensor) -> (weakref, version, base_vocab, GuideMap).
+_map_cache: dict = {}
+
+
+def as_guide_map(guide_to_base: MapArg, base_vocab: int) -> Optional[GuideMap]:
+    """A GuideMap for a raw map tensor (validated and inverted once per
+    tensor version, then cached), a GuideMap as is, or None."""
+    if guide_to_base is None or isinstance(guide_to_base, GuideMap):
+        return guide_to_base
+    entry = _map_cache.get(id(guide_to_base))
+    if entry is not None:
+        ref, version, vocab, built = entry
+        if ref() is guide_to_base and version == guide_to_base._version and vocab == base_vocab:
+            return built
+    built = guide_map(guide_to_base, base_vocab)
+    key = id(guide_to_base)
+    forget = lambda _, cache=_map_cache, key=key: cache.pop(key, None)  # noqa: E731
+    _map_cache[key] = (weakref.ref(guide_to_base, forget), guide_to_base._version, base_vocab,
+                       built)
+    return built

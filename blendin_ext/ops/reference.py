@@ -1,0 +1,173 @@
+"""Pure-PyTorch float32 reference of the BlendIn step (the semantics of
+README.md beside this file, written out plainly). It is the oracle of the tests and the "eager" baseline of the
+benchmarks; it follows the kernels' conventions where the spec leaves a
+choice (the Philox stream layout, rank ties, the storage-order CDF walk),
+so seeded tokens can be compared one for one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from blendin_ext.ops.args import BlendStepResult
+from blendin_ext.ops.maps import map_table
+
+_MASK32 = 0xFFFFFFFF
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 on four 32-bit counter words and two key words."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(10):
+        p0 = 0xD2511F53 * c0
+        p1 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & _MASK32, p1 & _MASK32, \
+                         ((p0 >> 32) ^ c3 ^ k1) & _MASK32, p0 & _MASK32
+        k0 = (k0 + 0x9E3779B9) & _MASK32
+        k1 = (k1 + 0xBB67AE85) & _MASK32
+    return c0, c1, c2, c3
+
+
+def row_uniforms(seed: int, offset: int, stream: int):
+    """(component, token) uniforms of one row: Philox4x32-10 with key = seed,
+    counter = (offset, stream); 24-bit uniforms from the first two words, as
+    csrc/include/blendin/philox.h draws them."""
+    seed &= (1 << 64) - 1
+    offset &= (1 << 64) - 1
+    words = philox4x32_10((offset & _MASK32, offset >> 32, stream & _MASK32, 0),
+                          (seed & _MASK32, seed >> 32))
+    return (words[0] >> 8) / 16777216.0, (words[1] >> 8) / 16777216.0
+
+
+def _rows(value, batch: int, dtype) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", dtype).reshape(-1).expand(batch).clone()
+    return torch.full((batch,), value, dtype=dtype)
+
+
+def _ranked(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Order of entries: larger value first, ties to the smaller id."""
+    by_id = torch.argsort(ids, stable=True)
+    by_value = torch.sort(values[by_id], descending=True, stable=True).indices
+    return by_id[by_value]
+
+
+def component_cdf(logits, base_ids, temperature, top_k, top_p):
+    """The tempered, top-k/top-p filtered distribution of one component as
+    (base ids, normalised CDF) over its kept entries in storage order.
+    logits: (n,) float32 with -inf for masked/unmapped; base_ids: (n,)."""
+    valid = torch.nonzero(logits != -math.inf).flatten()
+    x = logits[valid].double()
+    w = torch.exp((x - x.max()) / temperature)
+    order = _ranked(logits[valid], base_ids[valid])
+    kept = order[:top_k] if 0 < top_k < len(order) else order
+    if top_p < 1.0:
+        r = w[kept] / w[kept].sum()
+        exclusive = torch.cumsum(r, 0) - r
+        kept = kept[exclusive < top_p]
+    kept = torch.sort(kept).values  # back to storage order
+    cdf = torch.cumsum(w[kept], 0)
+    return base_ids[valid[kept]], cdf / cdf[-1]
+
+
+def _draw(ids, cdf, u) -> int:
+    """Inverse-CDF draw: the first kept entry whose CDF exceeds u."""
+    pos = int(torch.searchsorted(cdf, torch.tensor([u], dtype=cdf.dtype), right=True))
+    return int(ids[min(pos, len(ids) - 1)])
+
+
+def row_component(base, guide_raw, guide_to_base, alpha: float, u_component: float):
+    """(logits, base ids) of the component a row samples from: the mapped
+    guide when u_component < alpha, else the base."""
+    if u_component < alpha:
+        mapped = guide_to_base >= 0
+        return torch.where(mapped, guide_raw, torch.tensor(-math.inf)), guide_to_base
+    return base, torch.arange(base.numel())
+
+
+def blend_step(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> BlendStepResult:
+    """The spec in float32 PyTorch; same arguments and result as
+    blendin_ext.blend_step (outputs on the logits' device)."""
+    return _evaluate(base_logits, guide_logits, **kwargs)[0]
+
+
+def sampling_plans(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> dict:
+    """For every sampled row: (kept base ids, their CDF, the token uniform).
+    Tests use it to tell a real mismatch from a draw that sits within float
+    rounding of a CDF boundary."""
+    return _evaluate(base_logits, guide_logits, **kwargs)[1]
+
+
+def _evaluate(
+    base_logits: torch.Tensor,
+    guide_logits: torch.Tensor,
+    *,
+    guide_to_base=None,
+    gamma=0.4,
+    alpha="auto",
+    agree_bonus: float = 0.1,
+    temperature=0.0,
+    top_k: Optional[object] = None,
+    top_p: Optional[object] = None,
+    seed=0,
+    offset=0,
+):
+    device = base_logits.device
+    b = base_logits.detach().float().cpu()
+    g_raw = guide_logits.detach().float().cpu()
+    batch, vocab = b.shape
+    g2b = map_table(guide_to_base)
+    if g2b is None:  # shared vocabulary
+        g2b, g = torch.arange(vocab), g_raw
+    else:  # guide probabilities moved to base ids, unmapped tokens dropped
+        g2b = g2b.detach().cpu().long()
+        g = torch.full((batch, vocab), -math.inf)
+        g[:, g2b[g2b >= 0]] = g_raw[:, g2b >= 0]
+
+    def has_bad(x):
+        return (torch.isnan(x) | (x == math.inf)).any(-1)
+
+    bad = has_bad(b) | has_bad(g_raw) | (b == -math.inf).all(-1) | (g == -math.inf).all(-1)
+    p_b, p_g = torch.softmax(b, -1), torch.softmax(g, -1)
+    c_b, c_g = p_b.max(-1).values, p_g.max(-1).values
+    guide_choice = torch.argmax(p_g, -1)  # first maximum: smallest base id
+    agree = p_b.gather(1, guide_choice[:, None]).squeeze(1)
+
+    alpha_rows = _rows(-1.0 if alpha == "auto" else alpha, batch, torch.float32)
+    intervened = c_b < _rows(gamma, batch, torch.float32)
+    alpha_auto = torch.clamp(c_g / (c_b + c_g) + agree_bonus * agree, 0.0, 1.0)
+    a = torch.where(alpha_rows < 0, alpha_auto, alpha_rows)
+    a = torch.where(intervened, a, torch.zeros_like(a))
+
+    temps = _rows(temperature, batch, torch.float32)
+    top_ks = _rows(0 if top_k is None else top_k, batch, torch.int64)
+    top_ps = _rows(1.0 if top_p is None else top_p, batch, torch.float32)
+    seeds = _rows(seed, batch, torch.int64)
+    offsets = _rows(offset, batch, torch.int64)
+    per_row_seed = isinstance(seed, torch.Tensor) and seed.numel() > 1
+
+    q = a[:, None] * p_g + (1 - a[:, None]) * p_b
+    tokens = torch.argmax(q, -1)
+    plans = {}
+    for row in range(batch):
+        if bad[row] or temps[row] <= 0:
+            continue
+        u_comp, u_tok = row_uniforms(int(seeds[row]), int(offsets[row]), 0 if per_row_seed else row)
+        logits, ids = row_component(b[row], g_raw[row], g2b, float(a[row]), u_comp)
+        plans[row] = component_cdf(logits, ids, float(temps[row]), int(top_ks[row]),
+                                   float(top_ps[row])) + (u_tok,)
+        tokens[row] = _draw(*plans[row])
+
+    nan = torch.full((batch,), math.nan)
+    outputs = BlendStepResult(
+        torch.where(bad, -1, tokens),
+        intervened & ~bad,
+        torch.where(bad, nan, a),
+        torch.where(bad, nan, c_b),
+        torch.where(bad, nan, c_g),
+        torch.where(bad, nan, agree),
+    )
+    return BlendStepResult(*(t.to(device) for t in outputs)), plans
