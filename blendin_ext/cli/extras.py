@@ -34,8 +34,9 @@ def require(part: tuple, what: str) -> None:
     modules, extra = part
     absent = missing(modules)
     if absent:
-        raise MissingExtra(f"{what} needs {', '.join(absent)}, which is not installed; install "
-                           f"it with:\n    {_install_hint(absent, extra)}")
+        verb = "is" if len(absent) == 1 else "are"
+        raise MissingExtra(f"{what} needs {', '.join(absent)}, which {verb} not installed; "
+                           f"install with:\n    {_install_hint(absent, extra)}")
 
 
 def require_models(names, what: str) -> None:
@@ -43,11 +44,11 @@ def require_models(names, what: str) -> None:
     conversion is still to come, and the packages of built-in names (raises
     MissingModelPackage with their pip command)."""
     require(LOADING, what)
-    if any(pending_conversion(name) for name in names):
-        require(CONVERSION, f"{what} (converting a GGUF model)")
     for name in names:
         if name in BUILTIN_MODELS:
             builtin_chunks(BUILTIN_MODELS[name])
+    if any(pending_conversion(name) for name in names):
+        require(CONVERSION, f"{what} (converting a GGUF model)")
 
 
 def optional(part: tuple, what: str) -> bool:
