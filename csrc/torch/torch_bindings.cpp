@@ -12,7 +12,7 @@ extern "C" PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(blendin_ext, m) {
-  // One BlendIn decode step; semantics in README.md ("The blend_step op").
+  // One BlendIn decode step; semantics in blendin_ext/ops/README.md.
   // Per-row parameters: an optional (1,) or (B,) tensor, else the scalar.
   // alpha < 0 means "auto"; top_k 0 and top_p 1 disable those filters.
   m.def(

@@ -3,7 +3,7 @@
 // decision and the mixture weight. Written once for host and device so that
 // the CPU tests exercise the same formulas the GPU runs.
 //
-// Semantics follow shared/spec/blend_step.md; README.md restates them.
+// Semantics: blendin_ext/ops/README.md.
 #pragma once
 
 #include <cstdint>
