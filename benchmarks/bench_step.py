@@ -2,7 +2,7 @@
 
 Columns, per (device, dtype, B, V):
   fused      blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4)
-  eager      blendin_ext.reference.blend_step, the spec composed of PyTorch ops
+  eager      blendin_ext.ops.reference.blend_step, the semantics composed of PyTorch ops
   floor      torch.logsumexp over both logit tensors: the least any exact
              method must compute (one read of every logit plus an exp)
   kernel     (cuda) the fused step's GPU time alone: 20 steps captured in a

@@ -4,7 +4,7 @@
 // merges, the decision) comes from the shared blendin/*.h headers.
 //
 // The same source also compiles as host C++ inside the block emulator of
-// tests/cuda_emu (which supplies threadIdx, __syncthreads, the warp
+// tests/cuda/emu (which supplies threadIdx, __syncthreads, the warp
 // intrinsics and atomics), so the kernel logic is tested without a GPU.
 #pragma once
 
@@ -14,7 +14,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #elif !defined(BLENDIN_CUDA_EMULATION)
-#error "device_common.cuh needs nvcc or tests/cuda_emu/cuda_emu.h"
+#error "device_common.cuh needs nvcc or tests/cuda/emu/cuda_emu.h"
 #endif
 
 #include "blendin/blend_math.h"
