@@ -40,15 +40,13 @@ def _strategy(text: str, _name: str = "") -> str:
     return text
 
 
-def _non_empty(text: str, _name: str = "") -> str:
-    if not text:
-        raise ValueError("needs a non-empty string")
-    return text
+def _stop(text: str, name: str = "") -> str:
+    return validate.check_stop(text, name)[0]
 
 
 COUNT = checked(int, validate.check_count)
 STRATEGY = checked(str, _strategy)
-NON_EMPTY = checked(str, _non_empty)
+STOP = checked(str, _stop)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +94,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int
                        help="tokens per answer at most (default %(default)s)")
     if stop:
         group.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                           type=NON_EMPTY,
+                           type=STOP,
                            help="stop string (repeatable); it is cut from the text")
     lazy = group.add_mutually_exclusive_group()
     lazy.add_argument("--lazy", dest="lazy", action="store_true", default=True,

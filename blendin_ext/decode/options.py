@@ -15,7 +15,7 @@ import torch
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
 from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma, check_seed,
-                                      check_temperature, check_token_budget, check_top_k,
+                                      check_stop, check_temperature, check_token_budget, check_top_k,
                                       check_top_p)
 
 Value = Union[None, str, float, int, Sequence]
@@ -54,10 +54,7 @@ class DecodeOptions:
 
     def __post_init__(self):
         self.max_new_tokens = check_token_budget(self.max_new_tokens)
-        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise ValueError(f"stop must be a non-empty string or a list of them, got {self.stop!r}")
-        self.stop_strings = stops
+        self.stop_strings = check_stop(self.stop)
         self.agree_bonus = check_agree_bonus(self.agree_bonus)
 
 

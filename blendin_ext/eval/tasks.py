@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from blendin_ext.ops.validate import check_count
+
 DATA_ENV = "BLENDIN_DATA"
 GSM8K_FILE = "gsm8k_test.jsonl"
 XSTEST_FILE = "xstest_prompts.csv"
@@ -136,8 +138,8 @@ def load_user_jsonl(path: Path, limit: Optional[int]) -> list:
 
 def load_task(task: str, data_dir: Optional[str] = None, limit: Optional[int] = None) -> Task:
     """``gsm8k``, ``xstest`` or the path of a ``.jsonl`` file."""
-    if limit is not None and limit <= 0:
-        raise ValueError(f"--limit must be a positive number of problems, got {limit}")
+    if limit is not None:
+        limit = check_count(limit, "--limit")
     if task in BUILTIN_TASKS:
         folder = resolve_data_dir(data_dir)
         if task == "gsm8k":

@@ -93,6 +93,14 @@ def check_token_budget(value, name: str = "max_new_tokens", where: str = "") -> 
     return int(value)
 
 
+def check_stop(value, name: str = "stop", where: str = "") -> tuple:
+    """Stop strings: None, one non-empty string or a list of them; returns a tuple."""
+    stops = (value,) if isinstance(value, str) else tuple(value or ())
+    if isinstance(value, (int, float)) or any(not isinstance(s, str) or not s for s in stops):
+        _fail(name, "a non-empty string or a list of them", value, where)
+    return stops
+
+
 def check_count(value, name: str, where: str = "") -> int:
     """A size that must hold something (batch size, problems, threads): an int >= 1."""
     if not _is_int(value) or value < 1:

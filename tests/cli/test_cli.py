@@ -39,7 +39,7 @@ def fails(argv, capsys, match):
     (["--alpha", "sometimes"], "argument --alpha"),
     (["--strategy", "greedy"], "argument --strategy: unknown strategy 'greedy'"),
     (["--dtype", "int8"], "argument --dtype: invalid choice"),
-    (["--stop", ""], "argument --stop: needs a non-empty string"),
+    (["--stop", ""], "argument --stop: must be a non-empty string"),
     (["--threads", "0"], "argument --threads: must be an int >= 1"),
     (["--lazy", "--eager"], "not allowed with argument"),
 ])
