@@ -41,6 +41,10 @@ from blendin_ext.ops.fused import run_step
 from blendin_ext.ops.maps import GuideMap
 
 Prompts = Union[str, Sequence[str]]
+# Called after every step with its tokens (all rows) and which rows were live
+# before it; returns per row whether it stops now (finish reason "stop"), or
+# None. Adapters use it for their own stop rules (transformers' criteria).
+StepHook = Callable[[List[int], List[bool]], Optional[List[bool]]]
 
 
 @dataclass
@@ -112,6 +116,8 @@ class _Run:
     live: List[bool]
     finish: List[Optional[str]]
     needs_text: bool
+    prompt_ids: Optional[List[List[int]]] = None   # the base's prompt ids, when given
+    step_hook: Optional[StepHook] = None
     stats: LoopStats = field(default_factory=LoopStats)
     previous: Optional[_HostStep] = None
 
@@ -171,22 +177,34 @@ class BlendInGenerator:
 
     # ------------------------------------------------------------ public API
     def generate(self, prompts: Prompts, *, on_token: Optional[Callable[[TokenEvent], None]] = None,
+                 prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+                 step_hook: Optional[StepHook] = None, stop_ids: Optional[Sequence[int]] = None,
                  **options) -> GenerationOutput:
         """Decodes a batch of prompts (a string or a list of them).
         options: see blendin_ext.decode.options.DecodeOptions (max_new_tokens,
         strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy).
-        on_token: called with every TokenEvent as it comes."""
-        run = self._new_run(prompts, DecodeOptions(**options), text_deltas=on_token is not None)
+        on_token: called with every TokenEvent as it comes.
+        prompt_ids: the base's prompt token ids per row, when the caller has
+            them already (the guide still gets the prompt text).
+        step_hook: an extra stop rule, see StepHook.
+        stop_ids: the ids that end a row ("eos") in this call, instead of the
+            generator's (both models' conventions)."""
+        run = self._new_run(prompts, DecodeOptions(**options), text_deltas=on_token is not None,
+                            prompt_ids=prompt_ids, step_hook=step_hook, stop_ids=stop_ids)
         for event in self._decode(run):
             if on_token is not None:
                 on_token(event)
         return self.last_output
 
-    def stream(self, prompts: Prompts, **options) -> Iterator[TokenEvent]:
+    def stream(self, prompts: Prompts, *, prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+               step_hook: Optional[StepHook] = None, stop_ids: Optional[Sequence[int]] = None,
+               **options) -> Iterator[TokenEvent]:
         """Like generate, but yields a TokenEvent per generated token (with its
         new text); afterwards `last_output` holds the results. Arguments are
         checked here, before the first token."""
-        return self._decode(self._new_run(prompts, DecodeOptions(**options), text_deltas=True))
+        return self._decode(self._new_run(prompts, DecodeOptions(**options), text_deltas=True,
+                                          prompt_ids=prompt_ids, step_hook=step_hook,
+                                          stop_ids=stop_ids))
 
     # --------------------------------------------------------------- the loop
     def _decode(self, run: _Run) -> Iterator[TokenEvent]:
@@ -196,7 +214,8 @@ class BlendInGenerator:
             for step in range(run.max_new_tokens):
                 host = self.decode_one_token(run, step)
                 run.stats.steps += 1
-                yield from self._record(run, host)
+                hooked = run.step_hook(host.tokens, list(run.live)) if run.step_hook else None
+                yield from self._record(run, host, hooked)
                 if not any(run.live):
                     break
                 run.previous = host
@@ -208,7 +227,7 @@ class BlendInGenerator:
         """Starts both streams; runs the base's prompt (and, eagerly, the
         guide's). A lazy guide prefills at its first catch-up."""
         capacity = run.max_new_tokens
-        self.base.start(base_prompt_ids(self.tokenizer, run.prompts), capacity)
+        self.base.start(run.prompt_ids or base_prompt_ids(self.tokenizer, run.prompts), capacity)
         self.guide.start(run.prompts, capacity)
         self.base.logits()
         if not run.lazy:
@@ -246,8 +265,10 @@ class BlendInGenerator:
         return run_step(base_logits, guide_logits, maps, run.params.args.at_offset(step))
 
     # ------------------------------------------------------- host bookkeeping
-    def _record(self, run: _Run, host: _HostStep) -> Iterator[TokenEvent]:
-        """Per live row: bad-row check, diagnostics, text, stop conditions."""
+    def _record(self, run: _Run, host: _HostStep,
+                hooked: Optional[List[bool]] = None) -> Iterator[TokenEvent]:
+        """Per live row: bad-row check, diagnostics, text, stop conditions
+        (`hooked`: rows the step hook stopped)."""
         for row, alive in enumerate(run.live):
             if not alive:
                 continue
@@ -266,6 +287,7 @@ class BlendInGenerator:
             else:
                 text.ids.append(token)
                 delta, stopped = "", False
+            stopped = stopped or bool(hooked and hooked[row])
             reason = ("eos" if token in run.stop_ids else "stop" if stopped
                       else "length" if diag.tokens >= run.max_new_tokens else None)
             if reason is not None:
@@ -294,7 +316,9 @@ class BlendInGenerator:
         return GenerationOutput(results, stats)
 
     # ------------------------------------------------------------- arguments
-    def _new_run(self, prompts: Prompts, options: DecodeOptions, text_deltas: bool) -> _Run:
+    def _new_run(self, prompts: Prompts, options: DecodeOptions, text_deltas: bool,
+                 prompt_ids=None, step_hook: Optional[StepHook] = None,
+                 stop_ids: Optional[Sequence[int]] = None) -> _Run:
         prompts = [prompts] if isinstance(prompts, str) else prompts
         if not isinstance(prompts, (list, tuple)) or not prompts:
             raise ValueError("prompts must be a non-empty list of strings")
@@ -302,14 +326,20 @@ class BlendInGenerator:
             if not isinstance(p, str):
                 raise TypeError(f"prompts[{i}] must be a string, got {type(p).__name__}")
         n = len(prompts)
+        if prompt_ids is not None:
+            prompt_ids = [[int(t) for t in ids] for ids in prompt_ids]
+            if len(prompt_ids) != n or any(not ids for ids in prompt_ids):
+                raise ValueError(f"prompt_ids must hold one non-empty id list per prompt ({n})")
         params = RowParams.build(n, self.base.device, options)
         for counter in (self.base, self.guide.stream):
             counter.forwards, counter.tokens_fed, counter.forward_seconds = 0, 0, 0.0
         stops = options.stop_strings
         return _Run(list(prompts), params, options.max_new_tokens, bool(options.lazy), stops,
-                    self.stop_ids, [RowText(self.tokenizer, stops) for _ in prompts],
+                    self.stop_ids if stop_ids is None else frozenset(int(t) for t in stop_ids),
+                    [RowText(self.tokenizer, stops) for _ in prompts],
                     [SequenceDiagnostics() for _ in prompts], [True] * n, [None] * n,
-                    needs_text=text_deltas or bool(stops))
+                    needs_text=text_deltas or bool(stops), prompt_ids=prompt_ids,
+                    step_hook=step_hook)
 
     def __repr__(self) -> str:
         return f"BlendInGenerator(guide={type(self.guide).__name__})"
