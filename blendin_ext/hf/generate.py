@@ -32,6 +32,7 @@ from blendin_ext.decode.loop import BlendInGenerator, GenerationOutput
 from blendin_ext.ops.strategies import choose
 from blendin_ext.ops.validate import check_agree_bonus
 
+OLDEST_TRANSFORMERS = (4, 56)  # the first release whose generate() calls a custom_generate callable
 # The warpers generate() builds from temperature / top_k / top_p: the op
 # applies those settings per model itself.
 OWN_WARPERS = ("TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper")
@@ -63,6 +64,7 @@ class BlendIn:
                  agree_bonus: float = 0.1, lazy: bool = True,
                  system_prompt: Optional[str] = None, guide_chat: bool = True,
                  guide_to_base=None):
+        _check_transformers()
         choose(strategy, gamma, alpha)  # every decoding argument is checked here, once
         self.options = dict(strategy=strategy, gamma=gamma, alpha=alpha, lazy=bool(lazy),
                             agree_bonus=check_agree_bonus(agree_bonus))
@@ -77,7 +79,7 @@ class BlendIn:
                  streamer=None, blendin_streamer=None, tokenizer=None, **model_kwargs):
         config = generation_config if generation_config is not None else model.generation_config
         _check_supported(config, logits_processor, model_kwargs, synced_gpus)
-        generator = self._generator_for(model, self.tokenizer or tokenizer)
+        generator = self.generator_for(model, tokenizer)
         rows = _prompt_rows(input_ids, model_kwargs.get("attention_mask"))
         if streamer is None and blendin_streamer is not None:
             streamer = blendin_streamer
@@ -97,8 +99,11 @@ class BlendIn:
         output.blendin = self.last_output
         return output
 
-    def _generator_for(self, model, tokenizer) -> BlendInGenerator:
-        """The loop over this base model, built once (it scans the vocabularies)."""
+    def generator_for(self, model, tokenizer=None) -> BlendInGenerator:
+        """Our loop over this base model, built once (it scans the vocabularies).
+        Its ``stop_ids`` are the ids our own loop ends rows at (both models'
+        conventions); generate() ends rows at its EOS ids only."""
+        tokenizer = self.tokenizer or tokenizer
         if tokenizer is None:
             raise ValueError("BlendIn needs tokenizer= (the base model's tokenizer): the guide "
                              "gets the prompt as text")
@@ -106,6 +111,16 @@ class BlendIn:
             self._generator = BlendInGenerator(model, self.guide_model, tokenizer,
                                                self.guide_tokenizer, **self.pair)
         return self._generator
+
+
+def _check_transformers() -> None:
+    import transformers
+
+    found = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+    if found < OLDEST_TRANSFORMERS:
+        raise ImportError(f"blendin_ext.hf.BlendIn needs transformers >= 4.56 (custom_generate "
+                          f"as a callable), found {transformers.__version__}; "
+                          "pip install 'blendin_ext[hf]'")
 
 
 def _check_supported(config, processors, model_kwargs, synced_gpus) -> None:
