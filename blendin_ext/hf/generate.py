@@ -1,5 +1,7 @@
 """`BlendIn`, a ``custom_generate`` callable for transformers' ``generate()``
-(transformers 4.56 or newer, where it may be a callable).
+(transformers 4.57 or newer: 4.56 first took a callable, 4.57 first hands a
+callable the extra keyword arguments it declares, such as
+``blendin_streamer=``; tested here with 4.57.6 and 5.24).
 
 What it takes from the generation config: ``max_new_tokens`` / ``max_length``,
 ``do_sample`` with ``temperature``, ``top_k`` and ``top_p`` (applied by the
@@ -14,13 +16,12 @@ search, prompt lookup and other modes than greedy / sampling,
 top-k / top-p warpers (they cannot act on a mixture), and per-token outputs
 (scores, logits, attentions, hidden states).
 
-Two limits of transformers 5.x with a callable: it does not hand over
+Limits of transformers (4.57 to 5.x) with a callable: it does not hand over
 ``streamer=`` or ``tokenizer=`` (so ``stop_strings=`` fails inside
 ``generate()``, before BlendIn runs) nor ``assistant_model=`` (do not combine
-assisted generation with BlendIn). Pass the streamer as
-``blendin_streamer=`` and stop strings as
-``stopping_criteria=[StopStringCriteria(tokenizer, [...])]``; both work in
-every supported version.
+assisted generation with BlendIn: BlendIn cannot see it). Pass the streamer
+as ``blendin_streamer=`` and stop strings as
+``stopping_criteria=[StopStringCriteria(tokenizer, [...])]``.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from blendin_ext.decode.loop import BlendInGenerator, GenerationOutput
 from blendin_ext.ops.strategies import choose
 from blendin_ext.ops.validate import check_agree_bonus
 
-OLDEST_TRANSFORMERS = (4, 56)  # the first release whose generate() calls a custom_generate callable
+OLDEST_TRANSFORMERS = (4, 57)  # generate() calls the callable with its declared extra kwargs
 # The warpers generate() builds from temperature / top_k / top_p: the op
 # applies those settings per model itself.
 OWN_WARPERS = ("TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper")
@@ -118,8 +119,9 @@ def _check_transformers() -> None:
 
     found = tuple(int(p) for p in transformers.__version__.split(".")[:2])
     if found < OLDEST_TRANSFORMERS:
-        raise ImportError(f"blendin_ext.hf.BlendIn needs transformers >= 4.56 (custom_generate "
-                          f"as a callable), found {transformers.__version__}; "
+        raise ImportError(f"blendin_ext.hf.BlendIn needs transformers >= 4.57 (custom_generate "
+                          f"as a callable with its own arguments), found "
+                          f"{transformers.__version__}; "
                           "pip install 'blendin_ext[hf]'")
 
 

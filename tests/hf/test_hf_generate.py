@@ -23,7 +23,8 @@ def pair():
 
 
 def left_padded(tok, prompts):
-    return tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    return tok(prompts, return_tensors="pt", padding=True, padding_side="left",
+               return_token_type_ids=False)
 
 
 def generated(sequences, inputs):
@@ -93,7 +94,7 @@ class Collect(BaseStreamer):
 
 def test_streamers_receive_what_generate_would_send(pair, capsys):
     tok, base, guide = pair
-    inputs = tok(PROMPTS[:1], return_tensors="pt")
+    inputs = tok(PROMPTS[:1], return_tensors="pt", return_token_type_ids=False)
     blend = BlendIn(guide, tokenizer=tok)
     collect = Collect()
     seq = base.generate(**inputs, max_new_tokens=NEW, custom_generate=blend,
@@ -177,3 +178,12 @@ def test_bad_arguments_name_themselves(pair):
     with pytest.raises(ValueError, match="tokenizer="):
         base.generate(**left_padded(tok, PROMPTS), max_new_tokens=3,
                       custom_generate=BlendIn(guide))
+
+
+def test_too_old_transformers_is_named(pair, monkeypatch):
+    import transformers
+
+    tok, _, guide = pair
+    monkeypatch.setattr(transformers, "__version__", "4.55.4")
+    with pytest.raises(ImportError, match="transformers >= 4.57.*found 4.55.4"):
+        BlendIn(guide, tokenizer=tok)
