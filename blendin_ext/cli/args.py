@@ -27,7 +27,6 @@ def checked(parse: Callable, check: Callable) -> Callable:
             return check(value, "")
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc))
-    convert.__name__ = getattr(check, "__name__", "value")
     return convert
 
 

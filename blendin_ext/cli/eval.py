@@ -17,7 +17,7 @@ from pathlib import Path
 
 from blendin_ext.cli.args import COUNT, add_decode_arguments, add_model_arguments, strategy_choices
 from blendin_ext.cli.common import load_pair
-from blendin_ext.cli.extras import PLOTS, optional, require
+from blendin_ext.cli.extras import PLOTS, PROGRESS, optional, require
 from blendin_ext.eval.tasks import DATA_ENV, PROMPT_STYLES, QUESTION_STOP, load_task
 
 DEFAULT_STRATEGIES = "base,guide,nudging,blend-0.5,blendin"
@@ -99,7 +99,7 @@ def run(args) -> int:
     from blendin_ext.eval.runner import EvalSettings, run_eval
 
     strategies = strategy_choices(args)
-    require((("tqdm",), "eval"), "blendin eval")
+    require(PROGRESS, "blendin eval")
     plots = not args.no_plots and optional(PLOTS, "the plots")
     task = load_task(args.task, args.data_dir, args.limit)
     out = args.out or f"results/eval-{_slug(task.name)}-{_slug(args.base)}-{_slug(args.guide)}"

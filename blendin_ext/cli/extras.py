@@ -13,6 +13,7 @@ from blendin_ext.models.loading import pending_conversion
 # What each optional part imports, and the extra of pyproject.toml that brings it.
 LOADING = (("transformers", "tqdm"), "demo")
 CONVERSION = (("gguf", "accelerate"), "demo")
+PROGRESS = (("tqdm",), "eval")
 PLOTS = (("matplotlib",), "eval")
 
 
