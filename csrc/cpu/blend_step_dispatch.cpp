@@ -50,15 +50,36 @@ struct Variant {
 bool any_cpu() { return true; }
 
 #if defined(BLENDIN_CPU_X86_VARIANTS)
-// The ISA levels the variants are compiled for (-march=x86-64-v3 / -v4).
-// libgcc's check includes the OS saving the wider registers (XGETBV).
+// The ISA levels the variants are compiled for (-march=x86-64-v3 / -v4);
+// the checks include the OS saving the wider registers (XGETBV). GCC names
+// the levels from version 12 on; with other compilers the check lists the
+// features they can all name, which leaves out F16C, LZCNT and MOVBE (every
+// AVX2 + FMA + BMI2 CPU from Intel and AMD has them).
+#if !defined(BLENDIN_CPU_LEVEL_NAMES)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define BLENDIN_CPU_LEVEL_NAMES 1
+#else
+#define BLENDIN_CPU_LEVEL_NAMES 0
+#endif
+#endif
 bool has_x86_64_v3() {
   __builtin_cpu_init();
+#if BLENDIN_CPU_LEVEL_NAMES
   return __builtin_cpu_supports("x86-64-v3");
+#else
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+#endif
 }
 bool has_x86_64_v4() {
   __builtin_cpu_init();
+#if BLENDIN_CPU_LEVEL_NAMES
   return __builtin_cpu_supports("x86-64-v4");
+#else
+  return has_x86_64_v3() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512cd") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#endif
 }
 #endif
 

@@ -3,7 +3,8 @@
 // flags and -DBLENDIN_CPU_VARIANT=<name>; the dispatcher
 // (blend_step_dispatch.cpp) picks one at run time. Everything those files
 // define lives in the inline namespace blendin::cpu::<name>, so no two
-// variants share a symbol (see also BLENDIN_HD in blendin/macros.h).
+// variants share a symbol (see also BLENDIN_HD in blendin/macros.h; ctest
+// checks it with csrc/tests/check_variant_symbols.cmake).
 //
 // Names: generic (the compiler's default flags: any x86-64, aarch64, ...),
 // avx2 (-march=x86-64-v3: AVX2, FMA, F16C), avx512 (-march=x86-64-v4), and
@@ -17,7 +18,8 @@
 #include "blend_step_cpu.h"
 
 // Outside a variant's translation unit (unit tests, the dispatcher) the
-// headers above compile as the generic variant, with default flags.
+// kernel headers compile as the generic variant, with default flags. Set
+// after including blend_step_cpu.h, so BLENDIN_HD stays untagged there.
 #if !defined(BLENDIN_CPU_VARIANT)
 #define BLENDIN_CPU_VARIANT generic
 #endif
