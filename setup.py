@@ -6,10 +6,12 @@ Environment switches:
                           them (and fails loudly if impossible); 0 leaves them out.
   BLENDIN_CPU_ARCH=portable  the CPU kernel's variants (csrc/cpu/cpu_variant.h):
                           portable (default): on x86-64 compiled three times,
-                            generic (default flags), avx2 (-march=x86-64-v3)
-                            and avx512 (-march=x86-64-v4), the best the CPU
-                            runs picked at load; elsewhere generic only. A
-                            wheel built so runs on any CPU of its platform.
+                            generic (default flags), avx2 (the x86-64-v3
+                            level: AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE) and
+                            avx512 (x86-64-v4: + AVX-512 F/BW/CD/DQ/VL); the
+                            best the CPU runs is picked at the first step;
+                            elsewhere generic only. A wheel built so runs on
+                            any CPU of its platform.
                           native: one variant, -march=native, for a build used
                             on the machine that compiled it (as before).
                           generic or "": one variant, default flags.
@@ -38,6 +40,10 @@ CPU_KERNEL = "csrc/cpu/blend_step_cpu.cpp"  # compiled once per variant
 # without it the AVX2 exp loops stay scalar, 5x slower). Values are
 # unchanged; only floating-point exception flags may differ.
 CPU_KERNEL_FLAGS = ["-fno-trapping-math"]
+# The x86-64-v3 and -v4 levels feature by feature (-march=x86-64-v3 needs
+# GCC 11); the dispatcher checks for the whole level at run time.
+AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mmovbe"]
+AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"]
 
 
 def cuda_wanted() -> bool:
@@ -64,8 +70,7 @@ def cpu_variants():
     arch = os.environ.get("BLENDIN_CPU_ARCH", "portable")
     if arch == "portable":
         if platform.machine().lower() in ("x86_64", "amd64"):
-            variants = [("generic", []), ("avx2", ["-march=x86-64-v3"]),
-                        ("avx512", ["-march=x86-64-v4"])]
+            variants = [("generic", []), ("avx2", AVX2_FLAGS), ("avx512", AVX512_FLAGS)]
             return variants, "-DBLENDIN_CPU_X86_VARIANTS"
         return [("generic", [])], None
     if arch in ("", "generic"):
@@ -99,8 +104,9 @@ def nvcc_flags() -> list:
 class BuildExtension(cpp_extension.BuildExtension):
     """torch's BuildExtension, plus the CPU kernel compiled once per variant
     with that variant's flags (setuptools has no per-file flags). The
-    variant objects are linked after the extension's own, generic first:
-    of a symbol several objects define the linker keeps the first."""
+    variant objects are linked after the extension's own, generic first, as
+    a backstop: ctest rules out symbols shared between variants, but should
+    one slip in, the linker keeps its first, least demanding, definition."""
 
     def build_extension(self, ext):
         ext.extra_objects = self._cpu_variant_objects(ext) + list(ext.extra_objects or [])

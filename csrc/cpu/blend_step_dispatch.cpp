@@ -50,7 +50,7 @@ struct Variant {
 bool any_cpu() { return true; }
 
 #if defined(BLENDIN_CPU_X86_VARIANTS)
-// The ISA levels the variants are compiled for (-march=x86-64-v3 / -v4);
+// The ISA levels the variants are compiled for (x86-64-v3 / -v4);
 // the checks include the OS saving the wider registers (XGETBV). GCC names
 // the levels from version 12 on; with other compilers the check lists the
 // features they can all name, which leaves out F16C, LZCNT and MOVBE (every

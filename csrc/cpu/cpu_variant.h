@@ -7,7 +7,7 @@
 // checks it with csrc/tests/check_variant_symbols.cmake).
 //
 // Names: generic (the compiler's default flags: any x86-64, aarch64, ...),
-// avx2 (-march=x86-64-v3: AVX2, FMA, F16C), avx512 (-march=x86-64-v4), and
+// avx2 (the x86-64-v3 level: AVX2, FMA, F16C, ...), avx512 (x86-64-v4), and
 // for single-variant builds native (-march=native) or custom (another
 // -march). setup.py and CMakeLists.txt decide which are built.
 #pragma once

@@ -17,7 +17,7 @@ import blendin_ext  # noqa: F401  (loads the ops)
 
 OPS = torch.ops.blendin_ext
 X86_VARIANTS = ["avx512", "avx2", "generic"]  # best first, as the dispatcher orders them
-# /proc/cpuinfo flags behind -march=x86-64-v3 / -v4 (abm is LZCNT).
+# /proc/cpuinfo flags of the x86-64-v3 / -v4 levels the variants are built for (abm: LZCNT).
 X86_64_V3 = {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe", "xsave"}
 X86_64_V4 = X86_64_V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 
