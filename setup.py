@@ -136,9 +136,11 @@ def extension():
                "csrc/torch/blend_step_cpu_op.cpp", "csrc/torch/torch_bindings.cpp"]
     dispatch_define = cpu_variants()[1]
     cxx = cxx_flags() + ([dispatch_define] if dispatch_define else [])
+    # Headers as depends, so that editing one rebuilds the extension.
     depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h"))
     if cuda_wanted():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + ["csrc/torch/blend_step_cuda_op.cpp"]
+        depends += sorted(glob.glob("csrc/cuda/*.cuh") + glob.glob("csrc/cuda/*.h"))
         return cpp_extension.CUDAExtension(
             "blendin_ext._C", sources, include_dirs=include_dirs, depends=depends,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags()}, extra_link_args=["-fopenmp"],
