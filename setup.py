@@ -4,17 +4,46 @@ Environment switches:
   BLENDIN_CUDA=auto|1|0   auto (default): CUDA sources join the build when
                           torch was built with CUDA and nvcc is found; 1 forces
                           them (and fails loudly if impossible); 0 leaves them out.
-  BLENDIN_CPU_ARCH=native  value of -march for the CPU kernel ("" to omit);
-                          native suits a source build used on the same machine.
-  BLENDIN_CUDA_ARCHS="80;90"  compute capabilities for the CUDA kernel.
+  BLENDIN_CPU_ARCH=portable  the CPU kernel's variants (csrc/cpu/cpu_variant.h):
+                          portable (default): on x86-64 compiled three times,
+                            generic (default flags), avx2 (the x86-64-v3
+                            level: AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE) and
+                            avx512 (x86-64-v4: + AVX-512 F/BW/CD/DQ/VL); the
+                            best the CPU runs is picked at the first step;
+                            elsewhere generic only. A wheel built so runs on
+                            any CPU of its platform.
+                          native: one variant, -march=native, for a build used
+                            on the machine that compiled it (as before).
+                          generic or "": one variant, default flags.
+                          any other value: one variant with that -march.
+  BLENDIN_CUDA_ARCHS="80;90"  compute capabilities for the CUDA kernel
+                          (default in csrc/cuda/default_archs.txt, which
+                          CMakeLists.txt reads too).
+
+At run time BLENDIN_CPU_VARIANT=<name> (read once per process) forces one of
+the built variants, for tests and benchmarks; a variant the CPU cannot run is
+an error. torch.ops.blendin_ext.cpu_variant() names the active one and
+cpu_variants() lists those this CPU can run.
 """
 import glob
 import os
+import platform
 
 from setuptools import find_packages, setup
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+CPU_KERNEL = "csrc/cpu/blend_step_cpu.cpp"  # compiled once per variant
+# Flags of every variant of the kernel. -fno-trapping-math lets the
+# vectoriser evaluate both arms of fast_exp's selects (GCC will not
+# speculate a float op that might trap, and AVX2 has no masked lanes:
+# without it the AVX2 exp loops stay scalar, 5x slower). Values are
+# unchanged; only floating-point exception flags may differ.
+CPU_KERNEL_FLAGS = ["-fno-trapping-math"]
+# The x86-64-v3 and -v4 levels feature by feature (-march=x86-64-v3 needs
+# GCC 11); the dispatcher checks for the whole level at run time.
+AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mmovbe"]
+AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"]
 
 
 def cuda_wanted() -> bool:
@@ -35,48 +64,95 @@ def _torch_has_cuda() -> bool:
     return torch.version.cuda is not None
 
 
+def cpu_variants():
+    """(variant name, its extra flags) to build, generic first, and the
+    define that tells the dispatcher (blend_step_dispatch.cpp) which exist."""
+    arch = os.environ.get("BLENDIN_CPU_ARCH", "portable")
+    if arch == "portable":
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            variants = [("generic", []), ("avx2", AVX2_FLAGS), ("avx512", AVX512_FLAGS)]
+            return variants, "-DBLENDIN_CPU_X86_VARIANTS"
+        return [("generic", [])], None
+    if arch in ("", "generic"):
+        return [("generic", [])], "-DBLENDIN_CPU_SINGLE=generic"
+    name = "native" if arch == "native" else "custom"
+    return [(name, [f"-march={arch}"])], f"-DBLENDIN_CPU_SINGLE={name}"
+
+
 def cxx_flags() -> list:
     # -fopenmp: at::parallel_for is an inline OpenMP loop in torch's headers;
-    # without the flag it silently runs on one thread.
-    flags = ["-O3", "-std=c++17", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-    arch = os.environ.get("BLENDIN_CPU_ARCH", "native")
-    if arch:
-        flags.append(f"-march={arch}")
-    return flags
+    # without the flag it silently runs on one thread. -ffp-contract=off: GCC
+    # would otherwise fuse a * b + c wherever FMA exists, and the variants
+    # would round differently; the kernel writes fmaf where it wants one.
+    return ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra",
+            "-Wno-unused-parameter"]
+
+
+def default_cuda_archs() -> str:
+    with open(os.path.join(ROOT, "csrc", "cuda", "default_archs.txt")) as f:
+        return f.read().strip()
 
 
 def nvcc_flags() -> list:
-    archs = os.environ.get("BLENDIN_CUDA_ARCHS", "80;90").split(";")
+    archs = os.environ.get("BLENDIN_CUDA_ARCHS", default_cuda_archs()).split(";")
     flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
     for arch in archs:
         flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
     return flags
 
 
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension, plus the CPU kernel compiled once per variant
+    with that variant's flags (setuptools has no per-file flags). The
+    variant objects are linked after the extension's own, generic first, as
+    a backstop: ctest rules out symbols shared between variants, but should
+    one slip in, the linker keeps its first, least demanding, definition."""
+
+    def build_extension(self, ext):
+        ext.extra_objects = self._cpu_variant_objects(ext) + list(ext.extra_objects or [])
+        super().build_extension(ext)
+
+    def _cpu_variant_objects(self, ext) -> list:
+        # By now torch has added its defines (ABI, extension name) to the
+        # extension's flags; the variants get the same ones.
+        base = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) \
+            else ext.extra_compile_args
+        objects = []
+        for name, flags in cpu_variants()[0]:
+            objects += self.compiler.compile(
+                [CPU_KERNEL],
+                output_dir=os.path.join(self.build_temp, f"cpu_{name}"),  # its own build.ninja
+                include_dirs=ext.include_dirs,
+                extra_postargs=list(base) + CPU_KERNEL_FLAGS + flags
+                + [f"-DBLENDIN_CPU_VARIANT={name}"],
+                depends=ext.depends,
+            )
+        return objects
+
+
 def extension():
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    sources = sorted(glob.glob("csrc/cpu/*.cpp")) + [
-        "csrc/torch/step_args.cpp",
-        "csrc/torch/blend_step_cpu_op.cpp",
-        "csrc/torch/torch_bindings.cpp",
-    ]
+    sources = ["csrc/cpu/blend_step_dispatch.cpp", "csrc/torch/step_args.cpp",
+               "csrc/torch/blend_step_cpu_op.cpp", "csrc/torch/torch_bindings.cpp"]
+    dispatch_define = cpu_variants()[1]
+    cxx = cxx_flags() + ([dispatch_define] if dispatch_define else [])
+    # Headers as depends, so that editing one rebuilds the extension.
+    depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h"))
     if cuda_wanted():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + ["csrc/torch/blend_step_cuda_op.cpp"]
+        depends += sorted(glob.glob("csrc/cuda/*.cuh") + glob.glob("csrc/cuda/*.h"))
         return cpp_extension.CUDAExtension(
-            "blendin_ext._C",
-            sources,
-            include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx_flags() + ["-DBLENDIN_WITH_CUDA"], "nvcc": nvcc_flags()},
-            extra_link_args=["-fopenmp"],
+            "blendin_ext._C", sources, include_dirs=include_dirs, depends=depends,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags()}, extra_link_args=["-fopenmp"],
         )
     return cpp_extension.CppExtension(
-        "blendin_ext._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx_flags()},
-        extra_link_args=["-fopenmp"],
+        "blendin_ext._C", sources, include_dirs=include_dirs, depends=depends,
+        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
     )
 
 
 setup(
     packages=find_packages(include=["blendin_ext", "blendin_ext.*"]),
     ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

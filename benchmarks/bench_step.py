@@ -232,7 +232,8 @@ def main(argv=None):
     if args.vocabs:
         grid["vocabs"] = [int(v) for v in args.vocabs.split(",")]
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "device": args.device}
+            "machine": platform.processor() or platform.machine(), "device": args.device,
+            "cpu_variant": torch.ops.blendin_ext.cpu_variant()}
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
         meta["peak_gb_s"] = peak_bandwidth_gb_s()

@@ -5,21 +5,24 @@
 //      candidates, or one sampling draw);
 //   3. only for greedy rows whose candidates could not prove the argmax of
 //      the mixture: an exact pass over the base vocabulary, by chunks.
+// Compiled once per CPU variant (cpu_variant.h); blend_step_dispatch.cpp
+// defines blendin::cpu::blend_step on top of the variants.
 #include "blend_step_cpu.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
-#include <vector>
 
 #include "blendin/blend_math.h"
 #include "blendin/philox.h"
 #include "chunk_stats.h"
+#include "cpu_variant.h"
 #include "float_load.h"
 #include "sampling.h"
 
 namespace blendin::cpu {
+inline namespace BLENDIN_CPU_VARIANT {
 namespace {
 
 // Pieces of work smaller than this many logits stay on one thread.
@@ -50,11 +53,11 @@ class StepRunner {
     parallel_for_(p_.batch * chunks_per_row_, kChunkGrain, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) chunk_task(task);
     });
-    std::vector<uint8_t> needs_full_pass(p_.batch, 0);
+    Vector<uint8_t> needs_full_pass(p_.batch, 0);
     parallel_for_(p_.batch, 16, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) needs_full_pass[row] = finish_row(row);
     });
-    std::vector<int64_t> full_pass_rows;
+    Vector<int64_t> full_pass_rows;
     for (int64_t row = 0; row < p_.batch; ++row) {
       if (needs_full_pass[row]) full_pass_rows.push_back(row);
     }
@@ -238,7 +241,7 @@ class StepRunner {
   }
 
   // The exact argmax of the mixture over every base token, chunk by chunk.
-  void exact_greedy(const std::vector<int64_t>& rows) {
+  void exact_greedy(const Vector<int64_t>& rows) {
     const int64_t tasks = static_cast<int64_t>(rows.size()) * base_chunks_;
     std::unique_ptr<MixtureArgmax[]> partial(new MixtureArgmax[tasks]);
     parallel_for_(tasks, kChunkGrain, [&](int64_t begin, int64_t end) {
@@ -282,17 +285,18 @@ class StepRunner {
 }  // namespace
 
 template <typename T>
-void blend_step(const T* base_logits, const T* guide_logits, const StepParams& params,
-                const ParallelFor& parallel_for) {
+void blend_step_impl(const T* base_logits, const T* guide_logits, const StepParams& params,
+                     const ParallelFor& parallel_for) {
   if (params.batch == 0) return;
   StepRunner<T>(base_logits, guide_logits, params, parallel_for).run();
 }
 
-template void blend_step<float>(const float*, const float*, const StepParams&,
-                                const ParallelFor&);
-template void blend_step<Float16Bits>(const Float16Bits*, const Float16Bits*,
-                                      const StepParams&, const ParallelFor&);
-template void blend_step<BFloat16Bits>(const BFloat16Bits*, const BFloat16Bits*,
-                                       const StepParams&, const ParallelFor&);
+template void blend_step_impl<float>(const float*, const float*, const StepParams&,
+                                     const ParallelFor&);
+template void blend_step_impl<Float16Bits>(const Float16Bits*, const Float16Bits*,
+                                           const StepParams&, const ParallelFor&);
+template void blend_step_impl<BFloat16Bits>(const BFloat16Bits*, const BFloat16Bits*,
+                                            const StepParams&, const ParallelFor&);
 
+}  // namespace BLENDIN_CPU_VARIANT
 }  // namespace blendin::cpu

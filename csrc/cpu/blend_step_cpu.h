@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "blendin/step_params.h"
 
@@ -23,8 +25,25 @@ inline void serial_for(int64_t n, int64_t /*grain*/,
 // One decode step for every row of `params` (see step_params.h). T is float,
 // Float16Bits or BFloat16Bits. Arguments must already be validated; a row
 // with NaN / +inf / all-masked logits gets token -1 and NaN statistics.
+// Runs the CPU variant active_cpu_variant() names.
 template <typename T>
 void blend_step(const T* base_logits, const T* guide_logits, const StepParams& params,
                 const ParallelFor& parallel_for);
+
+// The kernel is built in several CPU variants (cpu_variant.h), which give
+// the same results. The active one is BLENDIN_CPU_VARIANT from the
+// environment when set (read once per process; "auto" or empty: unset),
+// else the best this CPU can run. Throws std::runtime_error when the
+// variable names a variant this build lacks or this CPU cannot run.
+std::string active_cpu_variant();
+
+// The variants of this build that this CPU can run, best first.
+std::vector<std::string> runnable_cpu_variants();
+
+// blend_step on one named variant (tests, benchmarks); throws
+// std::runtime_error like active_cpu_variant when it cannot run here.
+template <typename T>
+void blend_step_variant(const std::string& variant, const T* base_logits, const T* guide_logits,
+                        const StepParams& params, const ParallelFor& parallel_for);
 
 }  // namespace blendin::cpu

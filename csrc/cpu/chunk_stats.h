@@ -11,8 +11,10 @@
 #include <cstdint>
 
 #include "blendin/blend_math.h"
+#include "cpu_variant.h"
 
 namespace blendin::cpu {
+inline namespace BLENDIN_CPU_VARIANT {  // see cpu_variant.h
 
 // Elements per chunk: the unit of parallel work and of the sampling walk.
 // 4096 floats (16 KiB) keep a chunk and its staging copy in L1/L2.
@@ -145,4 +147,5 @@ void row_candidates(const ChunkStats* chunks, int64_t length, float row_max,
   }
 }
 
+}  // namespace BLENDIN_CPU_VARIANT
 }  // namespace blendin::cpu

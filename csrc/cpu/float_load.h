@@ -11,8 +11,10 @@
 #endif
 
 #include "blendin/step_params.h"
+#include "cpu_variant.h"
 
 namespace blendin::cpu {
+inline namespace BLENDIN_CPU_VARIANT {  // see cpu_variant.h
 
 inline float to_float(float x) { return x; }
 
@@ -69,4 +71,5 @@ inline const float* as_floats(const Float16Bits* src, int64_t n, float* staging)
   return staging;
 }
 
+}  // namespace BLENDIN_CPU_VARIANT
 }  // namespace blendin::cpu

@@ -5,13 +5,14 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "blendin/blend_math.h"
 #include "chunk_stats.h"
+#include "cpu_variant.h"
 #include "float_load.h"
 
 namespace blendin::cpu {
+inline namespace BLENDIN_CPU_VARIANT {  // see cpu_variant.h
 
 // One model's row as the sampler sees it.
 template <typename T>
@@ -93,7 +94,7 @@ inline bool ranked_before(const RankedLogit& a, const RankedLogit& b) {
 // Expected O(n): nth_element halves the range while the prefix mass decides
 // which half holds the cut.
 template <typename T>
-RankedLogit filter_threshold(const ComponentRow<T>& row, std::vector<RankedLogit>& items,
+RankedLogit filter_threshold(const ComponentRow<T>& row, Vector<RankedLogit>& items,
                              int32_t top_k, float top_p, double set_mass) {
   int64_t keep = static_cast<int64_t>(items.size());
   if (top_k > 0 && top_k < keep) {
@@ -132,8 +133,8 @@ RankedLogit filter_threshold(const ComponentRow<T>& row, std::vector<RankedLogit
 // The component's sub-block maxima, in a per-thread buffer the caller may
 // reorder (valid until the next call on this thread).
 template <typename T>
-std::vector<float>& sub_block_maxima(const ComponentRow<T>& row) {
-  thread_local std::vector<float> maxima;
+Vector<float>& sub_block_maxima(const ComponentRow<T>& row) {
+  thread_local Vector<float> maxima;
   maxima.resize((row.length + kSubBlock - 1) / kSubBlock);
   for (size_t b = 0; b < maxima.size(); ++b) maxima[b] = sub_block_max(row.chunks, b);
   return maxima;
@@ -146,7 +147,7 @@ template <typename T>
 float top_k_floor(const ComponentRow<T>& row, int32_t top_k) {
   const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
   if (top_k <= 0 || top_k > blocks) return -BLENDIN_INF;
-  std::vector<float>& maxima = sub_block_maxima(row);
+  Vector<float>& maxima = sub_block_maxima(row);
   std::nth_element(maxima.begin(), maxima.begin() + (top_k - 1), maxima.end(),
                    [](float a, float b) { return a > b; });
   return maxima[top_k - 1];
@@ -158,7 +159,7 @@ float top_k_floor(const ComponentRow<T>& row, int32_t top_k) {
 // last of them. -inf when they never do (a flat distribution).
 template <typename T>
 float top_p_floor(const ComponentRow<T>& row, float top_p, double total) {
-  std::vector<float>& maxima = sub_block_maxima(row);
+  Vector<float>& maxima = sub_block_maxima(row);
   std::sort(maxima.begin(), maxima.end(), [](float a, float b) { return a > b; });
   const double need = double(top_p) * total * (1.0 + 1e-5);
   double mass = 0.0;
@@ -188,7 +189,7 @@ void visit_blocks_reaching(const ComponentRow<T>& row, float floor, const Visit&
 // that can hold a kept entry are read (with top-k, about top_k of them).
 template <typename T>
 int32_t draw_filtered(const ComponentRow<T>& row, float u, int32_t top_k, float top_p) {
-  thread_local std::vector<RankedLogit> items;
+  thread_local Vector<RankedLogit> items;
   items.clear();
   const bool top_k_on = top_k > 0 && top_k < row.length;
   const double component_total = top_k_on ? -1.0 : component_mass(row);
@@ -226,4 +227,5 @@ int32_t draw_filtered(const ComponentRow<T>& row, float u, int32_t top_k, float 
   return last_positive;
 }
 
+}  // namespace BLENDIN_CPU_VARIANT
 }  // namespace blendin::cpu

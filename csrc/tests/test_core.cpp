@@ -1,8 +1,11 @@
 // Unit tests of the torch-free core (shared math + CPU kernel), run by ctest.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "blend_step_cpu.h"
@@ -160,6 +163,104 @@ void test_cpu_kernel_end_to_end() {
   CHECK(out.tokens[0] == first && first >= 0 && first < 3);
 }
 
+// Deterministic logits as fp16 bits in about [-8, 8]: every `masked`-th
+// entry -inf, and entry 3 of row `nan_row` NaN (a bad row).
+std::vector<Float16Bits> half_logits(int64_t batch, int64_t vocab, uint32_t seed, int masked,
+                                     int64_t nan_row) {
+  std::vector<Float16Bits> out(batch * vocab);
+  uint32_t state = seed;
+  for (int64_t i = 0; i < batch * vocab; ++i) {
+    state = state * 1664525u + 1013904223u;
+    const uint16_t magnitude = static_cast<uint16_t>(0x2000 + (state >> 8) % 0x2800);
+    out[i].bits = static_cast<uint16_t>(magnitude | ((state >> 31) << 15));
+    if (masked > 0 && i % masked == 1) out[i].bits = 0xfc00;
+  }
+  if (nan_row >= 0 && nan_row < batch && vocab > 3) out[nan_row * vocab + 3].bits = 0x7e00;
+  return out;
+}
+
+// The outputs of one step as raw bytes, to compare variants bit for bit.
+template <typename T>
+std::vector<unsigned char> step_bytes(const std::string& variant, const std::vector<T>& base,
+                                      const std::vector<T>& guide, int64_t batch, int64_t vocab,
+                                      float temperature, int32_t top_k, float top_p) {
+  Outputs out(batch);
+  StepParams p = params_for(batch, vocab, out);
+  p.temperature.value = temperature;
+  p.top_k.value = top_k;
+  p.top_p.value = top_p;
+  cpu::blend_step_variant(variant, base.data(), guide.data(), p, cpu::serial_for);
+  std::vector<unsigned char> bytes;
+  auto append = [&](const void* data, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(data);
+    bytes.insert(bytes.end(), b, b + n);
+  };
+  append(out.tokens.data(), batch * sizeof(int64_t));
+  append(out.intervened.data(), batch);
+  for (const auto* v : {&out.alpha, &out.base_top, &out.guide_top, &out.agree}) {
+    append(v->data(), batch * sizeof(float));
+  }
+  return bytes;
+}
+
+template <typename T>
+void check_variants_agree(const std::vector<T>& base, const std::vector<T>& guide, int64_t batch,
+                          int64_t vocab, const char* dtype) {
+  const std::vector<std::string> variants = cpu::runnable_cpu_variants();
+  const float settings[][3] = {{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.8f, 40, 1.0f},
+                               {0.8f, 0, 0.9f}, {1.3f, 20, 0.5f}};
+  for (const auto& s : settings) {
+    const int32_t top_k = static_cast<int32_t>(s[1]);
+    const auto want = step_bytes(variants[0], base, guide, batch, vocab, s[0], top_k, s[2]);
+    for (size_t v = 1; v < variants.size(); ++v) {
+      if (step_bytes(variants[v], base, guide, batch, vocab, s[0], top_k, s[2]) != want) {
+        std::fprintf(stderr, "variant %s differs from %s: %s V=%lld T=%g top_k=%d top_p=%g\n",
+                     variants[v].c_str(), variants[0].c_str(), dtype,
+                     static_cast<long long>(vocab), s[0], top_k, s[2]);
+        ++failures;
+      }
+    }
+  }
+}
+
+void test_cpu_variants_agree() {
+  const std::vector<std::string> variants = cpu::runnable_cpu_variants();
+  CHECK(!variants.empty());
+  CHECK(variants[0] == cpu::active_cpu_variant() || std::getenv("BLENDIN_CPU_VARIANT"));
+  std::printf("CPU variants runnable here: ");
+  for (const auto& v : variants) std::printf("%s ", v.c_str());
+  std::printf("(active: %s)\n", cpu::active_cpu_variant().c_str());
+  bool rejected = false;
+  try {
+    Outputs out(1);
+    const float x[1] = {0.0f};
+    cpu::blend_step_variant("no-such-variant", x, x, params_for(1, 1, out), cpu::serial_for);
+  } catch (const std::runtime_error&) {
+    rejected = true;
+  }
+  CHECK(rejected);
+
+  const int64_t batch = 5;
+  for (const int64_t vocab : {int64_t{1}, int64_t{7}, int64_t{4097}, int64_t{50257}}) {
+    const auto base16 = half_logits(batch, vocab, 11, 13, 2);
+    const auto guide16 = half_logits(batch, vocab, 29, 0, -1);
+    std::vector<float> base32(base16.size()), guide32(guide16.size());
+    std::vector<BFloat16Bits> base_bf(base16.size()), guide_bf(guide16.size());
+    for (size_t i = 0; i < base16.size(); ++i) {
+      base32[i] = cpu::to_float(base16[i]);
+      guide32[i] = cpu::to_float(guide16[i]);
+      uint32_t bits;
+      std::memcpy(&bits, &base32[i], 4);
+      base_bf[i].bits = static_cast<uint16_t>(bits >> 16);  // fp16 values fit in bf16's range
+      std::memcpy(&bits, &guide32[i], 4);
+      guide_bf[i].bits = static_cast<uint16_t>(bits >> 16);
+    }
+    check_variants_agree(base32, guide32, batch, vocab, "fp32");
+    check_variants_agree(base16, guide16, batch, vocab, "fp16");
+    check_variants_agree(base_bf, guide_bf, batch, vocab, "bf16");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -170,6 +271,7 @@ int main() {
   test_topk_keeps_best_with_ties_to_smaller_id();
   test_decision_rule();
   test_cpu_kernel_end_to_end();
+  test_cpu_variants_agree();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

@@ -24,4 +24,8 @@ TORCH_LIBRARY(blendin_ext, m) {
       "Tensor? seed_tensor, int seed_value, Tensor? offset_tensor, int offset_value) -> "
       "(Tensor tokens, Tensor intervened, Tensor alpha, Tensor base_top_prob, "
       "Tensor guide_top_prob, Tensor agree)");
+  // The CPU kernel's variant in use (csrc/cpu/cpu_variant.h), and those this
+  // CPU can run, best first. BLENDIN_CPU_VARIANT forces one (read once).
+  m.def("cpu_variant() -> str");
+  m.def("cpu_variants() -> str[]");
 }
