@@ -6,7 +6,7 @@
   guide maps, and comparisons of a step's result with the reference.
 """
 from blendin_ext.testing.models import (CHAT_TEMPLATE, SPECIAL_TOKENS, random_prompts, tiny_llama,
-                                        tiny_tokenizer, word)
+                                        tiny_llama_for, tiny_tokenizer, word)
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "random_prompts", "tiny_llama", "tiny_tokenizer",
-           "word"]
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "random_prompts", "tiny_llama", "tiny_llama_for",
+           "tiny_tokenizer", "word"]

@@ -78,6 +78,12 @@ def tiny_llama(vocab_size: int = 200, *, hidden: int = 32, layers: int = 2, head
     return model
 
 
+def tiny_llama_for(tokenizer, *, seed: int = 0, **kwargs):
+    """A tiny_llama sized for `tokenizer`, with its EOS and pad ids."""
+    return tiny_llama(len(tokenizer), seed=seed, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, **kwargs)
+
+
 def random_prompts(count: int, *, min_words: int = 2, max_words: int = 8, vocab: int = 50,
                    seed: int = 0) -> list:
     """`count` prompts of random words w0..w{vocab-1}, ragged lengths."""

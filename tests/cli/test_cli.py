@@ -11,7 +11,7 @@ from blendin_ext.cli import bench, demo
 from blendin_ext.cli import extras as cli_extras
 from blendin_ext.cli.common import Style
 from blendin_ext.models import builtins
-from blendin_ext.testing import tiny_llama
+from blendin_ext.testing import tiny_llama_for
 from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 
 
@@ -114,8 +114,7 @@ def saved_pair(tmp_path_factory):
     """A tiny base and guide with different tokenizers, saved as HF folders."""
     root = tmp_path_factory.mktemp("models")
     for name, tok, seed in (("base", trained_sentencepiece(), 1), ("guide", trained_byte_level(), 2)):
-        model = tiny_llama(len(tok), seed=seed, eos_token_id=tok.eos_token_id,
-                           pad_token_id=tok.pad_token_id)
+        model = tiny_llama_for(tok, seed=seed)
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)
     return str(root / "base"), str(root / "guide")

@@ -6,7 +6,7 @@ import torch
 
 from blendin_ext import BlendInGenerator
 from blendin_ext.guides.cross_tokenizer import CrossTokenizerGuide, common_prefix, plan_sync
-from blendin_ext.testing import tiny_llama, tiny_tokenizer
+from blendin_ext.testing import tiny_llama, tiny_llama_for, tiny_tokenizer
 from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 
 PROMPTS = ["the cat sat on", "a dog", "near the river bank while the birds"]
@@ -21,10 +21,7 @@ def private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def pair():
     guide_tok, base_tok = trained_byte_level(), trained_sentencepiece()
-    base = tiny_llama(len(base_tok), seed=1, eos_token_id=base_tok.eos_token_id,
-                      pad_token_id=base_tok.pad_token_id)
-    guide = tiny_llama(len(guide_tok), seed=2, eos_token_id=guide_tok.eos_token_id,
-                       pad_token_id=guide_tok.pad_token_id)
+    base, guide = tiny_llama_for(base_tok, seed=1), tiny_llama_for(guide_tok, seed=2)
     return base, guide, base_tok, guide_tok
 
 

@@ -9,7 +9,7 @@ from transformers.generation.streamers import BaseStreamer
 
 import blendin_ext
 from blendin_ext.hf import BlendIn
-from blendin_ext.testing import tiny_llama, tiny_tokenizer
+from blendin_ext.testing import tiny_llama, tiny_llama_for, tiny_tokenizer
 from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 
 PROMPTS = ["w1 w2 w3 w4 w5", "w6", "w7 w8 w9"]
@@ -111,9 +111,7 @@ def test_streamers_receive_what_generate_would_send(pair, capsys):
 def bpe_pair():
     """A byte-level BPE tokenizer (StopStringCriteria needs a real BPE vocab)."""
     tok = trained_byte_level()
-    make = lambda seed: tiny_llama(len(tok), seed=seed, eos_token_id=tok.eos_token_id,  # noqa: E731
-                                   pad_token_id=tok.pad_token_id)
-    return tok, make(3), make(4)
+    return tok, tiny_llama_for(tok, seed=3), tiny_llama_for(tok, seed=4)
 
 
 def test_stop_strings_end_a_row_where_our_loop_ends_it(bpe_pair):
@@ -136,10 +134,7 @@ def test_stop_strings_end_a_row_where_our_loop_ends_it(bpe_pair):
 
 def test_cross_tokenizer_guide_equals_our_loop():
     base_tok, guide_tok = trained_sentencepiece(), trained_byte_level()
-    base = tiny_llama(len(base_tok), seed=5, eos_token_id=base_tok.eos_token_id,
-                      pad_token_id=base_tok.pad_token_id)
-    guide = tiny_llama(len(guide_tok), seed=6, eos_token_id=guide_tok.eos_token_id,
-                       pad_token_id=guide_tok.pad_token_id)
+    base, guide = tiny_llama_for(base_tok, seed=5), tiny_llama_for(guide_tok, seed=6)
     prompts = ["the cat sat on", "a dog ran"]
     generator = blendin_ext.BlendInGenerator(base, guide, base_tok, guide_tok)
     ours = generator.generate(prompts, max_new_tokens=NEW, strategy="nudging")
