@@ -116,7 +116,7 @@ class _Run:
     previous: Optional[_HostStep] = None
 
 
-def _fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """Guide logits of a model whose output layer is padded differently from
     the base's (same tokenizer): drop extra columns or pad with -inf."""
     if logits.shape[-1] > vocab:
@@ -230,7 +230,7 @@ class BlendInGenerator:
                 return host
         guide_logits = self.guide.logits()
         if self.guide.guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
-            guide_logits = _fit_vocab(guide_logits, base_logits.shape[-1])
+            guide_logits = fit_vocab(guide_logits, base_logits.shape[-1])
         if guide_logits.dtype != base_logits.dtype or guide_logits.device != base_logits.device:
             base_logits = base_logits.float()
             guide_logits = guide_logits.to(base_logits.device, torch.float32)
