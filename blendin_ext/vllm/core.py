@@ -18,6 +18,8 @@ and its sampler (temperature, top-k, top-p, min-p, penalties) all pick it.
 from __future__ import annotations
 
 import random
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -70,6 +72,14 @@ class BlendRequest:
         return self.choice.gamma > 0
 
 
+_CORES: "weakref.WeakSet[BlendCore]" = weakref.WeakSet()
+
+
+def engine_stats() -> list:
+    """`BlendCore.stats()` of every core in this process (benchmarks)."""
+    return [core.stats() for core in list(_CORES)]
+
+
 class BlendCore:
     """Blended requests by batch index, the guide's rows, one step per call."""
 
@@ -82,8 +92,13 @@ class BlendCore:
         self.guide_rows: List[BlendRequest] = []   # the guide stream's rows, in order
         self.log = DiagnosticsLog(config.diagnostics)
         self.history: Dict[str, RequestDiagnostics] = {}  # kept across preemption
-        self.steps = 0
-        self.guide_runs = 0      # steps with a guide forward
+        self.steps = 0           # apply calls with blended rows
+        self.blended_rows = 0    # rows over those steps
+        self.guide_runs = 0      # (step, agree-bonus group) pairs with a guide forward
+        self.guide_rows_fed = 0  # rows that needed the guide, over all steps
+        self.apply_seconds = 0.0
+        self.guide.time_forwards = True
+        _CORES.add(self)
         self.guide.start([], capacity)
         self._params: Optional[Tuple[list, Dict[float, tuple]]] = None
         self._unnamed = 0
@@ -165,11 +180,22 @@ class BlendCore:
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.slots:
             return logits
+        started = time.perf_counter()
         indices, groups = self._step_params(logits.device)
         self.steps += 1
+        self.blended_rows += len(indices)
         for rows, requests, params in groups.values():
             self._apply_group(logits, rows, requests, params)
+        self.apply_seconds += time.perf_counter() - started
         return logits
+
+    def stats(self) -> dict:
+        """Counters since the engine started (guide_seconds: its forwards)."""
+        return {"steps": self.steps, "blended_rows": self.blended_rows,
+                "guide_runs": self.guide_runs, "guide_rows_fed": self.guide_rows_fed,
+                "guide_forwards": self.guide.forwards, "guide_tokens": self.guide.tokens_fed,
+                "guide_seconds": self.guide.forward_seconds, "apply_seconds": self.apply_seconds,
+                "rebuilds": getattr(self.guide, "rebuilds", 0)}
 
     def _step_params(self, device) -> Tuple[list, Dict[float, tuple]]:
         """Per agree-bonus group (the op takes one bonus per call): batch
@@ -216,6 +242,7 @@ class BlendCore:
         guide_rows = [self._guide_row[id(requests[j])] for j in need]
         guide_logits = self.guide.logits(rows=guide_rows)
         self.guide_runs += 1
+        self.guide_rows_fed += len(need)
         pick = torch.tensor(need, dtype=torch.long, device=base.device)
         sub_base = base.index_select(0, pick)
         sub_guide = guide_logits.index_select(

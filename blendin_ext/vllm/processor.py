@@ -24,6 +24,12 @@ import torch
 from vllm.v1.sample.logits_processor import (BatchUpdate, LogitsProcessor,
                                              MoveDirectionality)
 
+try:  # Model Runner V2's interface (vLLM >= 0.2x); absent in older vLLM
+    from vllm.v1.worker.gpu.sample.logits_processor.interface import \
+        LogitsProcessor as V2LogitsProcessor
+except ImportError:  # pragma: no cover - depends on the vLLM version
+    V2LogitsProcessor = object
+
 from blendin_ext.vllm.config import EngineConfig, RequestConfig
 from blendin_ext.vllm.core import BlendCore, Sampling
 from blendin_ext.vllm.engine import build_core
@@ -51,20 +57,35 @@ def batch_request_ids(max_depth: int = 4) -> Optional[List[str]]:
     return None
 
 
-class BlendInLogitsProcessor(LogitsProcessor):
+V2_UNSUPPORTED = (
+    "BlendIn: this engine uses vLLM's Model Runner V2, which the plug-in does not support "
+    "yet (it implements the V1 runner's processor interface); start it with "
+    "VLLM_USE_V2_MODEL_RUNNER=0, or remove additional_config.blendin")
+
+
+class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
     """BlendIn for the requests whose SamplingParams carry
-    ``extra_args={"blendin": {...}}`` (see blendin_ext/vllm/README.md)."""
+    ``extra_args={"blendin": {...}}`` (see blendin_ext/vllm/README.md).
+
+    It subclasses both runners' interfaces because vLLM loads entry-point
+    plug-ins into every engine and Model Runner V2 refuses (fails start-up
+    on) a V1-only class: under V2 it is inert, unless the engine asks for
+    BlendIn, which then stops start-up with `V2_UNSUPPORTED`."""
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
         RequestConfig.parse(sampling_params.extra_args)
 
-    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+    def __init__(self, vllm_config, *runner_args):
+        """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""
         self.core: Optional[BlendCore] = None
         self._warned = False
         config = EngineConfig.parse(getattr(vllm_config, "additional_config", None))
         if config is None:
             return
+        if len(runner_args) != 2:
+            raise RuntimeError(V2_UNSUPPORTED)
+        device = runner_args[0]
         if id(vllm_config) in _ACTIVE:
             logger.info("BlendIn: processor registered twice (entry point and "
                         "logits_processors); this copy stays inert")
@@ -98,8 +119,12 @@ class BlendInLogitsProcessor(LogitsProcessor):
                  for a, b, direction in batch_update.moved]
         self.core.update(batch_update.removed, added, moved, batch_request_ids())
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+    def apply(self, logits: torch.Tensor, ctx=None) -> torch.Tensor:
         return logits if self.core is None else self.core.apply(logits)
+
+    def add_request(self, req_idx: int, sampling_params) -> bool:
+        """Model Runner V2: only reached with no BlendIn configured."""
+        return False
 
     def _warn_unconfigured(self) -> None:
         if not self._warned:
