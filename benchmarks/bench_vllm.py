@@ -95,6 +95,7 @@ def run_loop(args) -> dict:
     import blendin_ext
     from blendin_ext.models.loading import load_model
 
+    torch.set_num_threads(args.threads)   # vLLM serves with one torch thread on 2 cores
     dtype = getattr(torch, args.dtype)
     base, guide = load_model(BASE, dtype=dtype, progress=False), load_model(GUIDE, dtype=dtype,
                                                                               progress=False)
@@ -137,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of our loop (vLLM sets its own: 1 on this machine)")
     parser.add_argument("--json", help="also write the numbers here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
         return 0
     results = {"vLLM alone": run_engine(args, ""), "vLLM + BlendIn lazy": run_engine(args, "lazy"),
                "vLLM + BlendIn eager": run_engine(args, "eager"), "our loop (lazy)": run_loop(args)}
-    print(f"\n{args.tokens} new tokens, greedy, {args.dtype}, median of {args.repeats}")
+    print(f"\n{args.tokens} new tokens, greedy, {args.dtype}, median of {args.repeats}, "
+          f"our loop on {args.threads} thread(s)")
     for batch in args.batch:
         print(f"\nB={batch}\n\n| run | tok/s | guide fwd/step | interv. rate | plug-in overhead |")
         print("|---|---|---|---|---|")

@@ -72,7 +72,7 @@ class GenerationOutput:
 
 
 @dataclass
-class _HostStep:
+class HostStep:
     """One step's outputs on the host, plus the device tokens to feed back."""
 
     tokens_device: torch.Tensor
@@ -85,7 +85,7 @@ class _HostStep:
     guide_top: List[int]   # guide argmax in base ids (-1 when the guide did not run)
 
     @classmethod
-    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "_HostStep":
+    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "HostStep":
         """One device->host transfer for everything the host needs."""
         fields = [out.tokens, out.intervened, out.alpha, out.agree, out.base_top_prob]
         if base_top is not None:
@@ -113,7 +113,7 @@ class _Run:
     finish: List[Optional[str]]
     needs_text: bool
     stats: LoopStats = field(default_factory=LoopStats)
-    previous: Optional[_HostStep] = None
+    previous: Optional[HostStep] = None
 
 
 def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -215,7 +215,7 @@ class BlendInGenerator:
             self.guide.logits()
 
     @torch.inference_mode()
-    def decode_one_token(self, run: _Run, step: int) -> _HostStep:
+    def decode_one_token(self, run: _Run, step: int) -> HostStep:
         """Feeds the previous step's tokens and picks one token per row."""
         if run.previous is not None:
             prev = run.previous
@@ -225,7 +225,7 @@ class BlendInGenerator:
         if run.lazy:
             # The base logits stand in for the guide's: exact for every row
             # that does not intervene (a = 0), and `intervened` is the op's own.
-            host = _HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
+            host = HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
             if not any(i and alive for i, alive in zip(host.intervened, run.live)):
                 return host
         guide_logits = self.guide.logits()
@@ -235,7 +235,7 @@ class BlendInGenerator:
             base_logits = base_logits.float()
             guide_logits = guide_logits.to(base_logits.device, torch.float32)
         out = self._blend(run, base_logits, guide_logits, self.guide.guide_to_base, step)
-        return _HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
+        return HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
 
     @staticmethod
     def _blend(run: _Run, base_logits, guide_logits, maps: Optional[GuideMap],
@@ -246,7 +246,7 @@ class BlendInGenerator:
         return run_step(base_logits, guide_logits, maps, run.params.args.at_offset(step))
 
     # ------------------------------------------------------- host bookkeeping
-    def _record(self, run: _Run, host: _HostStep) -> Iterator[TokenEvent]:
+    def _record(self, run: _Run, host: HostStep) -> Iterator[TokenEvent]:
         """Per live row: bad-row check, diagnostics, text, stop conditions."""
         for row, alive in enumerate(run.live):
             if not alive:

@@ -79,22 +79,20 @@ class HFStepModel:
     # returns the state, or None for a cache it cannot edit (the caller
     # then rebuilds the rows from their ids).
     def select_rows(self, state, index):
-        if not kv_rows.supports_row_edits(state):
-            return None
-        kv_rows.select_rows(state, index)
-        return state
+        return _edited(state, kv_rows.select_rows, index)
 
     def append_rows(self, state, count):
-        if not kv_rows.supports_row_edits(state):
-            return None
-        kv_rows.append_rows(state, count)
-        return state
+        return _edited(state, kv_rows.append_rows, count)
 
     def drop_leading_columns(self, state, count):
-        if not kv_rows.supports_row_edits(state):
-            return None
-        kv_rows.drop_leading_columns(state, count)
-        return state
+        return _edited(state, kv_rows.drop_leading_columns, count)
+
+
+def _edited(state, edit, arg):
+    if not kv_rows.supports_row_edits(state):
+        return None
+    edit(state, arg)
+    return state
 
 
 class FunctionStepModel:

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from blendin_ext.decode.loop import fit_vocab
+from blendin_ext.decode.loop import HostStep, fit_vocab
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.guides.synced import SyncedGuide
 from blendin_ext.ops.args import BlendStepResult
@@ -261,24 +261,18 @@ class BlendCore:
 
     def _emit(self, logits, rows, requests, out: BlendStepResult, base_top, guide_top) -> None:
         """Writes the op's tokens into the logits and records diagnostics
-        (one host transfer for everything)."""
-        fields = [out.tokens, out.intervened, out.alpha, out.agree, out.base_top_prob]
-        if base_top is not None:
-            fields += [base_top, guide_top]
-        host = torch.stack([f.to(torch.float64) for f in fields]).tolist()
-        tokens = [int(t) for t in host[0]]
-        good = [j for j, t in enumerate(tokens) if t >= 0]
-        if len(good) < len(tokens):
-            for j, t in enumerate(tokens):
-                if t < 0:   # NaN/+inf logits: leave the row to vLLM, say so
-                    requests[j].diagnostics.bad_steps += 1
+        (one host transfer for everything, as in the decode loop)."""
+        host = HostStep.fetch(out, base_top, guide_top)
+        good = [j for j, t in enumerate(host.tokens) if t >= 0]
+        for j in set(range(len(requests))) - set(good):
+            requests[j].diagnostics.bad_steps += 1   # NaN/+inf logits: left to vLLM
         if good:
-            keep = rows if len(good) == len(tokens) else rows[good]
-            chosen = out.tokens if len(good) == len(tokens) else out.tokens[good]
+            whole = len(good) == len(requests)
+            keep = rows if whole else rows[good]
+            chosen = out.tokens if whole else out.tokens[good]
             logits.index_fill_(0, keep, float("-inf"))
             logits[keep, chosen.to(logits.device)] = 0.0
         for j in good:
-            request = requests[j]
-            tops = (int(host[5][j]), int(host[6][j])) if base_top is not None else (-1, -1)
-            request.diagnostics.record(len(request.output_ids), (
-                tokens[j], host[4][j], host[1][j] != 0, host[2][j], host[3][j], *tops))
+            requests[j].diagnostics.record(len(requests[j].output_ids), (
+                host.tokens[j], host.base_confidence[j], host.intervened[j], host.alpha[j],
+                host.agree[j], host.base_top[j], host.guide_top[j]))

@@ -189,3 +189,9 @@ def test_logprobs_are_the_base_models(blend, models):
         logp = models["base"](full).logits[0].log_softmax(-1)
     expected = [float(logp[len(ids) - 1 + i, t]) for i, t in enumerate(result["tokens"])]
     assert result["logprobs"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_guide_that_cannot_load_stops_start_up_with_our_message(folders, tmp_path):
+    with pytest.raises(AssertionError, match="BlendIn: could not load the guide"):
+        run_engine(engine(folders) | {"additional_config": {"blendin": {
+            "guide": str(tmp_path / "no-such-model")}}}, [])
