@@ -103,13 +103,16 @@ class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
         for index, params, prompt_ids, output_ids in batch_update.added:
             request = RequestConfig.parse(params.extra_args)
             if request is not None and self.core is None:
-                self._warn_unconfigured()
+                self._warn_once("a request has extra_args.blendin but this engine has no "
+                                "additional_config.blendin (no guide); leaving it to vLLM")
+            if request is not None and prompt_ids is None:
+                # Raising here would stop the engine: leave the request to vLLM.
+                self._warn_once("a request with extra_args.blendin came as prompt embeddings "
+                                "(no token ids), which BlendIn cannot read; leaving it to vLLM")
+                request = None
             if request is None or self.core is None:
                 added.append((index, None))
                 continue
-            if prompt_ids is None:
-                raise ValueError("extra_args.blendin needs the prompt's token ids "
-                                 "(prompt embeddings are not supported)")
             sampling = Sampling.of(params.temperature, params.top_k, params.top_p, params.seed)
             added.append((index, self.core.new_request(request, sampling, prompt_ids,
                                                        output_ids)))
@@ -126,8 +129,7 @@ class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
         """Model Runner V2: only reached with no BlendIn configured."""
         return False
 
-    def _warn_unconfigured(self) -> None:
+    def _warn_once(self, message: str) -> None:
         if not self._warned:
             self._warned = True
-            logger.warning("BlendIn: a request has extra_args.blendin but this engine has no "
-                           "additional_config.blendin (no guide); leaving it to vLLM")
+            logger.warning("BlendIn: %s", message)

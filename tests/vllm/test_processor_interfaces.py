@@ -49,3 +49,14 @@ def test_validate_params_names_the_field():
         BlendInLogitsProcessor.validate_params(
             SamplingParams(extra_args={"blendin": {"alpha": 3}}))
     BlendInLogitsProcessor.validate_params(SamplingParams())
+
+
+def test_registered_twice_blends_once(monkeypatch):
+    """The entry point and logits_processors=[...] both construct it."""
+    import blendin_ext.vllm.processor as processor
+
+    monkeypatch.setattr(processor, "build_core", lambda config, vllm_config, device: "core")
+    config = Config({"blendin": {"guide": "g"}})
+    first = BlendInLogitsProcessor(config, "cpu", False)
+    second = BlendInLogitsProcessor(config, "cpu", False)
+    assert first.core == "core" and second.core is None
