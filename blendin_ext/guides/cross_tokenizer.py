@@ -11,14 +11,12 @@ A re-tokenisation may change the last few guide tokens (" Par" + "is" ->
 The guide's logits come back in its own vocabulary; the op receives the
 guide->base map (`blendin_ext.guides.vocab_map`) and mixes only tokens that have a
 twin. The share of the guide's probability on such tokens is recorded every
-time the guide runs (``coverage``): where it is low, the guide's advice is
-mostly lost in translation.
+time the guide runs (``coverage_by_row``): where it is low, the guide's
+advice is mostly lost in translation.
 
-Rows of one forward feed different numbers of tokens. The block is
-right-aligned (holes first, mask 0), so every row that feeds anything has a
-real token in the last column, whose logits are the ones returned; rows that
-feed nothing keep the logits of their previous forward, which still describe
-their unchanged text.
+The roll-back-and-feed machinery (right-aligned blocks with holes, rows
+joining and leaving) is `blendin_ext.guides.synced.SyncedGuide`'s; this
+class supplies the ids each row should hold and the map.
 """
 from __future__ import annotations
 
