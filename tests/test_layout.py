@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "blendin_ext"
 # Each layer may import itself and the layers before it, never a later one.
-LAYERS = ["ops", "models", "guides", "decode", "eval", "hf", "cli"]
+LAYERS = ["ops", "models", "guides", "decode", "eval", "hf", "vllm", "cli"]
 # Helpers that ship with the package sit beside the layers and only look down.
 HELPERS = {"testing": "guides"}
 

@@ -76,7 +76,7 @@ class GenerationOutput:
 
 
 @dataclass
-class _HostStep:
+class HostStep:
     """One step's outputs on the host, plus the device tokens to feed back."""
 
     tokens_device: torch.Tensor
@@ -89,7 +89,7 @@ class _HostStep:
     guide_top: List[int]   # guide argmax in base ids (-1 when the guide did not run)
 
     @classmethod
-    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "_HostStep":
+    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "HostStep":
         """One device->host transfer for everything the host needs."""
         fields = [out.tokens, out.intervened, out.alpha, out.agree, out.base_top_prob]
         if base_top is not None:
@@ -119,10 +119,10 @@ class _Run:
     prompt_ids: Optional[List[List[int]]] = None   # the base's prompt ids, when given
     step_hook: Optional[StepHook] = None
     stats: LoopStats = field(default_factory=LoopStats)
-    previous: Optional[_HostStep] = None
+    previous: Optional[HostStep] = None
 
 
-def _fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """Guide logits of a model whose output layer is padded differently from
     the base's (same tokenizer): drop extra columns or pad with -inf."""
     if logits.shape[-1] > vocab:
@@ -234,7 +234,7 @@ class BlendInGenerator:
             self.guide.logits()
 
     @torch.inference_mode()
-    def decode_one_token(self, run: _Run, step: int) -> _HostStep:
+    def decode_one_token(self, run: _Run, step: int) -> HostStep:
         """Feeds the previous step's tokens and picks one token per row."""
         if run.previous is not None:
             prev = run.previous
@@ -244,17 +244,17 @@ class BlendInGenerator:
         if run.lazy:
             # The base logits stand in for the guide's: exact for every row
             # that does not intervene (a = 0), and `intervened` is the op's own.
-            host = _HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
+            host = HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
             if not any(i and alive for i, alive in zip(host.intervened, run.live)):
                 return host
         guide_logits = self.guide.logits()
         if self.guide.guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
-            guide_logits = _fit_vocab(guide_logits, base_logits.shape[-1])
+            guide_logits = fit_vocab(guide_logits, base_logits.shape[-1])
         if guide_logits.dtype != base_logits.dtype or guide_logits.device != base_logits.device:
             base_logits = base_logits.float()
             guide_logits = guide_logits.to(base_logits.device, torch.float32)
         out = self._blend(run, base_logits, guide_logits, self.guide.guide_to_base, step)
-        return _HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
+        return HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
 
     @staticmethod
     def _blend(run: _Run, base_logits, guide_logits, maps: Optional[GuideMap],
@@ -265,7 +265,7 @@ class BlendInGenerator:
         return run_step(base_logits, guide_logits, maps, run.params.args.at_offset(step))
 
     # ------------------------------------------------------- host bookkeeping
-    def _record(self, run: _Run, host: _HostStep,
+    def _record(self, run: _Run, host: HostStep,
                 hooked: Optional[List[bool]] = None) -> Iterator[TokenEvent]:
         """Per live row: bad-row check, diagnostics, text, stop conditions
         (`hooked`: rows the step hook stopped)."""

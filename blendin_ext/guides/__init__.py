@@ -2,8 +2,12 @@
 
 - ``stream.py``: the `GuideStream` contract the loop talks to, and the
   token-level stream for a guide that shares the base's vocabulary;
-- ``cross_tokenizer.py``: a guide with its own tokenizer, kept in sync at
-  the text level (re-tokenise, roll back, feed the rest);
+- ``synced.py``: `SyncedGuide`, a guide synced row by row to the ids it
+  should hold (roll back, feed the rest), whose rows may join and leave
+  between steps (the vLLM plug-in's continuous batch);
+- ``cross_tokenizer.py``: a guide with its own tokenizer, a SyncedGuide
+  whose ids come from re-tokenising the base's text;
 - ``vocab_map.py``: guide->base token twins from both tokenizers' strings;
-- ``factory.py``: `make_guide_stream`, which picks the right stream.
+- ``factory.py``: `make_guide_stream`, which picks the right stream
+  (``rows_change=True``: one that supports add_rows / keep_rows).
 """

@@ -28,7 +28,8 @@ Writing a cross-tokenizer `GuideStream` (the contract in detail):
   mask 0 in the holes of shorter rows (first), so that every row that feeds
   has a real token in the last column, whose logits ``TokenStream.logits()``
   returns; rows that feed nothing keep their previous logits
-  (`blendin_ext.guides.cross_tokenizer.CrossTokenizerGuide` does all this).
+  (`blendin_ext.guides.synced.SyncedGuide` does all this; the
+  cross-tokenizer guide adds the re-tokenisation).
 - ``guide_to_base``: None when guide ids are base ids, else a
   `blendin_ext.GuideMap` (build it once with ``blendin_ext.guide_map``); the
   loop passes it to every blend_step call with real guide logits.

@@ -30,6 +30,8 @@ from typing import Any, Callable, List, Optional, Protocol, Tuple, runtime_check
 
 import torch
 
+from blendin_ext.models import kv_rows
+
 
 @runtime_checkable
 class StepModel(Protocol):
@@ -72,6 +74,25 @@ class HFStepModel:
             # (4.x: crop(max_length), negative = from the end; 5.x: negative only).
             state.crop(-removed)
         return state
+
+    # Row edits for a continuous batch (blendin_ext.models.kv_rows); each
+    # returns the state, or None for a cache it cannot edit (the caller
+    # then rebuilds the rows from their ids).
+    def select_rows(self, state, index):
+        return _edited(state, kv_rows.select_rows, index)
+
+    def append_rows(self, state, count):
+        return _edited(state, kv_rows.append_rows, count)
+
+    def drop_leading_columns(self, state, count):
+        return _edited(state, kv_rows.drop_leading_columns, count)
+
+
+def _edited(state, edit, arg):
+    if not kv_rows.supports_row_edits(state):
+        return None
+    edit(state, arg)
+    return state
 
 
 class FunctionStepModel:
@@ -228,3 +249,56 @@ class TokenStream:
         self._fed = self._cols = length
         self._pending_has_holes = False
         self._last_logits = None
+
+    # ---------------------------------------------- rows of a continuous batch
+    def can_edit_rows(self) -> bool:
+        """Whether keep_rows / add_rows / drop_leading_columns work here
+        (the model edits its state and nothing is pending); otherwise
+        restart the stream with `start`."""
+        return (hasattr(self.model, "select_rows") and not self._pending
+                and kv_rows.supports_row_edits(self.state))
+
+    def _edit_state(self, op: str, arg) -> None:
+        state = getattr(self.model, op)(self.state, arg)
+        if state is None:
+            raise TypeError(f"{type(self.model).__name__} cannot edit the rows of its state")
+        self.state = state
+
+    def keep_rows(self, index: List[int]) -> None:
+        """Keeps rows `index` (at least one), in that order, with their cache."""
+        if self.state is not None:
+            self._edit_state("select_rows", index)
+        rows = torch.tensor(index, dtype=torch.long, device=self.device)
+        self._mask = self._mask.index_select(0, rows)
+        self._next_pos = self._next_pos.index_select(0, rows)
+        if self._last_logits is not None:
+            self._last_logits = self._last_logits.index_select(0, rows.to(self._last_logits.device))
+        self.batch = len(index)
+
+    def add_rows(self, count: int) -> None:
+        """Appends `count` empty rows: every column so far is a hole (mask
+        0) for them, so they start at position 0 when they are fed."""
+        if self.state is not None:
+            self._edit_state("append_rows", count)
+        mask = torch.ones((count, self._mask.shape[1]), dtype=torch.long, device=self.device)
+        mask[:, : self._cols] = 0
+        self._mask = torch.cat([self._mask, mask])
+        self._next_pos = torch.cat([self._next_pos, self._next_pos.new_zeros(count)])
+        if self._last_logits is not None:
+            empty = self._last_logits.new_zeros((count,) + self._last_logits.shape[1:])
+            self._last_logits = torch.cat([self._last_logits, empty])
+        self.batch += count
+
+    def leading_holes(self) -> int:
+        """Leading columns that are holes in every row (rows that left)."""
+        real = self._mask[:, : self._fed].any(0).nonzero()
+        return int(real[0]) if real.numel() else self._fed
+
+    def drop_leading_columns(self, count: int) -> None:
+        """Forgets the first `count` fed columns (holes in every row)."""
+        if count <= 0:
+            return
+        self._edit_state("drop_leading_columns", count)
+        self._mask = self._mask[:, count:].contiguous()
+        self._fed -= count
+        self._cols -= count

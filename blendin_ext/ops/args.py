@@ -80,6 +80,13 @@ class StepArgs(NamedTuple):
                    top_k_t, top_k_v or 0, top_p_t, 1.0 if top_p_v is None else top_p_v,
                    seed_t, seed_v or 0, offset_t, offset_v or 0)
 
+    def take(self, index: torch.Tensor, batch: int) -> "StepArgs":
+        """The same parameters for rows `index` of a batch of `batch` rows
+        (per-row tensors are indexed; scalars and (1,) tensors are kept)."""
+        return StepArgs(*(v.index_select(0, index)
+                          if isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == batch
+                          and batch > 1 else v for v in self))
+
     def at_offset(self, offset: int) -> "StepArgs":
         """The same parameters at another RNG offset (the decode step)."""
         return self._replace(offset_tensor=None, offset_value=offset)

