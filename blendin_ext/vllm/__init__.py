@@ -7,7 +7,9 @@ file).
 - ``core.py``: the blended requests of the continuous batch, their guide
   rows and one fused BlendIn step over the logits (no vLLM import);
 - ``engine.py``: loading the guide and building the core inside a worker;
-- ``processor.py``: the V1 ``LogitsProcessor`` vLLM runs (imports vllm);
+- ``runner_v2.py``: Model Runner V2's slots and step layout, onto the core
+  (no vLLM import);
+- ``processor.py``: the ``LogitsProcessor`` vLLM runs, V1 and V2 (imports vllm);
 - ``diagnostics.py``: per-request diagnostics by request id.
 
 Everything but the processor works without vLLM installed.

@@ -101,6 +101,7 @@ class BlendCore:
         _CORES.add(self)
         self.guide.start([], capacity)
         self._params: Optional[Tuple[list, Dict[float, tuple]]] = None
+        self._params_layout: Optional[tuple] = None   # the `positions` _params was built for
         self._unnamed = 0
 
     # ------------------------------------------------------------ requests
@@ -177,11 +178,17 @@ class BlendCore:
 
     # ----------------------------------------------------------------- step
     @torch.inference_mode()
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+    def apply(self, logits: torch.Tensor,
+              positions: Optional[Dict[int, int]] = None) -> torch.Tensor:
+        """One step. positions: batch index -> logits row, for runners that
+        reorder rows every step (Model Runner V2; indices absent from it sit
+        the step out); None: the index is the row (the V1 persistent batch)."""
         if not self.slots:
             return logits
         started = time.perf_counter()
-        indices, groups = self._step_params(logits.device)
+        indices, groups = self._step_params(logits.device, positions)
+        if not indices:
+            return logits
         self.steps += 1
         self.blended_rows += len(indices)
         for rows, requests, params in groups.values():
@@ -197,17 +204,21 @@ class BlendCore:
                 "guide_seconds": self.guide.forward_seconds, "apply_seconds": self.apply_seconds,
                 "rebuilds": getattr(self.guide, "rebuilds", 0)}
 
-    def _step_params(self, device) -> Tuple[list, Dict[float, tuple]]:
-        """Per agree-bonus group (the op takes one bonus per call): batch
-        rows, requests and RowParams; rebuilt only when the batch changes."""
-        if self._params is None:
-            indices = sorted(self.slots)
+    def _step_params(self, device, positions: Optional[Dict[int, int]] = None
+                     ) -> Tuple[list, Dict[float, tuple]]:
+        """Per agree-bonus group (the op takes one bonus per call): logits
+        rows, requests and RowParams; rebuilt only when the batch or the
+        layout changes."""
+        layout = None if positions is None else tuple(sorted(positions.items()))
+        if self._params is None or layout != self._params_layout:
+            indices = sorted(i for i in self.slots if positions is None or i in positions)
             groups: Dict[float, list] = {}
             for index in indices:
                 groups.setdefault(self.slots[index].agree_bonus, []).append(index)
             built = {}
-            for bonus, rows in groups.items():
-                requests = [self.slots[i] for i in rows]
+            for bonus, members in groups.items():
+                requests = [self.slots[i] for i in members]
+                rows = members if positions is None else [positions[i] for i in members]
                 options = DecodeOptions(
                     max_new_tokens=0, strategy=None, agree_bonus=bonus,
                     gamma=[r.choice.gamma for r in requests],
@@ -218,7 +229,7 @@ class BlendCore:
                     seed=[r.sampling.seed for r in requests])
                 built[bonus] = (torch.tensor(rows, dtype=torch.long, device=device), requests,
                                 RowParams.build(len(rows), device, options))
-            self._params = (indices, built)
+            self._params, self._params_layout = (indices, built), layout
         return self._params
 
     def _apply_group(self, logits, rows, requests, params) -> None:

@@ -1,4 +1,5 @@
-"""The V1 logits processor that vLLM runs (``vllm.v1.sample.logits_processor``).
+"""The logits processor vLLM runs: the V1 runner's interface
+(``vllm.v1.sample.logits_processor``) and Model Runner V2's (runner_v2.py).
 
     LLM(model=BASE, logits_processors=[BlendInLogitsProcessor],
         additional_config={"blendin": {"guide": "smollm2-135m-instruct"}})
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - depends on the vLLM version
 from blendin_ext.vllm.config import EngineConfig, RequestConfig
 from blendin_ext.vllm.core import BlendCore, Sampling
 from blendin_ext.vllm.engine import build_core
+from blendin_ext.vllm.runner_v2 import SlotRequests
 
 logger = logging.getLogger("blendin_ext.vllm")
 
@@ -57,20 +59,14 @@ def batch_request_ids(max_depth: int = 4) -> Optional[List[str]]:
     return None
 
 
-V2_UNSUPPORTED = (
-    "BlendIn: this engine uses vLLM's Model Runner V2, which the plug-in does not support "
-    "yet (it implements the V1 runner's processor interface); start it with "
-    "VLLM_USE_V2_MODEL_RUNNER=0, or remove additional_config.blendin")
-
-
 class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
     """BlendIn for the requests whose SamplingParams carry
     ``extra_args={"blendin": {...}}`` (see blendin_ext/vllm/README.md).
 
-    It subclasses both runners' interfaces because vLLM loads entry-point
-    plug-ins into every engine and Model Runner V2 refuses (fails start-up
-    on) a V1-only class: under V2 it is inert, unless the engine asks for
-    BlendIn, which then stops start-up with `V2_UNSUPPORTED`."""
+    It implements both runners' interfaces on one `BlendCore`: the V1
+    persistent batch (`update_state`, `apply(logits)`) and Model Runner V2
+    (`add_request`, `apply(logits, ctx)`, through `SlotRequests`), which
+    also refuses to load a V1-only class from the entry point."""
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -79,19 +75,21 @@ class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
     def __init__(self, vllm_config, *runner_args):
         """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""
         self.core: Optional[BlendCore] = None
+        self.slots: Optional[SlotRequests] = None   # Model Runner V2 only
         self._warned = False
         config = EngineConfig.parse(getattr(vllm_config, "additional_config", None))
         if config is None:
             return
-        if len(runner_args) != 2:
-            raise RuntimeError(V2_UNSUPPORTED)
-        device = runner_args[0]
         if id(vllm_config) in _ACTIVE:
             logger.info("BlendIn: processor registered twice (entry point and "
                         "logits_processors); this copy stays inert")
             return
+        v2_states = runner_args[0] if len(runner_args) == 1 else None
+        device = v2_states.device if v2_states is not None else runner_args[0]
         _ACTIVE[id(vllm_config)] = self
         self.core = build_core(config, vllm_config, device)
+        if v2_states is not None:
+            self.slots = SlotRequests(self.core, v2_states)
 
     def is_argmax_invariant(self) -> bool:
         return False   # it decides the token
@@ -123,11 +121,19 @@ class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
         self.core.update(batch_update.removed, added, moved, batch_request_ids())
 
     def apply(self, logits: torch.Tensor, ctx=None) -> torch.Tensor:
-        return logits if self.core is None else self.core.apply(logits)
+        if self.core is None:
+            return logits
+        return self.core.apply(logits) if ctx is None else self.slots.apply(logits, ctx)
 
     def add_request(self, req_idx: int, sampling_params) -> bool:
-        """Model Runner V2: only reached with no BlendIn configured."""
-        return False
+        """Model Runner V2: a request enters slot `req_idx`; True when BlendIn
+        decides its tokens."""
+        if self.slots is None:
+            if RequestConfig.parse(getattr(sampling_params, "extra_args", None)) is not None:
+                self._warn_once("a request has extra_args.blendin but this engine has no "
+                                "additional_config.blendin (no guide); leaving it to vLLM")
+            return False
+        return self.slots.add(req_idx, sampling_params)
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:

@@ -9,7 +9,8 @@ pytest.importorskip("vllm")
 
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1  # noqa: E402
 
-from blendin_ext.vllm.processor import V2_UNSUPPORTED, BlendInLogitsProcessor  # noqa: E402
+from blendin_ext.vllm.processor import BlendInLogitsProcessor  # noqa: E402
+from blendin_ext.vllm.runner_v2 import SlotRequests  # noqa: E402
 
 
 class Config:
@@ -36,10 +37,20 @@ def test_inert_without_blendin_config():
     assert v2.add_request(0, None) is False and v2.apply(logits, None) is logits
 
 
-def test_v2_with_blendin_stops_start_up():
-    with pytest.raises(RuntimeError, match="VLLM_USE_V2_MODEL_RUNNER=0"):
-        BlendInLogitsProcessor(Config({"blendin": {"guide": "g"}}), object())
-    assert "Model Runner V2" in V2_UNSUPPORTED
+def test_each_runner_gets_its_adapter(monkeypatch):
+    """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""
+    import blendin_ext.vllm.processor as processor
+
+    built = []
+    monkeypatch.setattr(processor, "build_core",
+                        lambda config, vllm_config, device: built.append(device) or "core")
+    engines = [Config({"blendin": {"guide": "g"}}) for _ in range(2)]   # alive: ids differ
+    v1 = BlendInLogitsProcessor(engines[0], "cpu", False)
+    assert v1.core == "core" and v1.slots is None
+    states = type("States", (), {"device": "cuda:1"})()
+    v2 = BlendInLogitsProcessor(engines[1], states)
+    assert isinstance(v2.slots, SlotRequests) and v2.slots.req_states is states
+    assert built == ["cpu", "cuda:1"]
 
 
 def test_validate_params_names_the_field():
