@@ -13,6 +13,7 @@ import torch
 
 from blendin_ext.ops.args import BlendStepResult
 from blendin_ext.ops.maps import map_table
+from blendin_ext.ops.validate import check_seed
 
 _MASK32 = 0xFFFFFFFF
 
@@ -163,8 +164,10 @@ def _evaluate(
     temps = _temperature_rows(temperature, batch)
     top_ks = _rows(0 if top_k is None else top_k, batch, torch.int64)
     top_ps = _rows(1.0 if top_p is None else top_p, batch, torch.float32)
-    seeds = _rows(seed, batch, torch.int64)
-    offsets = _rows(offset, batch, torch.int64)
+    # a Python int is taken modulo 2^64, as the op's wrapper does
+    seeds = _rows(seed if isinstance(seed, torch.Tensor) else check_seed(seed), batch, torch.int64)
+    offsets = _rows(offset if isinstance(offset, torch.Tensor) else check_seed(offset, "offset"),
+                    batch, torch.int64)
     per_row_seed = isinstance(seed, torch.Tensor) and seed.numel() > 1
 
     q = a[:, None] * p_g + (1 - a[:, None]) * p_b
