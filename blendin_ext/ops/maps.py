@@ -37,7 +37,8 @@ def guide_map(guide_to_base: torch.Tensor, base_vocab: int) -> GuideMap:
             )
     mapped = guide_to_base >= 0
     targets = guide_to_base[mapped].long()
-    if targets.numel() != torch.unique(targets).numel():
+    # a count per base id: O(V), where torch.unique sorts (seconds at V = 150k)
+    if targets.numel() and int(torch.bincount(targets, minlength=base_vocab).max()) > 1:
         raise ValueError("guide_to_base must be injective: two guide tokens map to one base token")
     inverse = torch.full((base_vocab,), -1, dtype=torch.int32, device=guide_to_base.device)
     guide_ids = torch.arange(guide_to_base.numel(), device=guide_to_base.device, dtype=torch.int32)
