@@ -10,10 +10,13 @@ import math
 from statistics import mean
 
 # Diagnostics thresholds. The paper reads a high intervention rate as the
-# sign of a poorly matched pair; "agree" is the base's own probability of the
-# guide's choice (at most gamma at an intervention), so below 0.05 the base
-# finds the guide's tokens implausible.
-HIGH_INTERVENTION_RATE = 0.3
+# sign of a poorly matched pair: pairs whose guide steps in at more than
+# about 20% of tokens tend to fail, so 20% is "high" and the 10-20% below it
+# a range to watch rather than "light" guidance. "agree" is the base's own
+# probability of the guide's choice (at most gamma at an intervention), so
+# below 0.05 the base finds the guide's tokens implausible.
+LIGHT_INTERVENTION_RATE = 0.1
+HIGH_INTERVENTION_RATE = 0.2
 VERY_HIGH_INTERVENTION_RATE = 0.6
 LOW_AGREEMENT = 0.05
 HIGH_INVENTED_QUESTION = 0.3
@@ -172,9 +175,14 @@ def _guidance_notes(line: dict) -> list:
         notes.append(f"{name}: the guide steps in at {rate:.0%} of tokens, so the text is mostly the "
                      "guide's; the pair looks poorly matched (the base rarely knows what comes next).")
     elif rate >= HIGH_INTERVENTION_RATE:
-        notes.append(f"{name}: high intervention rate ({rate:.0%}), but the base gives the guide's "
-                     f"choices {agree:.3f} probability on average, so the models are not at odds there; "
-                     "guidance looks usable.")
+        notes.append(f"{name}: high intervention rate ({rate:.0%}): the paper finds that pairs above "
+                     "about 20% tend to fail. The base gives the guide's choices "
+                     f"{agree:.3f} probability on average, so the models are not at odds there, "
+                     "but compare the outputs with the base's before relying on this pair.")
+    elif rate >= LIGHT_INTERVENTION_RATE:
+        notes.append(f"{name}: the guide steps in at {rate:.0%} of tokens (agree {agree:.3f}): "
+                     "moderate guidance, below but near the ~20% above which the paper's pairs "
+                     "tend to fail; watch this rate on other prompts.")
     else:
         notes.append(f"{name}: the guide steps in at {rate:.0%} of tokens (agree {agree:.3f}): "
                      "light, targeted guidance, as intended.")

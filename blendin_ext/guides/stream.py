@@ -53,12 +53,15 @@ from blendin_ext.ops.maps import GuideMap
 
 def mapped_argmax(logits: torch.Tensor, guide_to_base: Optional[GuideMap]) -> torch.Tensor:
     """(B,) base id of each row's highest guide logit among guide tokens that
-    have a base twin (ties: the first such guide id)."""
+    have a base twin; ties go to the smallest base id, as in the op."""
     if guide_to_base is None:
         return logits.argmax(-1)
     g2b = guide_to_base.guide_to_base.to(logits.device).long()
     masked = logits.masked_fill(g2b < 0, float("-inf"))
-    return g2b[masked.argmax(-1)]
+    top = masked == masked.max(-1, keepdim=True).values
+    none = torch.iinfo(torch.int64).max
+    best = torch.where(top & (g2b >= 0), g2b, none).min(-1).values
+    return best.masked_fill(best == none, -1)  # a row with no mapped logit
 
 
 class GuideStream(ABC):

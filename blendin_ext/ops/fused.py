@@ -45,7 +45,7 @@ def blend_step(
     temperature: RowValue = 0.0,
     top_k: Optional[RowValue] = None,
     top_p: Optional[RowValue] = None,
-    seed: RowValue = 0,
+    seed: Optional[RowValue] = None,
     offset: RowValue = 0,
 ) -> BlendStepResult:
     """One BlendIn decode step over a batch (semantics: blendin_ext/ops/README.md).
@@ -61,13 +61,39 @@ def blend_step(
         float32 tensor where a negative entry means auto for that row.
     seed, offset: int64 numbers or (1,)/(B,) int64 tensors; same seed and
         offset give the same tokens. A per-row seed tensor makes each row's
-        draws independent of its position in the batch.
+        draws independent of its position in the batch. seed=None (the
+        default) draws a fresh seed from torch's default generator, so
+        repeated calls differ and torch.manual_seed makes them repeat (a call
+        with temperature=0, a number, is greedy and draws nothing). Under
+        torch.compile pass an explicit seed.
     """
+    _check_logits_arg(base_logits, "base_logits")
+    _check_logits_arg(guide_logits, "guide_logits")
+    if seed is None:
+        seed = 0 if _is_greedy(temperature) else fresh_seed()
     args = StepArgs.build(gamma=gamma, alpha=alpha, agree_bonus=agree_bonus,
                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                           offset=offset)
-    vocab = base_logits.shape[-1] if base_logits.dim() == 2 else 0
-    return run_step(base_logits, guide_logits, as_guide_map(guide_to_base, vocab), args)
+    maps = as_guide_map(guide_to_base, base_logits.shape[1], base_logits.device)
+    return run_step(base_logits, guide_logits, maps, args)
+
+
+def fresh_seed() -> int:
+    """A seed drawn from torch's default CPU generator (63 random bits)."""
+    return int(torch.empty((), dtype=torch.int64).random_())
+
+
+def _is_greedy(temperature) -> bool:
+    return not isinstance(temperature, torch.Tensor) and temperature == 0
+
+
+def _check_logits_arg(logits, name: str) -> None:
+    """What the wrapper itself relies on (the op checks the rest)."""
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(logits).__name__}")
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D (batch, vocab) tensor, got {logits.dim()} "
+                         "dimensions")
 
 
 def raise_on_bad_rows(result: BlendStepResult) -> BlendStepResult:
@@ -81,10 +107,29 @@ def raise_on_bad_rows(result: BlendStepResult) -> BlendStepResult:
     return result
 
 
+# (name in errors, index in StepArgs) of each per-row tensor slot.
+_ROW_TENSORS = tuple((name[: -len("_tensor")], i) for i, name in enumerate(StepArgs._fields)
+                     if name.endswith("_tensor"))
+
+
+def _check_one_device(base_logits, guide_logits, guide_to_base, base_to_guide, step_args):
+    """The dispatcher sends a call to this fake kernel as soon as one argument
+    is a meta tensor, even when the others are real CPU tensors; without this
+    check it would return uninitialised memory as tokens."""
+    named = [("guide_logits", guide_logits), ("guide_to_base", guide_to_base),
+             ("base_to_guide", base_to_guide)]
+    named += [(name, step_args[i]) for name, i in _ROW_TENSORS]
+    for name, tensor in named:
+        if isinstance(tensor, torch.Tensor) and tensor.device != base_logits.device:
+            raise ValueError(f"{name} must be on {base_logits.device} like base_logits, "
+                             f"got {tensor.device}")
+
+
 @torch.library.register_fake("blendin_ext::blend_step")
 def _blend_step_fake(base_logits, guide_logits, guide_to_base, base_to_guide, *step_args):
     torch._check(base_logits.dim() == 2, lambda: "base_logits must be 2-D (batch, vocab)")
     torch._check(guide_logits.dim() == 2, lambda: "guide_logits must be 2-D (batch, vocab)")
+    _check_one_device(base_logits, guide_logits, guide_to_base, base_to_guide, step_args)
     batch = base_logits.shape[0]
 
     def empty(dtype):

@@ -13,6 +13,7 @@ import torch
 
 from blendin_ext.ops.args import BlendStepResult
 from blendin_ext.ops.maps import map_table
+from blendin_ext.ops.validate import check_seed
 
 _MASK32 = 0xFFFFFFFF
 
@@ -42,6 +43,24 @@ def row_uniforms(seed: int, offset: int, stream: int):
     return (words[0] >> 8) / 16777216.0, (words[1] >> 8) / 16777216.0
 
 
+# 1 / T saturates here (README "Choosing the token"): a positive temperature
+# below 2^-100, subnormal ones included, samples as T = 2^-100 does.
+MAX_INVERSE_TEMPERATURE = 2.0 ** 100
+
+
+def inverse_temperature(temperature: float) -> float:
+    """1 / T of a sampled row (T > 0), saturated at 2^100, as the kernels take it."""
+    return min(1.0 / temperature, MAX_INVERSE_TEMPERATURE)
+
+
+def _temperature_rows(value, batch: int) -> torch.Tensor:
+    """Per-row temperatures in float32; a positive number stays positive
+    (float32 would round one below ~1e-45 to 0, i.e. greedy)."""
+    if not isinstance(value, torch.Tensor) and 0 < value < 1 / MAX_INVERSE_TEMPERATURE:
+        value = 1 / MAX_INVERSE_TEMPERATURE
+    return _rows(value, batch, torch.float32)
+
+
 def _rows(value, batch: int, dtype) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", dtype).reshape(-1).expand(batch).clone()
@@ -61,7 +80,7 @@ def component_cdf(logits, base_ids, temperature, top_k, top_p):
     logits: (n,) float32 with -inf for masked/unmapped; base_ids: (n,)."""
     valid = torch.nonzero(logits != -math.inf).flatten()
     x = logits[valid].double()
-    w = torch.exp((x - x.max()) / temperature)
+    w = torch.exp((x - x.max()) * inverse_temperature(temperature))
     order = _ranked(logits[valid], base_ids[valid])
     kept = order[:top_k] if 0 < top_k < len(order) else order
     if top_p < 1.0:
@@ -142,11 +161,13 @@ def _evaluate(
     a = torch.where(alpha_rows < 0, alpha_auto, alpha_rows)
     a = torch.where(intervened, a, torch.zeros_like(a))
 
-    temps = _rows(temperature, batch, torch.float32)
+    temps = _temperature_rows(temperature, batch)
     top_ks = _rows(0 if top_k is None else top_k, batch, torch.int64)
     top_ps = _rows(1.0 if top_p is None else top_p, batch, torch.float32)
-    seeds = _rows(seed, batch, torch.int64)
-    offsets = _rows(offset, batch, torch.int64)
+    # a Python int is taken modulo 2^64, as the op's wrapper does
+    seeds = _rows(seed if isinstance(seed, torch.Tensor) else check_seed(seed), batch, torch.int64)
+    offsets = _rows(offset if isinstance(offset, torch.Tensor) else check_seed(offset, "offset"),
+                    batch, torch.int64)
     per_row_seed = isinstance(seed, torch.Tensor) and seed.numel() > 1
 
     q = a[:, None] * p_g + (1 - a[:, None]) * p_b

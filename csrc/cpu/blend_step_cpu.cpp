@@ -70,8 +70,7 @@ class StepRunner {
   ChunkStats* row_stats(int64_t row) const { return stats_.get() + row * chunks_per_row_; }
 
   float inv_temperature(int64_t row) const {
-    const float t = p_.temperature.at(row);
-    return t > 0.0f ? 1.0f / t : 1.0f;
+    return inverse_temperature(p_.temperature.at(row));
   }
 
   void chunk_task(int64_t task) {

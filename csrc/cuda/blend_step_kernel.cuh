@@ -101,8 +101,7 @@ __device__ __forceinline__ RowContext<T> row_context(const T* base, const T* gui
 
 template <typename T>
 __device__ __forceinline__ float row_inv_temperature(const StepParams& p, int64_t row) {
-  const float temperature = p.temperature.at(row);
-  return temperature > 0.0f ? 1.0f / temperature : 1.0f;
+  return inverse_temperature(p.temperature.at(row));
 }
 
 // At most 128 registers: two blocks per SM, each thread with kUnroll 16-byte

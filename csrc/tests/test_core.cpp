@@ -161,6 +161,26 @@ void test_cpu_kernel_end_to_end() {
   const int64_t first = out.tokens[0];
   cpu::blend_step(base, guide, p, cpu::serial_for);
   CHECK(out.tokens[0] == first && first >= 0 && first < 3);
+
+  // A subnormal temperature is the limit T -> 0: the drawn component's top
+  // token (0 for the base, 1 for the guide), never a bad row.
+  for (const float tiny : {1e-40f, 1e-45f, 1e-30f}) {
+    p.temperature.value = tiny;
+    cpu::blend_step(base, guide, p, cpu::serial_for);
+    CHECK(out.tokens[0] == 0 || out.tokens[0] == 1);
+    CHECK(out.tokens[1] == -1);
+  }
+}
+
+void test_inverse_temperature_saturates() {
+  CHECK(inverse_temperature(0.0f) == 1.0f);
+  CHECK(inverse_temperature(2.0f) == 0.5f);
+  CHECK(inverse_temperature(1e-40f) == kMaxInverseTemperature);
+  CHECK(inverse_temperature(std::numeric_limits<float>::denorm_min()) == kMaxInverseTemperature);
+  CHECK(inverse_temperature(std::ldexp(1.0f, -100)) == kMaxInverseTemperature);
+  CHECK(inverse_temperature(kInf) == 0.0f);
+  CHECK(kMaxInverseTemperature == std::ldexp(1.0f, 100));
+  CHECK(std::isfinite(kMaxInverseTemperature * 32.0f));  // the CUDA top-p bins scale it
 }
 
 // Deterministic logits as fp16 bits in about [-8, 8]: every `masked`-th
@@ -270,6 +290,7 @@ int main() {
   test_partials_merge_like_one_pass();
   test_topk_keeps_best_with_ties_to_smaller_id();
   test_decision_rule();
+  test_inverse_temperature_saturates();
   test_cpu_kernel_end_to_end();
   test_cpu_variants_agree();
   if (failures) {

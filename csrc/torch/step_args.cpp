@@ -1,6 +1,8 @@
 #include "step_args.h"
 
 #include <cmath>
+#include <cstdio>
+#include <string>
 
 namespace blendin::torch_glue {
 namespace {
@@ -14,10 +16,11 @@ void check_logits(const at::Tensor& t, const char* name) {
               name, " must be float32, float16 or bfloat16, got ", t.scalar_type());
   TORCH_CHECK(t.size(1) >= 1, name, " must have a vocabulary of at least 1 token");
   TORCH_CHECK(t.size(1) < (int64_t{1} << 31), name, " has more than 2^31 - 1 tokens");
-  TORCH_CHECK(t.size(1) == 1 || t.stride(1) == 1, name,
+  TORCH_CHECK(t.size(0) == 0 || t.size(1) == 1 || t.stride(1) == 1, name,
               " must be contiguous along the vocabulary (stride(1) == 1), got stride ",
               t.stride(1));
   // Any row stride works, 0 included (expanded rows): logits are only read.
+  // An empty batch has no element to read, whatever its strides.
 }
 
 void check_index_vector(const at::Tensor& t, const char* name, int64_t length,
@@ -77,21 +80,43 @@ RowParam<T> describe_row_param(const c10::optional<at::Tensor>& tensor, T value,
   return RowParam<T>{t.data_ptr<T>(), value, stride};
 }
 
-// Range checks for values the host can see without a sync.
-void check_row_values(const StepInputs& in, const StepParams& p) {
+// All the digits of a double, so 1 + 1e-12 does not print as 1.
+std::string exact(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.17g", value);
+  return text;
+}
+
+// Range checks of the scalars as the schema passes them (double, int64),
+// before any cast: float(-1e-50) is -0, float(1 + 1e-12) is 1 and
+// int32(-(2^32) + 5) is 5, each of which would pass a check made after it.
+void check_scalars(const StepInputs& in) {
+  TORCH_CHECK(in.gamma_value >= 0, "gamma must be >= 0, got ", exact(in.gamma_value));
+  TORCH_CHECK(in.alpha_value <= 1, "alpha must lie in [0, 1] (or be \"auto\"), got ",
+              exact(in.alpha_value));
+  TORCH_CHECK(in.temperature_value >= 0, "temperature must be >= 0, got ",
+              exact(in.temperature_value));
+  TORCH_CHECK(in.top_k_value >= 0, "top_k must be >= 0 (0 disables it), got ", in.top_k_value);
+  TORCH_CHECK(in.top_k_value <= INT32_MAX, "top_k must fit in int32, got ", in.top_k_value);
+  TORCH_CHECK(in.top_p_value > 0 && in.top_p_value <= 1, "top_p must lie in (0, 1], got ",
+              exact(in.top_p_value));
+  TORCH_CHECK(std::isfinite(in.agree_bonus), "agree_bonus must be finite, got ",
+              exact(in.agree_bonus));
+}
+
+// A positive temperature stays positive in float32: one below 2^-100 (which
+// float32 may round to 0, i.e. greedy over the mixture) becomes 2^-100, the
+// value where inverse_temperature() saturates (blend_math.h).
+float temperature_as_float(double t) {
+  const double smallest = 1.0 / static_cast<double>(kMaxInverseTemperature);
+  return static_cast<float>(t > 0 && t < smallest ? smallest : t);
+}
+
+// Range checks of per-row tensors the host can see without a sync.
+void check_row_values(const StepInputs& in) {
   auto host_tensor = [](const c10::optional<at::Tensor>& t) {
     return t.has_value() && t->device().is_cpu() && t->numel() > 0;
   };
-  TORCH_CHECK(!std::isnan(p.gamma.value) && p.gamma.value >= 0, "gamma must be >= 0, got ",
-              p.gamma.value);
-  TORCH_CHECK(!std::isnan(p.alpha.value) && p.alpha.value <= 1,
-              "alpha must lie in [0, 1] (or be \"auto\"), got ", p.alpha.value);
-  TORCH_CHECK(!std::isnan(p.temperature.value) && p.temperature.value >= 0,
-              "temperature must be >= 0, got ", p.temperature.value);
-  TORCH_CHECK(p.top_k.value >= 0, "top_k must be >= 0 (0 disables it), got ", p.top_k.value);
-  TORCH_CHECK(p.top_p.value > 0 && p.top_p.value <= 1, "top_p must lie in (0, 1], got ",
-              p.top_p.value);
-  TORCH_CHECK(std::isfinite(in.agree_bonus), "agree_bonus must be finite, got ", in.agree_bonus);
   if (host_tensor(in.gamma_tensor)) {
     TORCH_CHECK(in.gamma_tensor->ge(0).all().item<bool>(), "gamma must be >= 0 in every row");
   }
@@ -128,6 +153,7 @@ StepParams describe_step(const StepInputs& in, StepOutputTensors& out) {
   TORCH_CHECK(in.guide_logits.size(0) == batch, "guide_logits must have ", batch,
               " rows like base_logits, got ", in.guide_logits.size(0));
   const at::Device device = in.base_logits.device();
+  check_scalars(in);
 
   StepParams p{};
   p.batch = batch;
@@ -141,19 +167,25 @@ StepParams describe_step(const StepInputs& in, StepOutputTensors& out) {
   p.alpha = describe_row_param<float>(in.alpha_tensor, static_cast<float>(in.alpha_value),
                                       "alpha", at::kFloat, batch, device);
   p.temperature = describe_row_param<float>(in.temperature_tensor,
-                                            static_cast<float>(in.temperature_value),
+                                            temperature_as_float(in.temperature_value),
                                             "temperature", at::kFloat, batch, device);
-  TORCH_CHECK(in.top_k_value <= INT32_MAX, "top_k must fit in int32, got ", in.top_k_value);
   p.top_k = describe_row_param<int32_t>(in.top_k_tensor, static_cast<int32_t>(in.top_k_value),
                                         "top_k", at::kInt, batch, device);
   p.top_p = describe_row_param<float>(in.top_p_tensor, static_cast<float>(in.top_p_value),
                                       "top_p", at::kFloat, batch, device);
   p.seed = describe_row_param<int64_t>(in.seed_tensor, in.seed_value, "seed", at::kLong, batch,
                                        device);
+  if (p.seed.data != nullptr && p.seed.stride == 0 && in.seed_tensor->numel() == batch &&
+      batch > 1) {
+    // A (B,) seed made with expand() is still one seed per row (stream 0);
+    // the kernels tell per-row seeds by a non-zero stride, so give it one.
+    out.seed_rows = in.seed_tensor->contiguous();
+    p.seed = RowParam<int64_t>{out.seed_rows.data_ptr<int64_t>(), in.seed_value, 1};
+  }
   p.offset = describe_row_param<int64_t>(in.offset_tensor, in.offset_value, "offset", at::kLong,
                                          batch, device);
   p.agree_bonus = static_cast<float>(in.agree_bonus);
-  check_row_values(in, p);
+  check_row_values(in);
 
   const auto f32 = in.base_logits.options().dtype(at::kFloat);
   out.tokens = at::empty({batch}, in.base_logits.options().dtype(at::kLong));

@@ -41,6 +41,7 @@ struct StepInputs {
 
 struct StepOutputTensors {
   at::Tensor tokens, intervened, alpha, base_top_prob, guide_top_prob, agree;
+  at::Tensor seed_rows;  // an expanded (B,) seed made contiguous, alive until the launch
   StepResult as_tuple() const {
     return {tokens, intervened, alpha, base_top_prob, guide_top_prob, agree};
   }

@@ -230,3 +230,14 @@ def test_same_seed_same_tokens(emulator):
     first = run_emulated(emulator, base, guide, emu_seed=1, **kwargs)
     again = run_emulated(emulator, base, guide, emu_seed=2, order="reverse", **kwargs)
     assert torch.equal(first.tokens, again.tokens)
+
+
+def test_tiny_temperatures_saturate_like_the_cpu_op(emulator):
+    """A positive temperature whose reciprocal overflows float32 samples at
+    the limit (2^-100), as the CPU op and the reference do, never a bad row."""
+    base, guide = _pair(8, 700, seed=31)
+    temps = torch.tensor([1e-40, 1e-45, 0.0, 2.0 ** -100, 1e-38, 1e-44, 0.7, 1e-39])
+    for alpha in (0.5, "auto"):
+        out = emulate_and_check(emulator, base, guide, grid=FINE, gamma=2.0, alpha=alpha,
+                                temperature=temps, seed=5)
+        assert (out.tokens >= 0).all()

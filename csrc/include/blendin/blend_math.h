@@ -176,6 +176,19 @@ BLENDIN_HD Decision decide(float base_top_prob, float guide_top_prob, float agre
   return d;
 }
 
+// 1 / T for a sampled row (T > 0), saturated at 2^100: below T = 2^-100
+// (subnormal T included, whose reciprocal would overflow float32 and turn
+// (x - max) / T into 0 * inf = NaN at the max) the row is tempered as at
+// 2^-100, i.e. the limit T -> 0: each component keeps only its top logit and
+// logits within ~1e-30 of it. Greedy rows (T == 0) use 1. Every kernel takes
+// its 1 / T from here, so they all apply the same rule.
+constexpr float kMaxInverseTemperature = 1.2676506002282294e30f;  // 2^100
+BLENDIN_HD float inverse_temperature(float temperature) {
+  if (!(temperature > 0.0f)) return 1.0f;
+  const float inv = 1.0f / temperature;
+  return inv < kMaxInverseTemperature ? inv : kMaxInverseTemperature;
+}
+
 // Per-row parameters that arrive as device tensors cannot be checked on the
 // host without a sync; a row whose values are out of range (or NaN) is
 // treated as a bad row instead. Host-side callers reject them up front.
