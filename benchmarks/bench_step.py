@@ -1,10 +1,18 @@
 """Latency of one BlendIn step: the fused op beside its baselines, same run.
 
 Columns, per (device, dtype, B, V):
-  fused      blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4)
+  fused      blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4), the
+             public wrapper (argument checks in Python included)
+  op         the same step as the decode loop calls it: the raw op on
+             prepared arguments (blendin_ext.ops.fused.run_step)
+  sampled    the raw op sampling at T=1 with top_k=50, top_p=0.9
   eager      blendin_ext.ops.reference.blend_step, the semantics composed of PyTorch ops
-  floor      torch.logsumexp over both logit tensors: the least any exact
-             method must compute (one read of every logit plus an exp)
+  compiled   torch.compile of the greedy step composed of batched PyTorch
+             ops (softmax of both models, decision, mixture argmax)
+  lse        torch.logsumexp over both logit tensors (one read and an exp)
+  floor      the read floor: torch.amax over both logit tensors, the least
+             any exact method must do (one read of every logit)
+  x floor    fused / floor and op / floor; x greedy: sampled / op
   kernel     (cuda) the fused step's GPU time alone: 20 steps captured in a
              CUDA graph and replayed, so host overhead drops out; with the
              GB/s it implies and its share of the card's peak bandwidth
@@ -16,6 +24,7 @@ so the ratios within one row are comparable even on a noisy machine.
 
     python benchmarks/bench_step.py                  # CPU, full grid
     python benchmarks/bench_step.py --quick --json out.json
+    python benchmarks/bench_step.py --no-compile     # skip torch.compile (about 20 s a case)
     python benchmarks/bench_step.py --device cuda    # GPU grid
 """
 from __future__ import annotations
@@ -31,6 +40,8 @@ import torch
 
 import blendin_ext
 from blendin_ext.ops import reference
+from blendin_ext.ops.args import StepArgs
+from blendin_ext.ops.fused import run_step
 
 GRIDS = {
     "cpu": dict(batches=[1, 8, 64], vocabs=[32000, 128256, 262144]),
@@ -161,26 +172,59 @@ def cuda_columns(base, guide, fused, batch, vocab):
     return row
 
 
-def bench_case(batch, vocab, dtype, device, budget_s):
+def composed_greedy_step(base, guide, gamma: float = 0.4, agree_bonus: float = 0.1):
+    """The greedy step (shared vocabulary, alpha "auto") as a user would
+    compose it from batched PyTorch ops; the baseline torch.compile gets."""
+    p_b, p_g = torch.softmax(base.float(), -1), torch.softmax(guide.float(), -1)
+    c_b, _ = p_b.max(-1)
+    c_g, guide_choice = p_g.max(-1)
+    agree = p_b.gather(1, guide_choice[:, None]).squeeze(1)
+    intervened = c_b < gamma
+    alpha = torch.clamp(c_g / (c_b + c_g) + agree_bonus * agree, 0.0, 1.0) * intervened
+    mixture = alpha[:, None] * p_g + (1.0 - alpha[:, None]) * p_b
+    return mixture.argmax(-1), intervened, alpha, c_b, c_g, agree
+
+
+def compiled_step(base, guide):
+    """torch.compile of composed_greedy_step for these shapes (a fresh
+    compile per case, so the recompile limit never sends it back to eager)."""
+    torch._dynamo.reset()
+    fn = torch.compile(composed_greedy_step, dynamic=False)
+    fn(base, guide)  # compile now, outside the timed rounds
+    return lambda: fn(base, guide)
+
+
+def bench_case(batch, vocab, dtype, device, budget_s, compile_baseline=True):
     base = step_logits(batch, vocab, dtype, device, seed=1, confidences=[0.2, 0.7])
     guide = step_logits(batch, vocab, dtype, device, seed=2, confidences=[0.8, 0.5])
     kwargs = dict(gamma=0.4, alpha="auto", temperature=0.0)
+    greedy = StepArgs.build(**kwargs)
+    sampled = StepArgs.build(gamma=0.4, alpha="auto", temperature=1.0, top_k=50, top_p=0.9,
+                             seed=1)
     fns = {
         "fused": lambda: blendin_ext.blend_step(base, guide, **kwargs),
+        "op": lambda: run_step(base, guide, None, greedy),
+        "sampled": lambda: run_step(base, guide, None, sampled),
         "eager": lambda: reference.blend_step(base, guide, **kwargs),
-        "floor": lambda: (torch.logsumexp(base, -1), torch.logsumexp(guide, -1)),
+        "lse": lambda: (torch.logsumexp(base, -1), torch.logsumexp(guide, -1)),
+        "floor": lambda: (torch.amax(base, -1), torch.amax(guide, -1)),
     }
+    if compile_baseline:
+        fns["compiled"] = compiled_step(base, guide)
     out = fns["fused"]()
     intervened = float(out.intervened.float().mean())
     times = median_times(fns, torch.device(device), budget_s)
     read_bytes = 2 * batch * vocab * base.element_size()
+    us = {f"{name}_us": t * 1e6 for name, t in times.items()}
     row = {
         "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-        "vocab": vocab, "intervened": intervened,
-        "fused_us": times["fused"] * 1e6, "eager_us": times["eager"] * 1e6,
-        "floor_us": times["floor"] * 1e6,
+        "vocab": vocab, "intervened": intervened, **us,
+        "compiled_us": us.get("compiled_us"),
         "speedup_vs_eager": times["eager"] / times["fused"],
-        "ratio_to_floor": times["fused"] / times["floor"],
+        "speedup_vs_compiled": times["compiled"] / times["fused"] if compile_baseline else None,
+        "fused_x_floor": times["fused"] / times["floor"],
+        "op_x_floor": times["op"] / times["floor"],
+        "sampled_x_greedy": times["sampled"] / times["op"],
         "fused_gb_s": read_bytes / times["fused"] / 1e9,
     }
     if torch.device(device).type == "cuda":
@@ -192,34 +236,40 @@ def _cell(value, width, fmt=".1f"):
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
 
 
+# (header, row key, width, format) of the table's columns, in order.
+COLUMNS = [("fused us", "fused_us", 9, ".1f"), ("op us", "op_us", 9, ".1f"),
+           ("sampled", "sampled_us", 9, ".1f"), ("eager us", "eager_us", 10, ".1f"),
+           ("compiled", "compiled_us", 10, ".1f"), ("lse us", "lse_us", 9, ".1f"),
+           ("floor us", "floor_us", 9, ".1f"), ("x floor", "fused_x_floor", 7, ".2f"),
+           ("op x fl", "op_x_floor", 7, ".2f"), ("x greedy", "sampled_x_greedy", 8, ".2f"),
+           ("x eager", "speedup_vs_eager", 7, ".1f"), ("x compl", "speedup_vs_compiled", 7, ".1f"),
+           ("GB/s", "fused_gb_s", 6, ".1f")]
+GPU_COLUMNS = [("kernel us", "kernel_us", 10, ".1f"), ("kern GB/s", "kernel_gb_s", 10, ".1f"),
+               ("% peak", "pct_of_peak", 7, ".1f"), ("fi smax us", "fi_softmax_us", 10, ".1f"),
+               ("fi samp us", "fi_sample_us", 10, ".1f")]
+
+
 def print_table(rows):
-    gpu = any("kernel_us" in r for r in rows)
-    header = (f"{'dtype':>8} {'B':>4} {'V':>7} {'fused us':>10} {'eager us':>10} {'floor us':>10}"
-              f" {'x eager':>8} {'/ floor':>8} {'GB/s':>7}")
-    if gpu:
-        header += f" {'kernel us':>10} {'kern GB/s':>10} {'% peak':>7} {'fi smax us':>10} {'fi samp us':>10}"
+    columns = COLUMNS + (GPU_COLUMNS if any("kernel_us" in r for r in rows) else [])
+    header = f"{'dtype':>8} {'B':>4} {'V':>7}" + "".join(f" {h:>{w}}" for h, _, w, _ in columns)
     print(header)
     print("-" * len(header))
     for r in rows:
-        line = (f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7} {r['fused_us']:>10.1f}"
-                f" {r['eager_us']:>10.1f} {r['floor_us']:>10.1f} {r['speedup_vs_eager']:>8.1f}"
-                f" {r['ratio_to_floor']:>8.2f} {r['fused_gb_s']:>7.1f}")
-        if gpu:
-            line += (f" {_cell(r.get('kernel_us'), 10)} {_cell(r.get('kernel_gb_s'), 10)}"
-                     f" {_cell(r.get('pct_of_peak'), 7)} {_cell(r.get('fi_softmax_us'), 10)}"
-                     f" {_cell(r.get('fi_sample_us'), 10)}")
-        print(line)
+        print(f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7}"
+              + "".join(f" {_cell(r.get(key), w, fmt)}" for _, key, w, fmt in columns))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float16")
     parser.add_argument("--quick", action="store_true", help="a small grid for smoke runs")
     parser.add_argument("--batches", help="comma-separated batch sizes (overrides the grid)")
     parser.add_argument("--vocabs", help="comma-separated vocabulary sizes (overrides the grid)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per case (approx.)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the torch.compile baseline (it compiles once per case)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for every column (default: torch's choice). On a "
                              "shared machine, 1 avoids thread-pool stalls that swamp the baselines")
@@ -241,7 +291,7 @@ def main(argv=None):
     for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
         for vocab in grid["vocabs"]:
             for batch in grid["batches"]:
-                rows.append(bench_case(batch, vocab, dtype, args.device, args.budget))
+                rows.append(bench_case(batch, vocab, dtype, args.device, args.budget, args.compile))
                 if args.json:  # after every case, so a run cut short keeps its rows
                     with open(args.json, "w") as f:
                         json.dump({"meta": meta, "rows": rows}, f, indent=1)

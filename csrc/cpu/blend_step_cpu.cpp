@@ -116,7 +116,13 @@ class StepRunner {
     return chunk_stats(masked, n, bad, tempered, inv_t);
   }
 
-  // Entry j of a row with its base id, as row_candidates reads it.
+  // Entries [begin, begin + n) of a row as floats before any mapping, and
+  // entry j with its base id: what row_candidates reads.
+  auto raw_entries(const T* row) const {
+    return [row](int64_t begin, int64_t n, float* staging) {
+      return as_floats(row + begin, n, staging);
+    };
+  }
   auto base_entry(int64_t row) const {
     return [this, row](int64_t j, int32_t* id) {
       *id = static_cast<int32_t>(j);
@@ -172,9 +178,10 @@ class StepRunner {
       return false;
     }
     TopK base_top, guide_top;
-    row_candidates(stats, p_.vocab, sum.base.max, base_entry(row), base_top, sum.base.argmax);
-    row_candidates(stats + base_chunks_, p_.guide_vocab, sum.guide.max, guide_entry(row),
-                   guide_top, sum.guide.argmax);
+    row_candidates(stats, p_.vocab, sum.base.max, raw_entries(base_row(row)), base_entry(row),
+                   base_top, sum.base.argmax);
+    row_candidates(stats + base_chunks_, p_.guide_vocab, sum.guide.max,
+                   raw_entries(guide_row(row)), guide_entry(row), guide_top, sum.guide.argmax);
     const float base_top_prob = 1.0f / sum.base.sum;  // prob_of(max) == 1 / sum
     const float guide_top_prob = 1.0f / sum.guide.sum;
     const float agree = base_prob(row, sum.guide.argmax, sum.base);

@@ -35,13 +35,24 @@ inline bool any_bad_logit(const float* x, int64_t n) {
   return bad != 0;
 }
 
-// Max is exact in any order, so an `omp simd` reduction is safe (GCC emits
-// vmaxps only under it). NaN entries are skipped here (sum_exp reports
-// them); a +inf entry shows up as an infinite max.
+// Max is exact in any order, so the lanes may be combined in any order.
+// kMaxLanes independent running maxima (four AVX-512 vectors) keep the
+// loop from waiting on one max's latency; GCC emits vmaxps for the final
+// combine only under `omp simd`. NaN entries are skipped here (sum_exp
+// reports them); a +inf entry shows up as an infinite max.
+constexpr int64_t kMaxLanes = 64;
+
 inline float max_of(const float* x, int64_t n) {
+  float lanes[kMaxLanes];
+  for (int64_t j = 0; j < kMaxLanes; ++j) lanes[j] = -BLENDIN_INF;
+  int64_t i = 0;
+  for (; i + kMaxLanes <= n; i += kMaxLanes) {
+    for (int64_t j = 0; j < kMaxLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+  }
   float m = -BLENDIN_INF;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
 #pragma omp simd reduction(max : m)
-  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  for (int64_t j = 0; j < kMaxLanes; ++j) m = lanes[j] > m ? lanes[j] : m;
   return m;
 }
 
@@ -50,29 +61,18 @@ inline float max_of(const float* x, int64_t n) {
 // result) does not depend on the vector width.
 constexpr int64_t kLanes = 16;
 
-// sum of exp((x - max) * scale); sets any_nan when an entry is NaN (the
-// pass already reads every entry, so the check costs no extra read).
+// sum of exp((x - max) * scale); sets any_nan when an entry is NaN (a NaN
+// entry makes the sum NaN, so the check costs nothing per entry).
 inline float sum_exp(const float* x, int64_t n, float max, float scale, bool& any_nan) {
   float lanes[kLanes] = {};
-  int32_t nan_lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t j = 0; j < kLanes; ++j) {
-      lanes[j] += fast_exp((x[i + j] - max) * scale);
-      nan_lanes[j] |= x[i + j] != x[i + j] ? 1 : 0;
-    }
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += fast_exp_keep_nan((x[i + j] - max) * scale);
   }
   float s = 0.0f;
-  int32_t nan = 0;
-  for (; i < n; ++i) {
-    s += fast_exp((x[i] - max) * scale);
-    nan |= x[i] != x[i] ? 1 : 0;
-  }
-  for (int64_t j = 0; j < kLanes; ++j) {
-    s += lanes[j];
-    nan |= nan_lanes[j];
-  }
-  any_nan |= nan != 0;
+  for (; i < n; ++i) s += fast_exp_keep_nan((x[i] - max) * scale);
+  for (int64_t j = 0; j < kLanes; ++j) s += lanes[j];
+  any_nan |= s != s;
   return s;
 }
 
@@ -113,15 +113,31 @@ inline float sub_block_max(const ChunkStats* chunks, int64_t b) {
   return chunks[b / kSubBlocksPerChunk].block_max[b % kSubBlocksPerChunk];
 }
 
+// True when some x[i], i < n, is >= floor (vectorised; NaN counts as no).
+inline bool any_at_least(const float* x, int64_t n, float floor) {
+  int hit = 0;
+#pragma omp simd reduction(| : hit)
+  for (int64_t i = 0; i < n; ++i) hit |= x[i] >= floor ? 1 : 0;
+  return hit != 0;
+}
+
+// Entries scanned per vectorised test in row_candidates.
+constexpr int64_t kScanGroup = 32;
+
 // The row's top-K (logit, base id) candidates and its first argmax (base id
 // of the smallest maximum), from its chunks' sub-block maxima: the K largest
 // sub-block maxima are K distinct logits, so only sub-blocks whose max
 // reaches the K-th of them can hold a top-K entry, and the argmax lies in
-// one of those. `value_at(j, &id)` returns entry j (-inf when masked or
-// unmapped) and its base id.
-template <typename ValueAt>
+// one of those. Inside such a sub-block a vectorised test on the raw
+// logits skips the groups with no entry at the floor (masking only lowers
+// a value), so only a few entries per row go through the list.
+// `raw_at(begin, n, staging)` returns entries [begin, begin + n) as floats
+// before masking (n <= kSubBlock; staging has room for kSubBlock);
+// `value_at(j, &id)` returns entry j (-inf when masked or unmapped) and its
+// base id.
+template <typename RawAt, typename ValueAt>
 void row_candidates(const ChunkStats* chunks, int64_t length, float row_max,
-                    const ValueAt& value_at, TopK& top, int32_t& argmax) {
+                    const RawAt& raw_at, const ValueAt& value_at, TopK& top, int32_t& argmax) {
   const int64_t blocks = (length + kSubBlock - 1) / kSubBlock;
   auto block_max = [&](int64_t b) { return sub_block_max(chunks, b); };
   TopK block_rank;
@@ -134,15 +150,22 @@ void row_candidates(const ChunkStats* chunks, int64_t length, float row_max,
   const float floor = topk_floor(block_rank);
   topk_clear(top);
   argmax = INT32_MAX;
+  float staging[kSubBlock];
   for (int64_t b = 0; b < blocks; ++b) {
     if (block_max(b) < floor || block_max(b) == -BLENDIN_INF) continue;
-    const int64_t end = std::min(length, (b + 1) * kSubBlock);
-    for (int64_t j = b * kSubBlock; j < end; ++j) {
-      int32_t id;
-      const float x = value_at(j, &id);
-      if (x < floor || x == -BLENDIN_INF) continue;  // cannot be in the top-K
-      topk_insert(top, x, id);
-      if (x == row_max && id < argmax) argmax = id;
+    const int64_t begin = b * kSubBlock;
+    const int64_t end = std::min(length, begin + kSubBlock);
+    const float* raw = raw_at(begin, end - begin, staging);
+    for (int64_t group = begin; group < end; group += kScanGroup) {
+      const int64_t group_end = std::min(end, group + kScanGroup);
+      if (!any_at_least(raw + (group - begin), group_end - group, floor)) continue;
+      for (int64_t j = group; j < group_end; ++j) {
+        int32_t id;
+        const float x = value_at(j, &id);
+        if (x < floor || x == -BLENDIN_INF) continue;  // cannot be in the top-K
+        topk_insert(top, x, id);
+        if (x == row_max && id < argmax) argmax = id;
+      }
     }
   }
 }

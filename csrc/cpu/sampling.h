@@ -171,16 +171,25 @@ float top_p_floor(const ComponentRow<T>& row, float top_p, double total) {
   return -BLENDIN_INF;
 }
 
-// Calls visit(j) for every entry of the sub-blocks whose max reaches `floor`
-// (the others hold no entry at or above it), in storage order.
+// Calls visit(j), in storage order, for the entries of the sub-blocks whose
+// max reaches `floor` (the others hold no entry at or above it), skipping
+// groups of entries a vectorised test finds all below `floor`: visit must
+// do nothing for an entry below `floor`.
 template <typename T, typename Visit>
 void visit_blocks_reaching(const ComponentRow<T>& row, float floor, const Visit& visit) {
   const int64_t blocks = (row.length + kSubBlock - 1) / kSubBlock;
+  float staging[kSubBlock];
   for (int64_t b = 0; b < blocks; ++b) {
     const float m = sub_block_max(row.chunks, b);
     if (m < floor || m == -BLENDIN_INF) continue;
-    const int64_t end = std::min(row.length, (b + 1) * kSubBlock);
-    for (int64_t j = b * kSubBlock; j < end; ++j) visit(j);
+    const int64_t begin = b * kSubBlock;
+    const int64_t end = std::min(row.length, begin + kSubBlock);
+    const float* raw = as_floats(row.logits + begin, end - begin, staging);
+    for (int64_t group = begin; group < end; group += kScanGroup) {
+      const int64_t group_end = std::min(end, group + kScanGroup);
+      if (!any_at_least(raw + (group - begin), group_end - group, floor)) continue;
+      for (int64_t j = group; j < group_end; ++j) visit(j);
+    }
   }
 }
 
