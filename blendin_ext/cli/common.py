@@ -55,10 +55,9 @@ def map_summary(generator) -> Optional[str]:
     return report.summary() if report is not None else None
 
 
-def coverage_by_row(generator, rows: int) -> list:
-    """Mapped guide mass per row of the last batch (None for a shared vocabulary)."""
-    by_row = getattr(generator.guide, "coverage_by_row", None)
-    return by_row() if by_row is not None else [None] * rows
+def coverage_by_row(output) -> list:
+    """Mapped guide mass per row of an output (None for a shared vocabulary)."""
+    return [result.map_coverage for result in output]
 
 
 def result_json(result, coverage=None) -> dict:
