@@ -38,11 +38,11 @@ def load_pair(args):
     import torch
 
     from blendin_ext.decode.loop import BlendInGenerator
-    from blendin_ext.models.loading import load_model
+    from blendin_ext.models.loading import load_model, resolve_dtype
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, args.device, log=not args.quiet)
     base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
     guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
