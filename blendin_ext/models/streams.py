@@ -163,6 +163,7 @@ class TokenStream:
         self.tokens_fed = 0     # token slots fed, padding included (rows x positions)
         self.forward_seconds = 0.0
         self.time_forwards = False  # set by benchmarks; syncs CUDA around each forward
+        self.state, self.batch, self._pending = None, 0, []   # until `start`
 
     def fresh(self) -> "TokenStream":
         """A stream over the same model with no batch yet (one per decode

@@ -71,6 +71,18 @@ def test_compaction_changes_no_token(request, pair, lazy, sampling):
     assert compacted.stats.base_tokens < kept.stats.base_tokens
 
 
+@pytest.mark.parametrize("pair", ["same_pair", "cross_pair"])
+def test_rows_leave_before_a_lazy_guide_ever_ran(request, pair):
+    """Base-only rows never need the guide: rows leave a guide stream that
+    has not started its model yet."""
+    gen = request.getfixturevalue(pair)
+    options = dict(strategy="base", max_new_tokens=STEPS, lazy=True)
+    stops = staggered_stops(gen, PROMPTS, **options)
+    kept = gen.generate(PROMPTS, compact=False, stop_ids=stops, **options)
+    compacted = gen.generate(PROMPTS, stop_ids=stops, **options)
+    assert summary(compacted) == summary(kept) and compacted.stats.guide_forwards == 0
+
+
 def test_compaction_with_stop_strings_and_a_step_hook(same_pair):
     """The hook still sees every prompt (finished ones as not live)."""
     seen = []
