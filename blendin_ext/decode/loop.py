@@ -34,6 +34,7 @@ from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.decode.text import RowText
 from blendin_ext.guides.factory import make_guide_stream
 from blendin_ext.guides.stream import GuideStream
+from blendin_ext.models.compiled import compiled_step_model
 from blendin_ext.models.prompts import base_prompt_ids, pad_token_id
 from blendin_ext.models.prompts import stop_token_ids as stop_token_ids_of
 from blendin_ext.models.streams import TokenStream
@@ -183,6 +184,9 @@ class BlendInGenerator:
     stop_token_ids: extra base ids that end a row (EOS ids of both
         tokenizers / generation configs are always included).
     device: where callables' inputs live (HF models: their own device).
+    compile: experimental; True (or a torch.compile backend name) gives each
+        HF model a static KV cache and compiles its one-token forward
+        (blendin_ext.models.compiled); the first call compiles.
 
     After a call ends, `last_output` holds its output and `guide` the guide
     stream it ran (its counters and diagnostics, such as ``coverage_by_row``):
@@ -192,12 +196,16 @@ class BlendInGenerator:
     def __init__(self, base, guide, tokenizer, guide_tokenizer=None, *,
                  guide_to_base: Union[None, torch.Tensor, GuideMap] = None,
                  system_prompt: Optional[str] = None, guide_chat: bool = True,
-                 stop_token_ids: Sequence[int] = (), device: Optional[torch.device] = None):
+                 stop_token_ids: Sequence[int] = (), device: Optional[torch.device] = None,
+                 compile: Union[bool, str] = False):
         if tokenizer is None:
             raise ValueError("tokenizer is required (the base model's tokenizer)")
         self.tokenizer = tokenizer
         self.base_model = base
-        self.base = TokenStream(base, pad_token_id(tokenizer), device)
+        self.base = TokenStream(compiled_step_model(base, compile), pad_token_id(tokenizer),
+                                device)
+        if not isinstance(guide, GuideStream):
+            guide = compiled_step_model(guide, compile)
         self.guide: GuideStream = make_guide_stream(
             guide, tokenizer, guide_tokenizer, guide_to_base=guide_to_base,
             system_prompt=system_prompt, chat=guide_chat, device=self.base.device,
@@ -439,7 +447,7 @@ def compact(run: _Run) -> None:
 
 def generate(base, guide, prompts: Prompts, *, tokenizer, guide_tokenizer=None,
              guide_to_base=None, system_prompt: Optional[str] = None, guide_chat: bool = True,
-             stop_token_ids: Sequence[int] = (), device=None,
+             stop_token_ids: Sequence[int] = (), device=None, compile=False,
              on_token: Optional[Callable[[TokenEvent], None]] = None,
              **options) -> GenerationOutput:
     """BlendIn generation in one call; see BlendInGenerator (models, prompts)
@@ -447,5 +455,5 @@ def generate(base, guide, prompts: Prompts, *, tokenizer, guide_tokenizer=None,
     generator = BlendInGenerator(base, guide, tokenizer, guide_tokenizer,
                                  guide_to_base=guide_to_base, system_prompt=system_prompt,
                                  guide_chat=guide_chat, stop_token_ids=stop_token_ids,
-                                 device=device)
+                                 device=device, compile=compile)
     return generator.generate(prompts, on_token=on_token, **options)

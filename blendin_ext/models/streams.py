@@ -184,6 +184,9 @@ class TokenStream:
         for row, row_ids in enumerate(prompt_ids):
             ids[row, width - len(row_ids):] = torch.tensor(row_ids, dtype=torch.long)
             self._mask[row, : width - len(row_ids)] = 0
+        reserve = getattr(self.model, "reserve", None)
+        if reserve is not None:     # a static cache (blendin_ext.models.compiled)
+            reserve(self._mask.shape[1])
         self.state = None
         self.batch = batch
         self._fed = 0                       # columns the model has seen
@@ -263,7 +266,7 @@ class TokenStream:
         """Whether keep_rows / add_rows / drop_leading_columns work here
         (the model edits its state and nothing is pending); otherwise
         restart the stream with `start`."""
-        return (hasattr(self.model, "select_rows") and not self._pending
+        return (getattr(self.model, "select_rows", None) is not None and not self._pending
                 and kv_rows.supports_row_edits(self.state))
 
     def _edit_state(self, op: str, arg) -> None:
@@ -275,7 +278,8 @@ class TokenStream:
     def can_keep_rows(self) -> bool:
         """Whether keep_rows works here (pending tokens are fine: they are
         selected too)."""
-        return hasattr(self.model, "select_rows") and kv_rows.supports_row_select(self.state)
+        return (getattr(self.model, "select_rows", None) is not None
+                and kv_rows.supports_row_select(self.state))
 
     def keep_rows(self, index: List[int]) -> None:
         """Keeps rows `index` (at least one), in that order, with their cache
