@@ -46,7 +46,8 @@ def load_pair(args):
     base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
     guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
-                                 system_prompt=args.system_prompt)
+                                 system_prompt=args.system_prompt,
+                                 compile=getattr(args, "compile", False))
     return generator, base, guide
 
 

@@ -28,13 +28,14 @@ CACHE_BUCKET = 256
 
 class CompiledHFStepModel(HFStepModel):
     """An HF causal LM with a static cache and a compiled one-token forward.
-    backend: torch.compile's backend ("inductor"; "eager" checks the static
-    cache path without compiling)."""
+    backend: torch.compile's backend ("inductor"), or None for the static
+    cache alone (no compilation: what the fast tests check)."""
 
-    def __init__(self, model, backend: str = "inductor"):
+    def __init__(self, model, backend: Optional[str] = "inductor"):
         super().__init__(model)
         self.backend = backend
-        self._compiled = torch.compile(model.forward, backend=backend)
+        self._compiled = (model.forward if backend is None
+                          else torch.compile(model.forward, backend=backend))
         self._reserved: Optional[tuple] = None
 
     @property

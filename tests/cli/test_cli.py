@@ -60,6 +60,8 @@ def test_strategy_aliases_and_lazy_default():
                                      ["eval", "--task", "gsm8k"]])
 def test_dtype_defaults_to_auto(command):
     assert cli.build_parser().parse_args(command).dtype == "auto"
+    assert not cli.build_parser().parse_args(command).compile
+    assert cli.build_parser().parse_args(command + ["--compile"]).compile
     assert cli.build_parser().parse_args(command + ["--dtype", "float32"]).dtype == "float32"
 
 
