@@ -47,8 +47,10 @@ class CompiledHFStepModel(HFStepModel):
         return getattr(self.model, "generation_config", None)
 
     def reserve(self, length: int) -> None:
-        """Called by TokenStream.start: the next state holds up to `length`
-        positions per row."""
+        """Called by TokenStream.start: the next state holds `length`
+        positions per row, plus half as many again (a cross-tokenizer guide
+        may need more tokens than the base generates), rounded up."""
+        length += length // 2
         self._reserved = -(-length // CACHE_BUCKET) * CACHE_BUCKET
 
     def forward(self, input_ids, state, *, attention_mask, position_ids):

@@ -36,7 +36,7 @@ def test_cache_lengths_are_bucketed(models):
     step = CompiledHFStepModel(models[0], backend=None)
     step.reserve(10)
     assert step._reserved == CACHE_BUCKET
-    step.reserve(CACHE_BUCKET + 1)
+    step.reserve(CACHE_BUCKET)     # plus half for a guide's longer tokenisation
     assert step._reserved == 2 * CACHE_BUCKET
 
 
