@@ -55,3 +55,20 @@ def test_torch_compile_gives_the_same_tokens(models, compile):
     gen = BlendInGenerator(base, guide, tok, compile=compile)
     assert isinstance(gen.base.model, CompiledHFStepModel)
     assert tokens(gen.generate(PROMPTS, **options)) == tokens(ref)
+
+
+def test_cross_tokenizer_guide_on_a_static_cache(tmp_path, monkeypatch):
+    """The guide's roll-backs crop the static cache; tokens stay the same."""
+    from blendin_ext.testing import tiny_llama_for
+    from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
+
+    monkeypatch.setenv("BLENDIN_CACHE", str(tmp_path))
+    guide_tok, base_tok = trained_byte_level(), trained_sentencepiece()
+    base, guide = tiny_llama_for(base_tok, seed=1), tiny_llama_for(guide_tok, seed=2)
+    prompts = ["the cat sat on", "a dog", "near the river bank while the birds"]
+    options = dict(max_new_tokens=16, strategy="blendin", lazy=True)
+    ref = BlendInGenerator(base, guide, base_tok, guide_tok).generate(prompts, **options)
+    gen = BlendInGenerator(CompiledHFStepModel(base, backend=None),
+                           CompiledHFStepModel(guide, backend=None), base_tok, guide_tok)
+    out = gen.generate(prompts, **options)
+    assert tokens(out) == tokens(ref) and out.stats.guide_forwards > 0
