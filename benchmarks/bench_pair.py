@@ -29,7 +29,7 @@ PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
            "Question: How many legs does a spider have?\nAnswer:"]
 CONFIGS = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False),
            "bf16+compile": (torch.bfloat16, True)}
-CASES = [("base", 1), ("base", 8), ("blendin", 1), ("blendin", 8)]
+STRATEGIES = ("base", "blendin")
 
 
 def parse_args(argv=None):
@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help="comma-separated, of: " + ", ".join(CONFIGS) + " (default: all)")
+    p.add_argument("--batches", default="1,8", help="batch sizes (default %(default)s)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help="of base, blendin (default %(default)s)")
     p.add_argument("--hf-generate", action="store_true",
                    help="also time HF generate() of the base alone (float32, B=1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -49,6 +52,16 @@ def parse_args(argv=None):
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown:
         p.error(f"--configs: unknown {unknown}; choose from {list(CONFIGS)}")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies or any(s not in STRATEGIES for s in strategies):
+        p.error(f"--strategies: choose from {list(STRATEGIES)}")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or any(not 1 <= b <= len(PROMPTS) for b in batches):
+        p.error(f"--batches: comma-separated ints in [1, {len(PROMPTS)}]")
+    args.cases = [(s, b) for s in strategies for b in batches]
     return args
 
 
@@ -88,28 +101,28 @@ def main(argv=None):
     warmup = {}
     for name, gen in generators.items():     # the first calls compile (per batch size)
         started = time.perf_counter()
-        for strategy, batch in CASES:
+        for strategy, batch in args.cases:
             time_case(gen, strategy, batch, 4)
         warmup[name] = time.perf_counter() - started
     best = {}
     for _ in range(args.repeats):
         for name, gen in generators.items():
-            for strategy, batch in CASES:
+            for strategy, batch in args.cases:
                 row = time_case(gen, strategy, batch, args.new_tokens)
                 key = (name, strategy, batch)
                 if key not in best or row["seconds"] < best[key]["seconds"]:
                     best[key] = {"config": name, "strategy": strategy, "batch": batch, **row}
     print(f"{args.base} + {args.guide}, {torch.get_num_threads()} thread(s), greedy, "
           f"{args.new_tokens} new tokens, best of {args.repeats}; tokens/s")
-    header = [f"{s} B={b}" for s, b in CASES]
+    header = [f"{s} B={b}" for s, b in args.cases]
     print(f"{'config':<14}" + "".join(f"{h:>14}" for h in header) + f"{'warm-up s':>12}")
     for name in generators:
-        cells = [best[(name, s, b)]["tokens_per_s"] for s, b in CASES]
+        cells = [best[(name, s, b)]["tokens_per_s"] for s, b in args.cases]
         print(f"{name:<14}" + "".join(f"{c:>14.1f}" for c in cells) + f"{warmup[name]:>12.1f}")
     reference = args.configs[0]
     for name in args.configs[1:]:
         same = [best[(name, s, b)]["token_ids"] == best[(reference, s, b)]["token_ids"]
-                for s, b in CASES]
+                for s, b in args.cases]
         print(f"{name}: same tokens as {reference} in {sum(same)}/{len(same)} cases")
     rows = list(best.values())
     if args.hf_generate:
