@@ -51,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median)")
     p.add_argument("--gamma", type=float, default=0.4)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="auto: bfloat16 on a CPU with native bf16 or CUDA, else float32")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="fewer tokens and repeats")
     p.add_argument("--json", help="write the results to this file")
@@ -154,7 +155,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    from blendin_ext.models.loading import resolve_dtype
+
+    device, dtype = torch.device(args.device), resolve_dtype(args.dtype, args.device)
+    args.dtype = str(dtype).replace("torch.", "")
     build = hub_models if args.base else random_models
     base, guide, tokenizer = build(args, dtype, device)
     lo, hi = (int(v) for v in args.prompt_words.split("-"))

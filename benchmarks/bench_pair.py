@@ -1,80 +1,147 @@
-"""Tokens/s of a real model pair (default: the offline demo pair), same
-prompt, same run: HF generate() of the base alone, our loop base-only (lazy,
-so the guide never runs), BlendIn lazy and eager, nudging lazy. Runs are
-interleaved and the best of --repeats is kept (the machine may be shared).
+"""Tokens/s of a real model pair (default: the offline demo pair) in several
+configurations side by side, one run: float32, bfloat16 and bfloat16 with
+the compiled path (static KV cache + torch.compile), each for our loop
+base-only (lazy, so the guide never runs) and BlendIn lazy, at batch 1 and
+batch 8 (greedy). Runs are interleaved and the best of --repeats is kept
+(the machine may be shared); compile time is reported on its own, never
+inside tokens/s. Optionally HF generate() of the base alone, for reference.
 
     python benchmarks/bench_pair.py --threads 1
-    blendin bench pair --threads 1 --new-tokens 32
+    blendin bench pair --threads 1 --new-tokens 32 --configs float32,bfloat16
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
 import torch
 
-DEFAULT_PROMPT = "Question: Give me two tips for sleeping better.\nAnswer:"
+PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
+           "Question: What is the capital of France?\nAnswer:",
+           "Write a short poem about the sea.",
+           "Question: Natalia sold clips to 48 of her friends in April, and then she sold half "
+           "as many clips in May. How many clips did Natalia sell altogether?\nAnswer:",
+           "The three primary colours are",
+           "Question: Name a mammal that can fly.\nAnswer:",
+           "Explain in one sentence why the sky is blue.",
+           "Question: How many legs does a spider have?\nAnswer:"]
+CONFIGS = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False),
+           "bf16+compile": (torch.bfloat16, True)}
+STRATEGIES = ("base", "blendin")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="gemma3-270m")
     p.add_argument("--guide", default="smollm2-135m-instruct")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--new-tokens", type=int, default=48)
+    p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help="comma-separated, of: " + ", ".join(CONFIGS) + " (default: all)")
+    p.add_argument("--batches", default="1,8", help="batch sizes (default %(default)s)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help="of base, blendin (default %(default)s)")
+    p.add_argument("--hf-generate", action="store_true",
+                   help="also time HF generate() of the base alone (float32, B=1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        p.error(f"--configs: unknown {unknown}; choose from {list(CONFIGS)}")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies or any(s not in STRATEGIES for s in strategies):
+        p.error(f"--strategies: choose from {list(STRATEGIES)}")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or any(not 1 <= b <= len(PROMPTS) for b in batches):
+        p.error(f"--batches: comma-separated ints in [1, {len(PROMPTS)}]")
+    args.cases = [(s, b) for s in strategies for b in batches]
+    return args
 
 
-def main(argv=None):
+def build(args):
+    """One generator per configuration, over copies of the float32 models."""
     from blendin_ext import BlendInGenerator
     from blendin_ext.models.loading import load_model
 
+    base = load_model(args.base, dtype=torch.float32, progress=False)
+    guide = load_model(args.guide, dtype=torch.float32, progress=False)
+    generators = {}
+    for name in args.configs:
+        dtype, compiled = CONFIGS[name]
+        models = [m if dtype == torch.float32 else copy.deepcopy(m).to(dtype)
+                  for m in (base.model, guide.model)]
+        generators[name] = BlendInGenerator(*models, base.tokenizer, guide.tokenizer,
+                                            compile=compiled)
+    return base, generators
+
+
+def time_case(gen, strategy: str, batch: int, new_tokens: int) -> dict:
+    started = time.perf_counter()
+    out = gen.generate(PROMPTS[:batch], strategy=strategy, lazy=True, max_new_tokens=new_tokens)
+    seconds = time.perf_counter() - started
+    tokens = out.stats.generated_tokens
+    rate = sum(r.diagnostics.intervention_count for r in out) / max(tokens, 1)
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "intervention_rate": round(rate, 3), "guide_forwards": out.stats.guide_forwards,
+            "token_ids": [r.token_ids for r in out]}
+
+
+def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base, guide = load_model(args.base, progress=False), load_model(args.guide, progress=False)
-    gen = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer)
-    ids = base.tokenizer(args.prompt, return_tensors="pt")
-
-    def loop(strategy, lazy):
-        out = gen.generate([args.prompt], strategy=strategy, lazy=lazy,
-                           max_new_tokens=args.new_tokens)
-        diag = out[0].diagnostics
-        return diag.tokens, {"intervention_rate": round(diag.intervention_rate, 3),
-                             "guide_forwards": out.stats.guide_forwards}
-
-    def hf_generate():
-        out = base.model.generate(**ids, max_new_tokens=args.new_tokens,
-                                  min_new_tokens=args.new_tokens, do_sample=False)
-        return out.shape[1] - ids["input_ids"].shape[1], {}
-
-    rows = {"hf_generate_base": hf_generate, "loop_base_only": lambda: loop("base", True),
-            "blendin_lazy": lambda: loop("blendin", True),
-            "blendin_eager": lambda: loop("blendin", False),
-            "nudging_lazy": lambda: loop("nudging", True)}
-    loop("blendin", True)  # warm-up
+    base, generators = build(args)
+    warmup = {}
+    for name, gen in generators.items():     # the first calls compile (per batch size)
+        started = time.perf_counter()
+        for strategy, batch in args.cases:
+            time_case(gen, strategy, batch, 4)
+        warmup[name] = time.perf_counter() - started
     best = {}
     for _ in range(args.repeats):
-        for name, run in rows.items():
-            started = time.perf_counter()
-            tokens, info = run()
-            seconds = time.perf_counter() - started
-            if name not in best or seconds < best[name]["seconds"]:
-                best[name] = {"row": name, "tokens": tokens, "seconds": seconds,
-                              "tokens_per_s": tokens / seconds, **info}
-    print(f"{args.base} + {args.guide}, {torch.get_num_threads()} thread(s), "
-          f"best of {args.repeats}")
-    for row in best.values():
-        extra = {k: v for k, v in row.items() if k not in ("row", "tokens", "seconds", "tokens_per_s")}
-        print(f"{row['row']:<18} {row['tokens']:>4} tokens {row['seconds']:7.2f} s "
-              f"{row['tokens_per_s']:7.2f} tokens/s  {extra or ''}")
+        for name, gen in generators.items():
+            for strategy, batch in args.cases:
+                row = time_case(gen, strategy, batch, args.new_tokens)
+                key = (name, strategy, batch)
+                if key not in best or row["seconds"] < best[key]["seconds"]:
+                    best[key] = {"config": name, "strategy": strategy, "batch": batch, **row}
+    print(f"{args.base} + {args.guide}, {torch.get_num_threads()} thread(s), greedy, "
+          f"{args.new_tokens} new tokens, best of {args.repeats}; tokens/s")
+    header = [f"{s} B={b}" for s, b in args.cases]
+    print(f"{'config':<14}" + "".join(f"{h:>14}" for h in header) + f"{'warm-up s':>12}")
+    for name in generators:
+        cells = [best[(name, s, b)]["tokens_per_s"] for s, b in args.cases]
+        print(f"{name:<14}" + "".join(f"{c:>14.1f}" for c in cells) + f"{warmup[name]:>12.1f}")
+    reference = args.configs[0]
+    for name in args.configs[1:]:
+        same = [best[(name, s, b)]["token_ids"] == best[(reference, s, b)]["token_ids"]
+                for s, b in args.cases]
+        print(f"{name}: same tokens as {reference} in {sum(same)}/{len(same)} cases")
+    rows = list(best.values())
+    if args.hf_generate:
+        rows.append(hf_generate(base, args.new_tokens))
+        print(f"hf_generate (float32, base, B=1) {rows[-1]['tokens_per_s']:.1f} tokens/s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(list(best.values()), f, indent=2)
+            json.dump({"warmup_seconds": warmup, "rows": rows}, f, indent=1)
+
+
+def hf_generate(base, new_tokens: int) -> dict:
+    ids = base.tokenizer(PROMPTS[0], return_tensors="pt")
+    started = time.perf_counter()
+    out = base.model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              do_sample=False)
+    seconds = time.perf_counter() - started
+    tokens = out.shape[1] - ids["input_ids"].shape[1]
+    return {"config": "hf_generate", "strategy": "base", "batch": 1, "tokens": tokens,
+            "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
 if __name__ == "__main__":

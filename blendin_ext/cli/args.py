@@ -12,7 +12,7 @@ from blendin_ext.ops.strategies import NAMES_HELP, choose, choose_many
 
 DEFAULT_BASE = "gemma3-270m"
 DEFAULT_GUIDE = "smollm2-135m-instruct"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def checked(parse: Callable, check: Callable) -> Callable:
@@ -55,7 +55,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default %(default)s)")
     group.add_argument("--guide", default=DEFAULT_GUIDE,
                        help="guide (aligned) model, same forms (default %(default)s)")
-    group.add_argument("--dtype", default="float32", choices=DTYPES)
+    group.add_argument("--dtype", default="auto", choices=DTYPES,
+                       help="weights and compute dtype; auto (default): bfloat16 on a CPU with "
+                            "native bf16 (avx512_bf16/AMX) or CUDA, else float32")
+    group.add_argument("--compile", action="store_true",
+                       help="experimental: static KV cache + torch.compile of each model's "
+                            "one-token forward (the first call compiles, minutes on a CPU)")
     group.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     group.add_argument("--threads", type=COUNT, default=None,
                        help="torch CPU threads (default: torch's choice; 1 is faster on a busy "

@@ -38,15 +38,16 @@ def load_pair(args):
     import torch
 
     from blendin_ext.decode.loop import BlendInGenerator
-    from blendin_ext.models.loading import load_model
+    from blendin_ext.models.loading import load_model, resolve_dtype
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, args.device, log=not args.quiet)
     base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
     guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
-                                 system_prompt=args.system_prompt)
+                                 system_prompt=args.system_prompt,
+                                 compile=getattr(args, "compile", False))
     return generator, base, guide
 
 
@@ -55,10 +56,9 @@ def map_summary(generator) -> Optional[str]:
     return report.summary() if report is not None else None
 
 
-def coverage_by_row(generator, rows: int) -> list:
-    """Mapped guide mass per row of the last batch (None for a shared vocabulary)."""
-    by_row = getattr(generator.guide, "coverage_by_row", None)
-    return by_row() if by_row is not None else [None] * rows
+def coverage_by_row(output) -> list:
+    """Mapped guide mass per row of an output (None for a shared vocabulary)."""
+    return [result.map_coverage for result in output]
 
 
 def result_json(result, coverage=None) -> dict:

@@ -67,7 +67,7 @@ def run_prompts(generator, prompts, strategies: list, args):
         output = generator.generate([prompt] * len(strategies), **decode_options(
             args, strategy=strategies, stop=[QUESTION_STOP]))
         seconds = time.perf_counter() - started
-        yield prompt, output, seconds, coverage_by_row(generator, len(strategies))
+        yield prompt, output, seconds, coverage_by_row(output)
 
 
 def print_prompt(prompt, strategies, output, seconds, coverage, style: Style) -> None:

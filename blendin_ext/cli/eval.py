@@ -67,6 +67,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", Path(name).name if "/" in name else name).strip("-")
 
 
+def _dtype_name(args) -> str:
+    """The dtype the run loads in ("auto" resolved), for config.json."""
+    from blendin_ext.models.loading import resolve_dtype
+
+    return str(resolve_dtype(args.dtype, args.device, log=False)).replace("torch.", "")
+
+
 def run_config(args, task) -> dict:
     """The settings recorded in config.json; those that change results are
     compared on resume (see blendin_ext.eval.results)."""
@@ -77,7 +84,7 @@ def run_config(args, task) -> dict:
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "seed": args.seed, "max_new_tokens": args.max_new_tokens,
         "stop_at_question": not args.no_stop_at_question, "lazy": args.lazy,
-        "dtype": args.dtype, "device": args.device, "limit": args.limit,
+        "dtype": _dtype_name(args), "device": args.device, "limit": args.limit,
         "batch_size": args.batch_size, "batching": args.batching, "strategies": args.strategies,
     }
 

@@ -74,7 +74,7 @@ def run(args) -> int:
     batch = args.json or len(args.prompt) > 1
     output = _with_progress(generator, args) if batch else _stream_one(generator, args, style)
     seconds = time.perf_counter() - started
-    coverage = coverage_by_row(generator, len(args.prompt))
+    coverage = coverage_by_row(output)
     generated = output.stats.generated_tokens
     if args.json:
         print(json.dumps({

@@ -23,16 +23,19 @@ only matters at an exact near-tie).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import torch
 
+from blendin_ext.decode.batch import (HostStep, StepHook, _Run, compact,  # noqa: F401 (re-exported)
+                                      per_call_guide, save_coverage)
 from blendin_ext.decode.diagnostics import LoopStats, SequenceDiagnostics, TokenEvent
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.decode.text import RowText
 from blendin_ext.guides.factory import make_guide_stream
 from blendin_ext.guides.stream import GuideStream
+from blendin_ext.models.compiled import compiled_step_model
 from blendin_ext.models.prompts import base_prompt_ids, pad_token_id
 from blendin_ext.models.prompts import stop_token_ids as stop_token_ids_of
 from blendin_ext.models.streams import TokenStream
@@ -41,10 +44,6 @@ from blendin_ext.ops.fused import run_step
 from blendin_ext.ops.maps import GuideMap
 
 Prompts = Union[str, Sequence[str]]
-# Called after every step with its tokens (all rows) and which rows were live
-# before it; returns per row whether it stops now (finish reason "stop"), or
-# None. Adapters use it for their own stop rules (transformers' criteria).
-StepHook = Callable[[List[int], List[bool]], Optional[List[bool]]]
 
 
 @dataclass
@@ -54,6 +53,9 @@ class GenerationResult:
     token_ids: List[int]      # generated base ids, a final EOS included
     finish_reason: str        # "eos", "stop" (a stop string) or "length"
     diagnostics: SequenceDiagnostics
+    # Cross-tokenizer guide: mean share of its probability on tokens with a
+    # base twin, over the guide runs while the row was live (else None).
+    map_coverage: Optional[float] = None
 
 
 @dataclass
@@ -75,53 +77,6 @@ class GenerationOutput:
         return [r.text for r in self.results]
 
 
-@dataclass
-class HostStep:
-    """One step's outputs on the host, plus the device tokens to feed back."""
-
-    tokens_device: torch.Tensor
-    tokens: List[int]
-    intervened: List[bool]
-    alpha: List[float]
-    agree: List[float]
-    base_confidence: List[float]
-    base_top: List[int]    # base argmax per row (-1 when the guide did not run)
-    guide_top: List[int]   # guide argmax in base ids (-1 when the guide did not run)
-
-    @classmethod
-    def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "HostStep":
-        """One device->host transfer for everything the host needs."""
-        fields = [out.tokens, out.intervened, out.alpha, out.agree, out.base_top_prob]
-        if base_top is not None:
-            fields += [base_top, guide_top]
-        host = torch.stack([f.to(torch.float64) for f in fields]).tolist()
-        tokens = [int(t) for t in host[0]]
-        tops = [[int(t) for t in row] for row in host[5:]] or [[-1] * len(tokens)] * 2
-        return cls(out.tokens, tokens, [v != 0 for v in host[1]], host[2], host[3], host[4],
-                   *tops)
-
-
-@dataclass
-class _Run:
-    """State of one batch: options, per-row bookkeeping, counters."""
-
-    prompts: List[str]
-    params: RowParams
-    max_new_tokens: int
-    lazy: bool
-    stop_strings: tuple
-    stop_ids: frozenset
-    texts: List[RowText]
-    diagnostics: List[SequenceDiagnostics]
-    live: List[bool]
-    finish: List[Optional[str]]
-    needs_text: bool
-    prompt_ids: Optional[List[List[int]]] = None   # the base's prompt ids, when given
-    step_hook: Optional[StepHook] = None
-    stats: LoopStats = field(default_factory=LoopStats)
-    previous: Optional[HostStep] = None
-
-
 def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """Guide logits of a model whose output layer is padded differently from
     the base's (same tokenizer): drop extra columns or pad with -inf."""
@@ -133,7 +88,9 @@ def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
 
 class BlendInGenerator:
     """Holds a base model, a guide (stream) and their tokenizers; each
-    `generate` / `stream` call decodes one batch of prompts.
+    `generate` / `stream` call decodes one batch of prompts. Calls keep
+    their state to themselves (each gets its own streams over the shared
+    models), so streams may interleave, from one thread at a time.
 
     base, guide: Hugging Face causal LMs, StepModels, or callables
         ``(input_ids, state) -> (logits, state)`` (see blendin_ext.models.streams);
@@ -145,17 +102,28 @@ class BlendInGenerator:
     stop_token_ids: extra base ids that end a row (EOS ids of both
         tokenizers / generation configs are always included).
     device: where callables' inputs live (HF models: their own device).
+    compile: experimental; True (or a torch.compile backend name) gives each
+        HF model a static KV cache and compiles its one-token forward
+        (blendin_ext.models.compiled); the first call compiles.
+
+    After a call ends, `last_output` holds its output and `guide` the guide
+    stream it ran (its counters and diagnostics, such as ``coverage_by_row``):
+    those of the call that finished last.
     """
 
     def __init__(self, base, guide, tokenizer, guide_tokenizer=None, *,
                  guide_to_base: Union[None, torch.Tensor, GuideMap] = None,
                  system_prompt: Optional[str] = None, guide_chat: bool = True,
-                 stop_token_ids: Sequence[int] = (), device: Optional[torch.device] = None):
+                 stop_token_ids: Sequence[int] = (), device: Optional[torch.device] = None,
+                 compile: Union[bool, str] = False):
         if tokenizer is None:
             raise ValueError("tokenizer is required (the base model's tokenizer)")
         self.tokenizer = tokenizer
         self.base_model = base
-        self.base = TokenStream(base, pad_token_id(tokenizer), device)
+        self.base = TokenStream(compiled_step_model(base, compile), pad_token_id(tokenizer),
+                                device)
+        if not isinstance(guide, GuideStream):
+            guide = compiled_step_model(guide, compile)
         self.guide: GuideStream = make_guide_stream(
             guide, tokenizer, guide_tokenizer, guide_to_base=guide_to_base,
             system_prompt=system_prompt, chat=guide_chat, device=self.base.device,
@@ -171,7 +139,7 @@ class BlendInGenerator:
 
     @time_forwards.setter
     def time_forwards(self, value: bool) -> None:
-        """Time each model forward (syncing CUDA); for benchmarks."""
+        """Time each model forward (syncing CUDA) in later calls; for benchmarks."""
         self.base.time_forwards = value
         self.guide.time_forwards = value
 
@@ -182,7 +150,8 @@ class BlendInGenerator:
                  **options) -> GenerationOutput:
         """Decodes a batch of prompts (a string or a list of them).
         options: see blendin_ext.decode.options.DecodeOptions (max_new_tokens,
-        strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy).
+        strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy,
+        compact).
         on_token: called with every TokenEvent as it comes.
         prompt_ids: the base's prompt token ids per row, when the caller has
             them already (the guide still gets the prompt text).
@@ -194,17 +163,21 @@ class BlendInGenerator:
         for event in self._decode(run):
             if on_token is not None:
                 on_token(event)
-        return self.last_output
+        return self._finish(run)
 
     def stream(self, prompts: Prompts, *, prompt_ids: Optional[Sequence[Sequence[int]]] = None,
                step_hook: Optional[StepHook] = None, stop_ids: Optional[Sequence[int]] = None,
                **options) -> Iterator[TokenEvent]:
         """Like generate, but yields a TokenEvent per generated token (with its
-        new text); afterwards `last_output` holds the results. Arguments are
-        checked here, before the first token."""
-        return self._decode(self._new_run(prompts, DecodeOptions(**options), text_deltas=True,
-                                          prompt_ids=prompt_ids, step_hook=step_hook,
-                                          stop_ids=stop_ids))
+        new text); once it is exhausted, `last_output` holds its results.
+        Arguments are checked here, before the first token."""
+        run = self._new_run(prompts, DecodeOptions(**options), text_deltas=True,
+                            prompt_ids=prompt_ids, step_hook=step_hook, stop_ids=stop_ids)
+
+        def events() -> Iterator[TokenEvent]:
+            yield from self._decode(run)
+            self._finish(run)
+        return events()
 
     # --------------------------------------------------------------- the loop
     def _decode(self, run: _Run) -> Iterator[TokenEvent]:
@@ -214,47 +187,47 @@ class BlendInGenerator:
             for step in range(run.max_new_tokens):
                 host = self.decode_one_token(run, step)
                 run.stats.steps += 1
-                hooked = run.step_hook(host.tokens, list(run.live)) if run.step_hook else None
-                yield from self._record(run, host, hooked)
+                yield from self._record(run, host, self._hooked(run, host))
                 if not any(run.live):
                     break
                 run.previous = host
+                if run.compact and not all(run.live):
+                    compact(run)
         run.stats.seconds = time.perf_counter() - started
-        self.last_output = self._finish(run)
 
     @torch.inference_mode()
     def prefill(self, run: _Run) -> None:
         """Starts both streams; runs the base's prompt (and, eagerly, the
         guide's). A lazy guide prefills at its first catch-up."""
         capacity = run.max_new_tokens
-        self.base.start(run.prompt_ids or base_prompt_ids(self.tokenizer, run.prompts), capacity)
-        self.guide.start(run.prompts, capacity)
-        self.base.logits()
+        run.base.start(run.prompt_ids or base_prompt_ids(self.tokenizer, run.prompts), capacity)
+        run.guide.start(run.prompts, capacity)
+        run.base.logits()
         if not run.lazy:
-            self.guide.logits()
+            run.guide.logits()
 
     @torch.inference_mode()
     def decode_one_token(self, run: _Run, step: int) -> HostStep:
         """Feeds the previous step's tokens and picks one token per row."""
         if run.previous is not None:
             prev = run.previous
-            self.base.push(prev.tokens_device)
-            self.guide.push(prev.tokens_device, prev.tokens, list(run.live))
-        base_logits = self.base.logits()
+            run.base.push(prev.tokens_device)
+            run.guide.push(prev.tokens_device, prev.tokens, list(run.live))
+        base_logits = run.base.logits()
         if run.lazy:
             # The base logits stand in for the guide's: exact for every row
             # that does not intervene (a = 0), and `intervened` is the op's own.
             host = HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
             if not any(i and alive for i, alive in zip(host.intervened, run.live)):
                 return host
-        guide_logits = self.guide.logits()
-        if self.guide.guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
+        guide_logits = run.guide.logits()
+        if run.guide.guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
             guide_logits = fit_vocab(guide_logits, base_logits.shape[-1])
         if guide_logits.dtype != base_logits.dtype or guide_logits.device != base_logits.device:
             base_logits = base_logits.float()
             guide_logits = guide_logits.to(base_logits.device, torch.float32)
-        out = self._blend(run, base_logits, guide_logits, self.guide.guide_to_base, step)
-        return HostStep.fetch(out, base_logits.argmax(-1), self.guide.top_base_token(guide_logits))
+        out = self._blend(run, base_logits, guide_logits, run.guide.guide_to_base, step)
+        return HostStep.fetch(out, base_logits.argmax(-1), run.guide.top_base_token(guide_logits))
 
     @staticmethod
     def _blend(run: _Run, base_logits, guide_logits, maps: Optional[GuideMap],
@@ -265,39 +238,53 @@ class BlendInGenerator:
         return run_step(base_logits, guide_logits, maps, run.params.args.at_offset(step))
 
     # ------------------------------------------------------- host bookkeeping
+    @staticmethod
+    def _hooked(run: _Run, host: HostStep) -> Optional[List[bool]]:
+        """The step hook's verdict per batch position; the hook itself sees
+        every prompt (finished ones not live), whatever the batch holds."""
+        if run.step_hook is None:
+            return None
+        tokens = [0] * len(run.prompts)
+        for pos, row in enumerate(run.rows):
+            tokens[row] = host.tokens[pos]
+        live = [reason is None for reason in run.finish]
+        hooked = run.step_hook(tokens, live)
+        return None if hooked is None else [bool(hooked[row]) for row in run.rows]
+
     def _record(self, run: _Run, host: HostStep,
                 hooked: Optional[List[bool]] = None) -> Iterator[TokenEvent]:
         """Per live row: bad-row check, diagnostics, text, stop conditions
         (`hooked`: rows the step hook stopped)."""
-        for row, alive in enumerate(run.live):
+        for pos, alive in enumerate(run.live):
             if not alive:
                 continue
-            token = host.tokens[row]
+            row, token = run.rows[pos], host.tokens[pos]
             if token < 0:
                 raise ValueError(
                     f"prompt {row}: the models' logits held NaN/+inf or were fully masked at "
                     f"generated position {run.diagnostics[row].tokens}")
             diag = run.diagnostics[row]
-            event = diag.record(token, host.base_confidence[row], host.intervened[row],
-                                host.alpha[row], host.agree[row], host.base_top[row],
-                                host.guide_top[row])
+            event = diag.record(token, host.base_confidence[pos], host.intervened[pos],
+                                host.alpha[pos], host.agree[pos], host.base_top[pos],
+                                host.guide_top[pos])
             text = run.texts[row]
             if run.needs_text:
                 delta, stopped = text.add(token)
             else:
                 text.ids.append(token)
                 delta, stopped = "", False
-            stopped = stopped or bool(hooked and hooked[row])
+            stopped = stopped or bool(hooked and hooked[pos])
             reason = ("eos" if token in run.stop_ids else "stop" if stopped
                       else "length" if diag.tokens >= run.max_new_tokens else None)
             if reason is not None:
-                run.live[row], run.finish[row] = False, reason
+                run.live[pos], run.finish[row] = False, reason
                 if run.needs_text:
                     delta += text.flush()
             run.stats.generated_tokens += 1
             yield TokenEvent(row, diag.tokens - 1, token, delta, event, reason is not None)
 
     def _finish(self, run: _Run) -> GenerationOutput:
+        save_coverage(run, range(len(run.rows)))
         results = []
         for row, prompt in enumerate(run.prompts):
             ids = run.texts[row].ids
@@ -308,12 +295,13 @@ class BlendInGenerator:
             if cuts:
                 text = text[: min(cuts)]
             results.append(GenerationResult(prompt, text, list(ids), reason,
-                                            run.diagnostics[row]))
+                                            run.diagnostics[row], run.coverage[row]))
         stats = run.stats
-        stats.base_forwards, stats.base_tokens = self.base.forwards, self.base.tokens_fed
-        stats.guide_forwards, stats.guide_tokens = self.guide.forwards, self.guide.tokens_fed
-        stats.forward_seconds = self.base.forward_seconds + self.guide.forward_seconds
-        return GenerationOutput(results, stats)
+        stats.base_forwards, stats.base_tokens = run.base.forwards, run.base.tokens_fed
+        stats.guide_forwards, stats.guide_tokens = run.guide.forwards, run.guide.tokens_fed
+        stats.forward_seconds = run.base.forward_seconds + run.guide.forward_seconds
+        self.last_output, self.guide = GenerationOutput(results, stats), run.guide
+        return self.last_output
 
     # ------------------------------------------------------------- arguments
     def _new_run(self, prompts: Prompts, options: DecodeOptions, text_deltas: bool,
@@ -331,14 +319,14 @@ class BlendInGenerator:
             if len(prompt_ids) != n or any(not ids for ids in prompt_ids):
                 raise ValueError(f"prompt_ids must hold one non-empty id list per prompt ({n})")
         params = RowParams.build(n, self.base.device, options)
-        for counter in (self.base, self.guide.stream):
-            counter.forwards, counter.tokens_fed, counter.forward_seconds = 0, 0, 0.0
         stops = options.stop_strings
-        return _Run(list(prompts), params, options.max_new_tokens, bool(options.lazy), stops,
+        return _Run(list(prompts), self.base.fresh(), per_call_guide(self.guide), params,
+                    options.max_new_tokens, bool(options.lazy), bool(options.compact), stops,
                     self.stop_ids if stop_ids is None else frozenset(int(t) for t in stop_ids),
                     [RowText(self.tokenizer, stops) for _ in prompts],
-                    [SequenceDiagnostics() for _ in prompts], [True] * n, [None] * n,
-                    needs_text=text_deltas or bool(stops), prompt_ids=prompt_ids,
+                    [SequenceDiagnostics() for _ in prompts], list(range(n)), [True] * n,
+                    [None] * n, needs_text=text_deltas or bool(stops), coverage=[None] * n,
+                    prompt_ids=prompt_ids,
                     step_hook=step_hook)
 
     def __repr__(self) -> str:
@@ -347,7 +335,7 @@ class BlendInGenerator:
 
 def generate(base, guide, prompts: Prompts, *, tokenizer, guide_tokenizer=None,
              guide_to_base=None, system_prompt: Optional[str] = None, guide_chat: bool = True,
-             stop_token_ids: Sequence[int] = (), device=None,
+             stop_token_ids: Sequence[int] = (), device=None, compile=False,
              on_token: Optional[Callable[[TokenEvent], None]] = None,
              **options) -> GenerationOutput:
     """BlendIn generation in one call; see BlendInGenerator (models, prompts)
@@ -355,5 +343,5 @@ def generate(base, guide, prompts: Prompts, *, tokenizer, guide_tokenizer=None,
     generator = BlendInGenerator(base, guide, tokenizer, guide_tokenizer,
                                  guide_to_base=guide_to_base, system_prompt=system_prompt,
                                  guide_chat=guide_chat, stop_token_ids=stop_token_ids,
-                                 device=device)
+                                 device=device, compile=compile)
     return generator.generate(prompts, on_token=on_token, **options)

@@ -38,6 +38,9 @@ class DecodeOptions:
         not depend on the rest of the batch.
     stop: stop string(s); a row ends at the first, cut from its text.
     lazy: run the guide only at steps where some live row intervenes.
+    compact: drop finished rows from the batch (both models' caches and
+        every per-row state), so that later steps only pay for live rows;
+        tokens are the same either way (False keeps them, for comparison).
     """
 
     max_new_tokens: int = 128
@@ -51,6 +54,7 @@ class DecodeOptions:
     seed: Value = 0
     stop: Union[None, str, Sequence[str]] = None
     lazy: bool = False
+    compact: bool = True
 
     def __post_init__(self):
         self.max_new_tokens = check_token_budget(self.max_new_tokens)
@@ -115,3 +119,14 @@ class RowParams:
                         *_pair(top_ks, torch.int32, device), *_pair(top_ps, torch.float32, device),
                         seed, 0, None, 0)
         return cls(gammas, alphas, temps, seed, args)
+
+    def select(self, index: Sequence[int]) -> "RowParams":
+        """The parameters of rows `index` only (a batch whose finished rows
+        left): every per-row tensor of the op is sliced, scalars stay."""
+        rows = torch.tensor(list(index), dtype=torch.long, device=self.seed.device)
+        sliced = {name: value.index_select(0, rows.to(value.device))
+                  for name, value in self.args._asdict().items()
+                  if name.endswith("_tensor") and value is not None}
+        return RowParams([self.gamma[i] for i in index], [self.alpha[i] for i in index],
+                         [self.temperature[i] for i in index], sliced["seed_tensor"],
+                         self.args._replace(**sliced))

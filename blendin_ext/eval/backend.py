@@ -39,8 +39,7 @@ class EvalGenerator:
             alpha=[r.strategy.alpha for r in requests],
             seed=[row_seed(self.seed, r.example.id) for r in requests],
             **self.options)
-        coverage = getattr(self.blend.guide, "coverage_by_row", None)
-        coverage = coverage() if coverage is not None else [None] * len(requests)
+        coverage = [res.map_coverage for res in output.results]
         # The batch's decode steps and guide forwards serve all its rows; they
         # are shared out by tokens (the guide's only among rows whose strategy
         # can use it, so base-only rows of a mixed batch get none). Summed per

@@ -24,8 +24,9 @@ EXAMPLES_FILE = "examples.jsonl"
 
 # Settings that may change between a run and its resumption without changing
 # any result (how rows are batched, how many, where data lives, display).
+# Not the dtype: bf16 and float32 may choose different tokens.
 _RESUME_NEUTRAL = ("limit", "batch_size", "data_dir", "out", "no_plots", "overwrite", "batching",
-                   "strategies", "quiet", "device", "dtype", "threads")
+                   "strategies", "quiet", "device", "threads")
 
 
 def json_safe(value):

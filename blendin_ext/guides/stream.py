@@ -82,6 +82,10 @@ class GuideStream(ABC):
     def top_base_token(self, logits: torch.Tensor) -> torch.Tensor:
         return mapped_argmax(logits, self.guide_to_base)
 
+    def can_keep_rows(self) -> bool:
+        """Whether ``keep_rows(index)`` works (the loop drops finished rows)."""
+        return hasattr(self, "keep_rows")
+
     @abstractmethod
     def stop_token_ids(self) -> Set[int]: ...
 
@@ -131,6 +135,12 @@ class SameTokenizerGuide(GuideStream):
 
     def logits(self):
         return self.stream.logits()
+
+    def can_keep_rows(self):
+        return self.stream.can_keep_rows()
+
+    def keep_rows(self, index):
+        self.stream.keep_rows(index)
 
     def stop_token_ids(self):
         return stop_token_ids(self.tokenizer, self.model, chat=self.chat)

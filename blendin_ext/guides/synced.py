@@ -168,6 +168,9 @@ class SyncedGuide(SameTokenizerGuide):
         self._row_logits = self._row_logits.index_select(0, rows)
         self._drop_leading_holes()
 
+    def can_keep_rows(self) -> bool:
+        return True     # the cache is edited, or else rebuilt from the rows' ids
+
     @property
     def rows(self) -> int:
         return len(self._prompt_ids)

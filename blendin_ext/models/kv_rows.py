@@ -60,6 +60,20 @@ def supports_row_edits(cache) -> bool:
     return hasattr(cache, "key_cache") and hasattr(cache, "value_cache")
 
 
+def supports_row_select(cache) -> bool:
+    """Whether rows of `cache` can be kept / reordered (`select_rows`): true
+    of every dynamic K/V layer, sliding-window ones included (a row choice
+    touches the batch dimension only); not of a static (compiled) cache,
+    whose batch size is fixed."""
+    if cache is None:
+        return True
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return all(hasattr(layer, "keys") and not getattr(layer, "is_compileable", False)
+                   for layer in layers)
+    return hasattr(cache, "key_cache") and hasattr(cache, "value_cache")
+
+
 def _edit(cache, fn) -> None:
     for holder, attr in _kv_slots(cache):
         setattr(holder, attr, fn(getattr(holder, attr)))

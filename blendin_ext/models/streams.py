@@ -79,7 +79,7 @@ class HFStepModel:
     # returns the state, or None for a cache it cannot edit (the caller
     # then rebuilds the rows from their ids).
     def select_rows(self, state, index):
-        return _edited(state, kv_rows.select_rows, index)
+        return _edited(state, kv_rows.select_rows, index, kv_rows.supports_row_select)
 
     def append_rows(self, state, count):
         return _edited(state, kv_rows.append_rows, count)
@@ -88,8 +88,8 @@ class HFStepModel:
         return _edited(state, kv_rows.drop_leading_columns, count)
 
 
-def _edited(state, edit, arg):
-    if not kv_rows.supports_row_edits(state):
+def _edited(state, edit, arg, supported=kv_rows.supports_row_edits):
+    if not supported(state):
         return None
     edit(state, arg)
     return state
@@ -163,6 +163,14 @@ class TokenStream:
         self.tokens_fed = 0     # token slots fed, padding included (rows x positions)
         self.forward_seconds = 0.0
         self.time_forwards = False  # set by benchmarks; syncs CUDA around each forward
+        self.state, self.batch, self._pending = None, 0, []   # until `start`
+
+    def fresh(self) -> "TokenStream":
+        """A stream over the same model with no batch yet (one per decode
+        call, so that calls do not share state)."""
+        stream = TokenStream(self.model, self.pad_id, self.device)
+        stream.time_forwards = self.time_forwards
+        return stream
 
     def start(self, prompt_ids: List[List[int]], capacity: int) -> None:
         """Left-pads the prompts; feeds nothing yet. `capacity` is a hint for
@@ -176,6 +184,9 @@ class TokenStream:
         for row, row_ids in enumerate(prompt_ids):
             ids[row, width - len(row_ids):] = torch.tensor(row_ids, dtype=torch.long)
             self._mask[row, : width - len(row_ids)] = 0
+        reserve = getattr(self.model, "reserve", None)
+        if reserve is not None:     # a static cache (blendin_ext.models.compiled)
+            reserve(self._mask.shape[1])
         self.state = None
         self.batch = batch
         self._fed = 0                       # columns the model has seen
@@ -255,7 +266,7 @@ class TokenStream:
         """Whether keep_rows / add_rows / drop_leading_columns work here
         (the model edits its state and nothing is pending); otherwise
         restart the stream with `start`."""
-        return (hasattr(self.model, "select_rows") and not self._pending
+        return (getattr(self.model, "select_rows", None) is not None and not self._pending
                 and kv_rows.supports_row_edits(self.state))
 
     def _edit_state(self, op: str, arg) -> None:
@@ -264,11 +275,19 @@ class TokenStream:
             raise TypeError(f"{type(self.model).__name__} cannot edit the rows of its state")
         self.state = state
 
+    def can_keep_rows(self) -> bool:
+        """Whether keep_rows works here (pending tokens are fine: they are
+        selected too)."""
+        return (getattr(self.model, "select_rows", None) is not None
+                and kv_rows.supports_row_select(self.state))
+
     def keep_rows(self, index: List[int]) -> None:
-        """Keeps rows `index` (at least one), in that order, with their cache."""
+        """Keeps rows `index` (at least one), in that order, with their cache
+        and their pending tokens."""
         if self.state is not None:
             self._edit_state("select_rows", index)
         rows = torch.tensor(index, dtype=torch.long, device=self.device)
+        self._pending = [ids.index_select(0, rows) for ids in self._pending]
         self._mask = self._mask.index_select(0, rows)
         self._next_pos = self._next_pos.index_select(0, rows)
         if self._last_logits is not None:

@@ -56,6 +56,15 @@ def test_strategy_aliases_and_lazy_default():
     assert [c.name for c in cli_args.strategy_choices(eager)] == ["base", "nudging"]
 
 
+@pytest.mark.parametrize("command", [["generate", "--prompt", "hi"], ["demo"],
+                                     ["eval", "--task", "gsm8k"]])
+def test_dtype_defaults_to_auto(command):
+    assert cli.build_parser().parse_args(command).dtype == "auto"
+    assert not cli.build_parser().parse_args(command).compile
+    assert cli.build_parser().parse_args(command + ["--compile"]).compile
+    assert cli.build_parser().parse_args(command + ["--dtype", "float32"]).dtype == "float32"
+
+
 def test_generate_needs_a_prompt(capsys):
     fails(["generate"], capsys, "--prompt")
 

@@ -1,5 +1,6 @@
 """Model loading: where a name resolves to, GGUF assembly, missing packages."""
 import pytest
+import torch
 
 from blendin_ext.models import builtins, loading
 
@@ -45,3 +46,58 @@ def test_pending_conversion_knows_builtins_and_gguf_files(tmp_path):
     gguf.write_bytes(b"GGUF")
     assert loading.pending_conversion(str(gguf))
     assert not loading.pending_conversion("someone/some-model")
+
+
+# ------------------------------------------------------------------ dtype
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse2 avx512f avx512bw\n")
+    assert not loading.cpu_has_native_bf16(str(info))
+    info.write_text("processor : 0\nflags : fpu avx512f avx512_bf16\n")
+    assert loading.cpu_has_native_bf16(str(info))
+    info.write_text("flags : fpu amx_tile amx_bf16\n")
+    assert loading.cpu_has_native_bf16(str(info))
+    assert not loading.cpu_has_native_bf16(str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_follows_the_cpu_and_is_logged_once(monkeypatch, capsys, native, expected):
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(loading, "_announced", set())
+    assert loading.resolve_dtype("auto", "cpu") == getattr(torch, expected)
+    assert loading.resolve_dtype("auto", "cpu") == getattr(torch, expected)
+    err = capsys.readouterr().err
+    assert err.count("[blendin] dtype auto: " + expected) == 1
+    assert loading.resolve_dtype("auto", "cpu", log=False) == getattr(torch, expected)
+
+
+def test_explicit_dtypes_and_bad_ones():
+    assert loading.resolve_dtype("float16") == torch.float16
+    assert loading.resolve_dtype(torch.bfloat16) == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        loading.resolve_dtype("fp32")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        loading.resolve_dtype(torch.int8)
+
+
+def test_conversions_are_bf16_unless_the_load_wants_float32():
+    assert loading._cache_dtype(torch.bfloat16) == torch.bfloat16
+    assert loading._cache_dtype(torch.float16) == torch.bfloat16
+    assert loading._cache_dtype(torch.float32) == torch.float32
+
+
+@pytest.mark.parametrize("saved", [torch.float32, torch.bfloat16])
+def test_a_folder_in_either_dtype_loads_in_the_dtype_asked(tmp_path, saved):
+    """A float32 cache made before bf16 conversions keeps working, and the
+    other way round: the weights are cast on load."""
+    from blendin_ext.testing import tiny_llama, tiny_tokenizer
+
+    folder = tmp_path / "model"
+    tiny_llama(50, dtype=saved).save_pretrained(folder)
+    tiny_tokenizer(50).save_pretrained(folder)
+    for wanted in (torch.float32, torch.bfloat16):
+        loaded = loading.load_model(str(folder), dtype=wanted, progress=False)
+        assert loaded.model.dtype == wanted
+        assert next(loaded.model.parameters()).dtype == wanted
