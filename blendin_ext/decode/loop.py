@@ -182,7 +182,8 @@ class BlendInGenerator:
                  **options) -> GenerationOutput:
         """Decodes a batch of prompts (a string or a list of them).
         options: see blendin_ext.decode.options.DecodeOptions (max_new_tokens,
-        strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy).
+        strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy,
+        guide_sync).
         on_token: called with every TokenEvent as it comes.
         prompt_ids: the base's prompt token ids per row, when the caller has
             them already (the guide still gets the prompt text).
@@ -298,6 +299,9 @@ class BlendInGenerator:
             yield TokenEvent(row, diag.tokens - 1, token, delta, event, reason is not None)
 
     def _finish(self, run: _Run) -> GenerationOutput:
+        shares = getattr(self.guide, "twin_share_by_row", lambda: [None] * len(run.prompts))()
+        for diag, share in zip(run.diagnostics, shares):
+            diag.guide_twin_share = share
         results = []
         for row, prompt in enumerate(run.prompts):
             ids = run.texts[row].ids
@@ -331,6 +335,8 @@ class BlendInGenerator:
             if len(prompt_ids) != n or any(not ids for ids in prompt_ids):
                 raise ValueError(f"prompt_ids must hold one non-empty id list per prompt ({n})")
         params = RowParams.build(n, self.base.device, options)
+        if hasattr(self.guide, "guide_sync"):   # a guide with another tokenizer
+            self.guide.guide_sync = options.guide_sync
         for counter in (self.base, self.guide.stream):
             counter.forwards, counter.tokens_fed, counter.forward_seconds = 0, 0, 0.0
         stops = options.stop_strings

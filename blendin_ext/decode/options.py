@@ -12,6 +12,7 @@ from typing import Sequence, Union
 
 import torch
 
+from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
 from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma, check_seed,
@@ -38,6 +39,9 @@ class DecodeOptions:
         not depend on the rest of the batch.
     stop: stop string(s); a row ends at the first, cut from its text.
     lazy: run the guide only at steps where some live row intervenes.
+    guide_sync: how a guide with another tokenizer follows the chosen
+        tokens: "tokens" (feed their guide twins, re-tokenise only stretches
+        without twins) or "text" (re-tokenise the whole text each time).
     """
 
     max_new_tokens: int = 128
@@ -51,8 +55,10 @@ class DecodeOptions:
     seed: Value = 0
     stop: Union[None, str, Sequence[str]] = None
     lazy: bool = False
+    guide_sync: str = "tokens"
 
     def __post_init__(self):
+        self.guide_sync = check_guide_sync(self.guide_sync)
         self.max_new_tokens = check_token_budget(self.max_new_tokens)
         self.stop_strings = check_stop(self.stop)
         self.agree_bonus = check_agree_bonus(self.agree_bonus)
