@@ -19,7 +19,7 @@ def make_guide_stream(guide, tokenizer, guide_tokenizer=None, *, guide_to_base=N
                       rows_change: bool = False, guide_sync: str = "tokens") -> GuideStream:
     """The right GuideStream for a guide model: the guide itself if it already
     is one, the token-level stream when the tokenizers share a vocabulary,
-    else the text-level `CrossTokenizerGuide` (guide_to_base: the map, or
+    else the `CrossTokenizerGuide` (guide_to_base: the map, or
     None to build it from the token strings; base_vocab: the base's logit
     width where it exceeds its tokenizer). rows_change: rows will join and
     leave between steps (a serving engine), so a shared-vocabulary guide

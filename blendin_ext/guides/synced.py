@@ -34,6 +34,8 @@ REBUILD_SLACK = 64
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences."""
     n = min(len(a), len(b))
+    if a[:n] == b[:n]:          # the usual case (rows only grow), compared in C
+        return n
     for i in range(n):
         if a[i] != b[i]:
             return i
@@ -45,7 +47,7 @@ def plan_sync(held: List[List[int]], columns: List[List[int]], wanted: List[List
     """Where to cut the guide's cache and what each row must feed.
 
     held[r] / columns[r]: the guide ids row r's cache holds and their
-    columns; wanted[r]: the ids it should hold (prompt + re-tokenised text);
+    columns; wanted[r]: the ids it should hold (prompt + its guide ids);
     length: columns in the cache.
     Returns (cut, feeds): keep columns [0, cut), then row r feeds feeds[r].
     A row whose cache is cut feeds at least one token, so that its logits
@@ -103,15 +105,15 @@ class SyncedGuide(SameTokenizerGuide):
         for a row the guide never ran for)."""
         if not self._prompt_ids:
             raise ValueError("the guide has no rows")
-        wanted = [self._wanted_ids(r) for r in range(len(self._prompt_ids))]
+        chosen = set(range(self.rows)) if rows is None or self._row_logits is None else set(rows)
+        # Rows not asked for keep what they hold (nothing to derive for them).
+        wanted = [self._wanted_ids(r) if r in chosen else self._held[r] for r in range(self.rows)]
         if self._row_logits is not None and self._too_long(wanted):
             self._row_logits = None
+            wanted = [self._wanted_ids(r) for r in range(self.rows)]
         if self._row_logits is None:
             ran = self._first_forward(wanted)
         else:
-            if rows is not None:
-                chosen = set(rows)
-                wanted = [w if r in chosen else self._held[r] for r, w in enumerate(wanted)]
             ran = self._sync(wanted)
         if ran:
             self._record_run(self._row_logits)
