@@ -106,6 +106,9 @@ def add_decode_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int
                            "same tokens)")
     lazy.add_argument("--eager", dest="lazy", action="store_false",
                       help="run the guide at every step")
+    group.add_argument("--guide-sync", default="tokens", choices=("tokens", "text"),
+                       help="how a guide with another tokenizer follows the chosen tokens: "
+                            "feed their twins (tokens, the default) or re-tokenise the text")
     return group
 
 
@@ -122,6 +125,7 @@ def decode_options(args, **overrides) -> dict:
     options = dict(strategy=getattr(args, "strategy", None), gamma=args.gamma, alpha=args.alpha,
                    agree_bonus=args.agree_bonus, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                   stop=getattr(args, "stop", None), lazy=args.lazy)
+                   stop=getattr(args, "stop", None), lazy=args.lazy,
+                   guide_sync=args.guide_sync)
     options.update(overrides)
     return options

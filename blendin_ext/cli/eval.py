@@ -84,6 +84,7 @@ def run_config(args, task) -> dict:
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "seed": args.seed, "max_new_tokens": args.max_new_tokens,
         "stop_at_question": not args.no_stop_at_question, "lazy": args.lazy,
+        "guide_sync": args.guide_sync,
         "dtype": _dtype_name(args), "device": args.device, "limit": args.limit,
         "batch_size": args.batch_size, "batching": args.batching, "strategies": args.strategies,
     }
@@ -97,7 +98,8 @@ def build_generator(args):
     return EvalGenerator(blend, max_new_tokens=args.max_new_tokens,
                          stop=() if args.no_stop_at_question else (QUESTION_STOP,),
                          lazy=args.lazy, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, agree_bonus=args.agree_bonus, seed=args.seed)
+                         top_p=args.top_p, agree_bonus=args.agree_bonus, seed=args.seed,
+                         guide_sync=args.guide_sync)
 
 
 def run(args) -> int:

@@ -34,7 +34,9 @@ def diagnostics_lines(result, tokenizer, style: Style, coverage=None) -> list:
         f"tokens {diag.tokens} ({result.finish_reason}), interventions {diag.intervention_count} "
         f"(rate {diag.intervention_rate:.2f}), mean alpha {fmt(diag.mean_alpha)}, "
         f"mean agreement {fmt(diag.mean_agree)}"
-        + (f", map coverage {fmt(coverage)}" if coverage is not None else ""),
+        + (f", map coverage {fmt(coverage)}" if coverage is not None else "")
+        + (f", guide twins {fmt(diag.guide_twin_share)}" if diag.guide_twin_share is not None
+           else ""),
         "won by: " + ", ".join(style(f"{name} {count}", name) for name, count in diag.wins.items()),
     ]
     guide_won = [i for i in diag.interventions if i.winner == "guide"]

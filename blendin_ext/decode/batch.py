@@ -102,15 +102,23 @@ def per_call_guide(template: GuideStream) -> GuideStream:
     return guide
 
 
-def save_coverage(run: _Run, positions) -> None:
-    """Copies the guide's map coverage of batch `positions` to their prompts
-    (before they leave the batch, or at the end)."""
-    by_row = getattr(run.guide, "coverage_by_row", None)
-    if by_row is None or not positions:
+def save_guide_stats(run: _Run, positions) -> None:
+    """Copies the guide's per-row statistics of batch `positions` to their
+    prompts (before they leave the batch, or at the end): the map coverage
+    and the share of guide ids fed as twins of the chosen tokens."""
+    positions = list(positions)
+    coverage = getattr(run.guide, "coverage_by_row", None)
+    shares = getattr(run.guide, "twin_share_by_row", None)
+    if not positions or (coverage is None and shares is None):
         return
-    values = by_row()
+    coverage = coverage() if coverage is not None else None
+    shares = shares() if shares is not None else None
     for pos in positions:
-        run.coverage[run.rows[pos]] = values[pos]
+        row = run.rows[pos]
+        if coverage is not None:
+            run.coverage[row] = coverage[pos]
+        if shares is not None:
+            run.diagnostics[row].guide_twin_share = shares[pos]
 
 
 def compact(run: _Run) -> None:
@@ -123,7 +131,7 @@ def compact(run: _Run) -> None:
         run.compact = False
         return
     keep = [pos for pos, alive in enumerate(run.live) if alive]
-    save_coverage(run, [pos for pos, alive in enumerate(run.live) if not alive])
+    save_guide_stats(run, [pos for pos, alive in enumerate(run.live) if not alive])
     run.base.keep_rows(keep)
     run.guide.keep_rows(keep)
     run.params = run.params.select(keep)

@@ -39,6 +39,9 @@ class SequenceDiagnostics:
     tokens: int = 0                                   # tokens generated (stop token included)
     interventions: List[Intervention] = field(default_factory=list)
     base_confidence_sum: float = 0.0                  # over all generated tokens
+    # Share of the guide's ids for this row fed as the chosen tokens' twins
+    # (a guide with another tokenizer; None otherwise): the rest were re-tokenised.
+    guide_twin_share: Optional[float] = None
 
     @property
     def intervention_count(self) -> int:
@@ -96,6 +99,7 @@ class SequenceDiagnostics:
             "mean_base_confidence": self.mean_base_confidence,
             "wins": self.wins,
             "positions": [i.position for i in self.interventions],
+            "guide_twin_share": self.guide_twin_share,
         }
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Union
 import torch
 
 from blendin_ext.decode.batch import (HostStep, StepHook, _Run, compact,  # noqa: F401 (re-exported)
-                                      per_call_guide, save_coverage)
+                                      per_call_guide, save_guide_stats)
 from blendin_ext.decode.diagnostics import LoopStats, SequenceDiagnostics, TokenEvent
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.decode.text import RowText
@@ -151,7 +151,7 @@ class BlendInGenerator:
         """Decodes a batch of prompts (a string or a list of them).
         options: see blendin_ext.decode.options.DecodeOptions (max_new_tokens,
         strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy,
-        compact).
+        compact, guide_sync).
         on_token: called with every TokenEvent as it comes.
         prompt_ids: the base's prompt token ids per row, when the caller has
             them already (the guide still gets the prompt text).
@@ -284,7 +284,7 @@ class BlendInGenerator:
             yield TokenEvent(row, diag.tokens - 1, token, delta, event, reason is not None)
 
     def _finish(self, run: _Run) -> GenerationOutput:
-        save_coverage(run, range(len(run.rows)))
+        save_guide_stats(run, range(len(run.rows)))
         results = []
         for row, prompt in enumerate(run.prompts):
             ids = run.texts[row].ids
@@ -319,8 +319,11 @@ class BlendInGenerator:
             if len(prompt_ids) != n or any(not ids for ids in prompt_ids):
                 raise ValueError(f"prompt_ids must hold one non-empty id list per prompt ({n})")
         params = RowParams.build(n, self.base.device, options)
+        guide = per_call_guide(self.guide)
+        if hasattr(guide, "guide_sync"):   # a guide with another tokenizer
+            guide.guide_sync = options.guide_sync
         stops = options.stop_strings
-        return _Run(list(prompts), self.base.fresh(), per_call_guide(self.guide), params,
+        return _Run(list(prompts), self.base.fresh(), guide, params,
                     options.max_new_tokens, bool(options.lazy), bool(options.compact), stops,
                     self.stop_ids if stop_ids is None else frozenset(int(t) for t in stop_ids),
                     [RowText(self.tokenizer, stops) for _ in prompts],

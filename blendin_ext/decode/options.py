@@ -12,6 +12,7 @@ from typing import Sequence, Union
 
 import torch
 
+from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
 from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma, check_seed,
@@ -41,6 +42,9 @@ class DecodeOptions:
     compact: drop finished rows from the batch (both models' caches and
         every per-row state), so that later steps only pay for live rows;
         tokens are the same either way (False keeps them, for comparison).
+    guide_sync: how a guide with another tokenizer follows the chosen
+        tokens: "tokens" (feed their guide twins, re-tokenise only stretches
+        without twins) or "text" (re-tokenise the whole text each time).
     """
 
     max_new_tokens: int = 128
@@ -55,8 +59,10 @@ class DecodeOptions:
     stop: Union[None, str, Sequence[str]] = None
     lazy: bool = False
     compact: bool = True
+    guide_sync: str = "tokens"
 
     def __post_init__(self):
+        self.guide_sync = check_guide_sync(self.guide_sync)
         self.max_new_tokens = check_token_budget(self.max_new_tokens)
         self.stop_strings = check_stop(self.stop)
         self.agree_bonus = check_agree_bonus(self.agree_bonus)

@@ -24,12 +24,13 @@ class EvalGenerator:
 
     def __init__(self, blend, *, max_new_tokens: int, stop: Sequence[str] = (), lazy: bool = True,
                  temperature: float = 0.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, agree_bonus: float = 0.1, seed: int = 0):
+                 top_p: Optional[float] = None, agree_bonus: float = 0.1, seed: int = 0,
+                 guide_sync: str = "tokens"):
         self.blend = blend
         self.stop = tuple(stop)
         self.options = dict(max_new_tokens=max_new_tokens, lazy=lazy, temperature=temperature,
                             top_k=top_k, top_p=top_p, agree_bonus=agree_bonus,
-                            stop=list(self.stop) or None)
+                            stop=list(self.stop) or None, guide_sync=guide_sync)
         self.seed = seed
 
     def __call__(self, requests: list) -> list:
@@ -73,4 +74,5 @@ class EvalGenerator:
             guide_forwards=guide_forwards,
             decode_steps=decode_steps,
             map_coverage=coverage,
+            guide_twin_share=diag.guide_twin_share,
         )

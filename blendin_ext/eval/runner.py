@@ -44,6 +44,7 @@ class Generation:
     guide_forwards: float = 0.0        # this row's share of its batch's guide forward passes
     decode_steps: float = 0.0          # this row's share of its batch's decode steps
     map_coverage: Optional[float] = None
+    guide_twin_share: Optional[float] = None   # guide ids fed as twins (cross-tokenizer)
 
 
 Generator = Callable[[list], list]

@@ -73,6 +73,9 @@ def summarize_strategy(name: str, rows: list, kind: str) -> dict:
     coverage = [r["map_coverage"] for r in rows if r.get("map_coverage") is not None]
     if coverage:
         line["map_coverage"] = mean(coverage)
+    shares = [r["guide_twin_share"] for r in rows if r.get("guide_twin_share") is not None]
+    if shares and any(r["interventions"] for r in rows):
+        line["guide_twin_share"] = mean(shares)
     return line
 
 
@@ -102,6 +105,7 @@ _COLUMNS = (
     ("tokens_per_s", "tok/s", "{:.1f}"),
     ("guide_forwards_per_step", "guide fwd/step", "{:.2f}"),
     ("map_coverage", "map cover", "{:.1%}"),
+    ("guide_twin_share", "twin share", "{:.1%}"),
 )
 
 

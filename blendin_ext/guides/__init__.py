@@ -6,7 +6,10 @@
   should hold (roll back, feed the rest), whose rows may join and leave
   between steps (the vLLM plug-in's continuous batch);
 - ``cross_tokenizer.py``: a guide with its own tokenizer, a SyncedGuide
-  whose ids come from re-tokenising the base's text;
+  whose ids are the base tokens' guide twins, stretches without twins
+  re-tokenised;
+- ``token_sync.py``: those ids (``guide_sync="tokens"``, or ``"text"``: the
+  whole text re-tokenised);
 - ``vocab_map.py``: guide->base token twins from both tokenizers' strings;
 - ``factory.py``: `make_guide_stream`, which picks the right stream
   (``rows_change=True``: one that supports add_rows / keep_rows).

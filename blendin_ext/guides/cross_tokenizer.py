@@ -1,18 +1,22 @@
-"""A guide whose tokenizer differs from the base's, kept in sync at the text level.
+"""A guide whose tokenizer differs from the base's.
 
-The loop chooses base-vocabulary tokens. The guide cannot be fed those ids,
-so it is fed *text*: whenever its logits are needed, each row's generated
-base tokens are decoded, the text is re-tokenised with the guide's tokenizer,
-the guide's KV cache is rolled back to the longest common token prefix with
-what it already holds, and only the rest is fed (one forward for the batch).
-A re-tokenisation may change the last few guide tokens (" Par" + "is" ->
-" Paris"), which is why the rollback exists; usually it keeps everything.
+The loop chooses base-vocabulary tokens; the guide must be fed its own ids.
+By default (``guide_sync="tokens"``, `blendin_ext.guides.token_sync`) each
+base token with a guide twin is fed as that twin, and only stretches of
+tokens without twins are decoded and re-tokenised; with
+``guide_sync="text"`` the whole generated text is re-tokenised at every
+guide run. Either way the guide's KV cache is rolled back to the longest
+common token prefix with what it already holds and only the rest is fed
+(one forward for the batch); a re-tokenised open stretch may change its
+last few guide tokens (" Par" + "is" -> " Paris"), which is why the
+rollback exists.
 
 The guide's logits come back in its own vocabulary; the op receives the
 guide->base map (`blendin_ext.guides.vocab_map`) and mixes only tokens that have a
 twin. The share of the guide's probability on such tokens is recorded every
 time the guide runs (``coverage_by_row``): where it is low, the guide's
-advice is mostly lost in translation.
+advice is mostly lost in translation. ``twin_share_by_row`` gives the share
+of each row's guide ids that were fed as twins.
 
 The roll-back-and-feed machinery (right-aligned blocks with holes, rows
 joining and leaving) is `blendin_ext.guides.synced.SyncedGuide`'s; this
@@ -20,12 +24,14 @@ class supplies the ids each row should hold and the map.
 """
 from __future__ import annotations
 
+import copy
 from typing import List, Optional, Sequence, Set
 
 import torch
 
 from blendin_ext.guides.synced import SyncedGuide, common_prefix, plan_sync  # noqa: F401
-from blendin_ext.guides.vocab_map import mapped_mass, vocab_map
+from blendin_ext.guides.token_sync import TOKENS, RowSync, TwinSync, check_guide_sync
+from blendin_ext.guides.vocab_map import TokenBytes, mapped_mass, vocab_map
 from blendin_ext.models.prompts import stop_token_ids
 from blendin_ext.ops.maps import GuideMap, guide_map
 
@@ -34,11 +40,13 @@ class CrossTokenizerGuide(SyncedGuide):
     """A GuideStream for a guide with its own tokenizer (contract:
     blendin_ext.guides.stream). `guide_to_base` defaults to the map built from
     both tokenizers' token strings (cached on disk); `base_vocab` is the base
-    model's logit width where it exceeds its tokenizer."""
+    model's logit width where it exceeds its tokenizer; `guide_sync`: "tokens"
+    (feed twins) or "text" (re-tokenise the whole text), module docstring."""
 
     def __init__(self, model, guide_tokenizer, base_tokenizer, *, guide_to_base=None,
                  base_vocab: Optional[int] = None, system_prompt: Optional[str] = None,
-                 chat: bool = True, device: Optional[torch.device] = None):
+                 chat: bool = True, device: Optional[torch.device] = None,
+                 guide_sync: str = TOKENS):
         super().__init__(model, guide_tokenizer, system_prompt=system_prompt, chat=chat,
                          device=device)
         self.base_tokenizer = base_tokenizer
@@ -57,10 +65,22 @@ class CrossTokenizerGuide(SyncedGuide):
             guide_to_base = guide_map(guide_to_base, max(base_vocab or 0, len(base_tokenizer)))
         self.guide_to_base = guide_to_base
         self._mapped = guide_to_base.guide_to_base >= 0
-        # Decoding a row after this anchor keeps the space a SentencePiece
-        # decoder would strip from the first token (" Paris", not "Paris").
-        self._anchor = list(base_tokenizer("a", add_special_tokens=False)["input_ids"])[-1:]
-        self._anchor_text = self._decode_base(self._anchor)
+        self._twins = TwinSync(guide_to_base.base_to_guide.tolist(), TokenBytes(base_tokenizer),
+                               TokenBytes(guide_tokenizer), self._tokenise, guide_sync)
+
+    @property
+    def guide_sync(self) -> str:
+        """"tokens" or "text" (module docstring); set it before `start`."""
+        return self._twins.mode
+
+    @guide_sync.setter
+    def guide_sync(self, value: str) -> None:
+        # A copy, not the object a per-call copy of this guide shares with
+        # the generator's (blendin_ext.decode.batch.per_call_guide).
+        self._twins = copy.copy(self._twins)
+        self._twins.mode = check_guide_sync(value)
+        if getattr(self, "_row_state", None):   # rows derived the other way start over
+            self._row_state = [RowSync() for _ in self._row_state]
 
     def stop_token_ids(self) -> Set[int]:
         """The guide's stop tokens (EOS, end of turn) that have a base twin."""
@@ -69,25 +89,16 @@ class CrossTokenizerGuide(SyncedGuide):
         return {int(table[t]) for t in own if 0 <= t < table.numel() and table[t] >= 0}
 
     # ------------------------------------------------------------- internals
-    def _decode_base(self, ids) -> str:
-        return self.base_tokenizer.decode(ids, skip_special_tokens=True,
-                                          clean_up_tokenization_spaces=False)
+    def _tokenise(self, text: str) -> List[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _new_row_state(self) -> RowSync:
+        return RowSync()
 
     def _wanted_ids(self, row: int) -> List[int]:
-        """Prompt + the guide's tokenisation of the row's text so far (cached
-        until the row grows). An unfinished UTF-8 character at the end is left
-        out until its last byte arrives."""
-        ids = self._base_ids[row]
-        seen, cached = self._tokenised[row]
-        if seen == len(ids):
-            return cached
-        text = self._decode_base(self._anchor + ids) if ids else self._anchor_text
-        text = text[len(self._anchor_text):] if text.startswith(self._anchor_text) else text
-        text = text.rstrip("\ufffd")
-        new = list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-        wanted = self._prompt_ids[row] + new
-        self._tokenised[row] = (len(ids), wanted)
-        return wanted
+        """Prompt + the guide's ids for the row's base tokens so far (twins
+        and re-tokenised stretches, `TwinSync`; cached until the row grows)."""
+        return self._prompt_ids[row] + self._twins.update(self._row_state[row], self._base_ids[row])
 
     def _fit_map(self, width: int) -> None:
         """Pads the map with -1 when the guide's logits are wider than its
@@ -113,3 +124,10 @@ class CrossTokenizerGuide(SyncedGuide):
             return [None] * self.rows
         sums, runs = self._coverage_sum.cpu().tolist(), self._coverage_runs.cpu().tolist()
         return [s / n if n else None for s, n in zip(sums, runs)]
+
+    def twin_share_by_row(self) -> List[Optional[float]]:
+        """Share of each row's guide ids (after its prompt) fed as base
+        tokens' twins, over the base tokens pushed so far (None: no ids yet)."""
+        for row in range(self.rows):
+            self._wanted_ids(row)
+        return [state.twin_share for state in self._row_state]

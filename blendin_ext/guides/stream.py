@@ -1,8 +1,8 @@
 """The guide model's side of the decode loop.
 
 The loop talks to the guide only through `GuideStream`, so that a guide
-with another tokenizer can keep itself in sync at the text level while the
-loop stays the same. `SameTokenizerGuide` is the token-level version for
+with another tokenizer can keep itself in sync (twins and re-tokenised
+stretches) while the loop stays the same. `SameTokenizerGuide` is the token-level version for
 pairs that share a vocabulary.
 
 Writing a cross-tokenizer `GuideStream` (the contract in detail):
@@ -13,14 +13,14 @@ Writing a cross-tokenizer `GuideStream` (the contract in detail):
 - ``push(tokens, host_tokens, live)``: the base-vocabulary token just chosen
   for every row, as a (B,) device tensor and as host ints (the loop has them
   anyway, so decoding text costs no extra sync), and which rows are still
-  generating. Cheap, no forward: a cross-tokenizer guide appends the token's
-  text to its rows (decoding with the base tokenizer) and remembers that
-  its view is stale.
+  generating. Cheap, no forward: a cross-tokenizer guide appends the token
+  to its rows and remembers that its view is stale.
 - ``logits()``: (B, Vg) next-token logits of the guide for every row after
   everything pushed. In eager mode the loop calls it every step; in lazy
   mode only at steps where some live row intervenes, so it must catch up
   any number of pushed tokens in one forward. A cross-tokenizer guide
-  re-tokenises prompt + new text per row, finds the longest common token
+  derives each row's guide ids (prompt + the new tokens' twins, or the
+  re-tokenised text of stretches without twins), finds the longest common token
   prefix with what its cache holds, rolls back with
   ``TokenStream.truncate(length)`` (``DynamicCache.crop`` under the hood; one
   length for the batch, so the shortest prefix over the rows) and pushes
@@ -29,7 +29,7 @@ Writing a cross-tokenizer `GuideStream` (the contract in detail):
   has a real token in the last column, whose logits ``TokenStream.logits()``
   returns; rows that feed nothing keep their previous logits
   (`blendin_ext.guides.synced.SyncedGuide` does all this; the
-  cross-tokenizer guide adds the re-tokenisation).
+  cross-tokenizer guide adds the guide ids, `blendin_ext.guides.token_sync`).
 - ``guide_to_base``: None when guide ids are base ids, else a
   `blendin_ext.GuideMap` (build it once with ``blendin_ext.guide_map``); the
   loop passes it to every blend_step call with real guide logits.

@@ -3,11 +3,12 @@
 For every row the guide derives the ids its cache should hold, *wanted* =
 its own prompt + its view of the base tokens chosen so far (`_wanted_ids`:
 the base ids themselves for a shared vocabulary; the cross-tokenizer guide
-re-tokenises their text). When logits are asked for, the cache is rolled
-back to the longest common prefix with what it holds (one cut for the
-batch) and each row feeds the rest, right-aligned in one forward (holes
-first, mask 0), so every row that feeds has a real token in the last
-column; rows that feed nothing keep their previous logits.
+feeds their guide twins and re-tokenises only stretches without twins).
+When logits are asked for, the cache is rolled back to the longest common
+prefix with what it holds (one cut for the batch) and each row feeds the
+rest, right-aligned in one forward (holes first, mask 0), so every row
+that feeds has a real token in the last column; rows that feed nothing
+keep their previous logits.
 
 Because a row is described only by its prompt and its base ids, rows can
 join and leave between steps (`add_rows`, `keep_rows`): the continuous batch
@@ -33,6 +34,8 @@ REBUILD_SLACK = 64
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences."""
     n = min(len(a), len(b))
+    if a[:n] == b[:n]:          # the usual case (rows only grow), compared in C
+        return n
     for i in range(n):
         if a[i] != b[i]:
             return i
@@ -44,7 +47,7 @@ def plan_sync(held: List[List[int]], columns: List[List[int]], wanted: List[List
     """Where to cut the guide's cache and what each row must feed.
 
     held[r] / columns[r]: the guide ids row r's cache holds and their
-    columns; wanted[r]: the ids it should hold (prompt + re-tokenised text);
+    columns; wanted[r]: the ids it should hold (prompt + its guide ids);
     length: columns in the cache.
     Returns (cut, feeds): keep columns [0, cut), then row r feeds feeds[r].
     A row whose cache is cut feeds at least one token, so that its logits
@@ -81,7 +84,7 @@ class SyncedGuide(SameTokenizerGuide):
         self._live: List[bool] = []
         self._held: List[List[int]] = []
         self._columns: List[List[int]] = []
-        self._tokenised: list = []                 # (base ids seen, wanted ids) per row
+        self._row_state: list = []                 # per row, see `_new_row_state`
         self._row_logits: Optional[torch.Tensor] = None
         self._coverage_sum: Optional[torch.Tensor] = None   # per row, see `_record_run`
         self._coverage_runs: Optional[torch.Tensor] = None
@@ -102,15 +105,15 @@ class SyncedGuide(SameTokenizerGuide):
         for a row the guide never ran for)."""
         if not self._prompt_ids:
             raise ValueError("the guide has no rows")
-        wanted = [self._wanted_ids(r) for r in range(len(self._prompt_ids))]
+        chosen = set(range(self.rows)) if rows is None or self._row_logits is None else set(rows)
+        # Rows not asked for keep what they hold (nothing to derive for them).
+        wanted = [self._wanted_ids(r) if r in chosen else self._held[r] for r in range(self.rows)]
         if self._row_logits is not None and self._too_long(wanted):
             self._row_logits = None
+            wanted = [self._wanted_ids(r) for r in range(self.rows)]
         if self._row_logits is None:
             ran = self._first_forward(wanted)
         else:
-            if rows is not None:
-                chosen = set(rows)
-                wanted = [w if r in chosen else self._held[r] for r, w in enumerate(wanted)]
             ran = self._sync(wanted)
         if ran:
             self._record_run(self._row_logits)
@@ -132,7 +135,7 @@ class SyncedGuide(SameTokenizerGuide):
             self._live.append(True)
             self._held.append([])
             self._columns.append([])
-            self._tokenised.append((-1, None))
+            self._row_state.append(self._new_row_state())
         count = len(ids)
         if self._coverage_sum is not None:
             zeros = self._coverage_sum.new_zeros(count)
@@ -151,7 +154,7 @@ class SyncedGuide(SameTokenizerGuide):
         """Keeps rows `index`, in that order (rows that left are dropped,
         moved rows take their new places)."""
         index = list(index)
-        for name in ("_prompt_ids", "_base_ids", "_live", "_held", "_columns", "_tokenised"):
+        for name in ("_prompt_ids", "_base_ids", "_live", "_held", "_columns", "_row_state"):
             old = getattr(self, name)
             setattr(self, name, [old[i] for i in index])
         if self._coverage_sum is not None:
@@ -176,6 +179,11 @@ class SyncedGuide(SameTokenizerGuide):
         return len(self._prompt_ids)
 
     # ------------------------------------------------------------- internals
+    def _new_row_state(self):
+        """What a subclass keeps per row to derive its wanted ids (moves with
+        the row when rows join and leave)."""
+        return None
+
     def _wanted_ids(self, row: int) -> List[int]:
         """Prompt + the row's base ids (a shared vocabulary)."""
         return self._prompt_ids[row] + self._base_ids[row]

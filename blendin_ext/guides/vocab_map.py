@@ -102,6 +102,40 @@ def special_tokens(tokenizer) -> Dict[str, int]:
     return found
 
 
+def piece_of(token: str, token_id: int, added: dict, convention: str) -> Tuple[bytes, str]:
+    """(bytes, kind) of a non-special token; non-special added tokens are
+    stored as plain text."""
+    if token_id in added:
+        return str(added[token_id]).encode("utf-8"), NORMAL
+    return token_bytes(token, convention)
+
+
+class TokenBytes:
+    """The bytes each token of one tokenizer stands for, looked up one id at
+    a time (special tokens stand for no bytes: decoding skips them)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.convention = detect_convention(tokenizer)
+        self.specials = set(special_tokens(tokenizer).values())
+        self.added = dict(getattr(tokenizer, "added_tokens_decoder", None) or {})
+        self._cache: Dict[int, bytes] = {}
+
+    def __call__(self, token_id: int) -> bytes:
+        piece = self._cache.get(token_id)
+        if piece is None:
+            token = self.tokenizer.convert_ids_to_tokens(token_id)
+            if token_id in self.specials or token is None:
+                piece = b""
+            else:
+                piece = piece_of(token, token_id, self.added, self.convention)[0]
+            self._cache[token_id] = piece
+        return piece
+
+    def join(self, ids) -> bytes:
+        return b"".join(self(int(t)) for t in ids)
+
+
 @dataclass
 class VocabEntries:
     """A tokenizer's vocabulary as bytes: what the map is built from."""
@@ -118,14 +152,8 @@ class VocabEntries:
         vocab = tokenizer.get_vocab()
         specials = special_tokens(tokenizer)
         added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-        pieces = {}
-        for token, token_id in vocab.items():
-            if token in specials:
-                continue
-            if token_id in added:  # non-special added tokens are stored as plain text
-                pieces[token_id] = (str(added[token_id]).encode("utf-8"), NORMAL)
-            else:
-                pieces[token_id] = token_bytes(token, convention)
+        pieces = {token_id: piece_of(token, token_id, added, convention)
+                  for token, token_id in vocab.items() if token not in specials}
         size = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
         eos = getattr(tokenizer, "eos_token", None)
         return cls(size, convention, pieces, specials, eos if eos in specials else None)

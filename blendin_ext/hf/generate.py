@@ -30,6 +30,7 @@ from typing import List, Optional
 import torch
 
 from blendin_ext.decode.loop import BlendInGenerator, GenerationOutput
+from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.ops.strategies import choose
 from blendin_ext.ops.validate import check_agree_bonus
 
@@ -54,7 +55,8 @@ class BlendIn:
         prompt text (inside its chat template) and, for a guide with another
         tokenizer, to map the vocabularies.
     strategy, gamma, alpha, agree_bonus, lazy, system_prompt, guide_chat:
-        as for `blendin_ext.generate`.
+        as for `blendin_ext.generate`; guide_sync: "tokens" or "text", see
+        blendin_ext.decode.options.DecodeOptions.
     After each call `last_output` holds our loop's results (texts, finish
     reasons, per-sequence diagnostics); a dict output also carries them as
     ``output.blendin``.
@@ -64,11 +66,12 @@ class BlendIn:
                  strategy: str = "blendin", gamma: float = 0.4, alpha="auto",
                  agree_bonus: float = 0.1, lazy: bool = True,
                  system_prompt: Optional[str] = None, guide_chat: bool = True,
-                 guide_to_base=None):
+                 guide_to_base=None, guide_sync: str = "tokens"):
         _check_transformers()
         choose(strategy, gamma, alpha)  # every decoding argument is checked here, once
         self.options = dict(strategy=strategy, gamma=gamma, alpha=alpha, lazy=bool(lazy),
-                            agree_bonus=check_agree_bonus(agree_bonus))
+                            agree_bonus=check_agree_bonus(agree_bonus),
+                            guide_sync=check_guide_sync(guide_sync))
         self.guide_model, self.guide_tokenizer, self.tokenizer = guide_model, guide_tokenizer, tokenizer
         self.pair = dict(system_prompt=system_prompt, guide_chat=guide_chat,
                          guide_to_base=guide_to_base)

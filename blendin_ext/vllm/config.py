@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
+from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.ops.strategies import StrategyChoice, choose
 from blendin_ext.ops.validate import AlphaValue, check_agree_bonus, check_alpha, check_gamma
 
@@ -56,6 +57,8 @@ class EngineConfig:
     lazy: run the guide only for rows whose base is unsure (default True).
     system_prompt, guide_chat: the guide's prompt is its chat template
         around the request's prompt text, unless guide_chat is False.
+    guide_sync: how a guide with another tokenizer follows the chosen
+        tokens: "tokens" (feed their twins; default) or "text" (re-tokenise).
     diagnostics: a JSON-lines file; a line per request each time it
         leaves the batch (blendin_ext.vllm.diagnostics.read_diagnostics).
     """
@@ -70,6 +73,7 @@ class EngineConfig:
     lazy: bool = True
     system_prompt: Optional[str] = None
     guide_chat: bool = True
+    guide_sync: str = "tokens"
     diagnostics: Optional[str] = None
 
     @classmethod
@@ -96,6 +100,7 @@ class EngineConfig:
         alpha = check_alpha(config.alpha, f"{name}.alpha")
         choose(config.strategy, gamma, alpha, name=f"{name}.strategy")
         check_agree_bonus(config.agree_bonus, f"{name}.agree_bonus")
+        check_guide_sync(config.guide_sync, f"{name}.guide_sync")
         return config
 
 

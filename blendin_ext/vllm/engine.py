@@ -46,7 +46,7 @@ def build_core(config: EngineConfig, vllm_config, device: torch.device) -> Blend
     guide = make_guide_stream(
         loaded.model, base_tokenizer, loaded.tokenizer, system_prompt=config.system_prompt,
         chat=config.guide_chat, device=guide_device,
-        base_vocab=model_config.get_vocab_size(), rows_change=True)
+        base_vocab=model_config.get_vocab_size(), rows_change=True, guide_sync=config.guide_sync)
     logger.info("BlendIn: guide %s (%s, %s) on %s, %s, default strategy %s", config.guide,
                 type(guide).__name__, config.guide_dtype, guide_device,
                 "lazy" if config.lazy else "eager", config.strategy)

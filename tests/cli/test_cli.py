@@ -42,6 +42,7 @@ def fails(argv, capsys, match):
     (["--stop", ""], "argument --stop: must be a non-empty string"),
     (["--threads", "0"], "argument --threads: must be an int >= 1"),
     (["--lazy", "--eager"], "not allowed with argument"),
+    (["--guide-sync", "bytes"], "argument --guide-sync: invalid choice"),
 ])
 def test_generate_argument_errors(extra, match, capsys):
     fails(["generate", "--prompt", "hi", *extra], capsys, match)
@@ -51,6 +52,7 @@ def test_strategy_aliases_and_lazy_default():
     parsed = cli.build_parser().parse_args(["generate", "--prompt", "hi", "--strategy", "nudge"])
     options = cli_args.decode_options(parsed)
     assert options["strategy"] == "nudge" and options["lazy"] is True
+    assert options["guide_sync"] == "tokens"
     eager = cli.build_parser().parse_args(["demo", "--eager", "--strategies", "base,nudge"])
     assert not eager.lazy
     assert [c.name for c in cli_args.strategy_choices(eager)] == ["base", "nudging"]
@@ -139,6 +141,7 @@ def test_generate_json_on_saved_models(saved_pair, capsys):
     for result in report["results"]:
         assert result["diagnostics"]["tokens"] >= 1
         assert 0.0 <= result["map_coverage"] <= 1.0
+        assert 0.0 <= result["diagnostics"]["guide_twin_share"] <= 1.0
     assert "guide->base map" in report["map"]
 
 

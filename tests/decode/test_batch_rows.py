@@ -67,6 +67,9 @@ def test_compaction_changes_no_token(request, pair, lazy, sampling):
     assert summary(compacted) == summary(kept)
     assert [r.map_coverage for r in compacted] == pytest.approx(
         [r.map_coverage for r in kept], abs=1e-5)
+    shares = [r.diagnostics.guide_twin_share for r in compacted]
+    assert shares == [r.diagnostics.guide_twin_share for r in kept]
+    assert (None in shares) == (pair == "same_pair")   # saved before the rows left
     # The base was fed fewer row-positions: finished rows really left.
     assert compacted.stats.base_tokens < kept.stats.base_tokens
 

@@ -96,8 +96,9 @@ def test_batch_equals_one_by_one(pair):
         assert single.texts == [batch.texts[i]]
 
 
-def test_cached_guide_state_equals_a_fresh_forward(pair):
-    gen, out = run(pair, max_new_tokens=20)
+@pytest.mark.parametrize("guide_sync", ["tokens", "text"])
+def test_cached_guide_state_equals_a_fresh_forward(pair, guide_sync):
+    gen, out = run(pair, max_new_tokens=20, guide_sync=guide_sync)
     guide = gen.guide
     guide.push(None, [0] * 3, [False] * 3)     # no new tokens, just sync
     logits = guide.logits()
@@ -126,3 +127,35 @@ def test_tokenizers_without_shared_text_need_a_map():
     gen = BlendInGenerator(base, guide, base_tok, guide_tok, guide_to_base=table)
     assert isinstance(gen.guide, CrossTokenizerGuide)
     assert len(gen.generate(["w1 w2"], max_new_tokens=3)) == 1
+
+
+def test_text_sync_mode_still_works_and_shares_are_recorded(pair):
+    _, tokens = run(pair)
+    gen, eager = run(pair, guide_sync="text")
+    _, lazy = run(pair, guide_sync="text", lazy=True)
+    assert lazy.texts == eager.texts
+    assert gen.guide.guide_sync == "text"
+    assert all(r.diagnostics.guide_twin_share == 0.0 for r in eager)
+    assert all(0.5 < r.diagnostics.guide_twin_share <= 1.0 for r in tokens)
+    assert tokens[0].diagnostics.summary()["guide_twin_share"] > 0.5
+
+
+def test_guide_only_writes_the_guides_own_greedy_answer(pair):
+    """With strategy "guide" every chosen token is the twin of the guide's
+    own choice, so token sync hands it back exactly what it produced: the
+    loop equals the guide's greedy decode up to its first choice without a
+    base twin (which the op cannot pick)."""
+    base, guide_model, base_tok, guide_tok = pair
+    gen, out = run(pair, strategies=["guide"] * 3, max_new_tokens=16)
+    table = gen.guide.guide_to_base.guide_to_base
+    inverse = gen.guide.guide_to_base.base_to_guide
+    compared = 0
+    for row, prompt in enumerate(PROMPTS):
+        ids = gen.guide.prompt_ids([prompt])[0]
+        own = guide_model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
+                                   pad_token_id=guide_tok.pad_token_id)[0, len(ids):].tolist()
+        mapped = next((i for i, t in enumerate(own) if table[t] < 0), len(own))
+        mine = [int(inverse[t]) for t in out[row].token_ids]
+        assert mine[:mapped] == own[:mapped]
+        compared += mapped
+    assert compared >= 8

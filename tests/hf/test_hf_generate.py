@@ -132,16 +132,18 @@ def test_stop_strings_end_a_row_where_our_loop_ends_it(bpe_pair):
         assert all(t == tok.pad_token_id for t in row[len(result.token_ids):])
 
 
-def test_cross_tokenizer_guide_equals_our_loop():
+@pytest.mark.parametrize("guide_sync", ["tokens", "text"])
+def test_cross_tokenizer_guide_equals_our_loop(guide_sync):
     base_tok, guide_tok = trained_sentencepiece(), trained_byte_level()
     base, guide = tiny_llama_for(base_tok, seed=5), tiny_llama_for(guide_tok, seed=6)
     prompts = ["the cat sat on", "a dog ran"]
     generator = blendin_ext.BlendInGenerator(base, guide, base_tok, guide_tok)
-    ours = generator.generate(prompts, max_new_tokens=NEW, strategy="nudging")
+    ours = generator.generate(prompts, max_new_tokens=NEW, strategy="nudging",
+                              guide_sync=guide_sync)
     inputs = left_padded(base_tok, prompts)
     seq = base.generate(**inputs, max_new_tokens=NEW, eos_token_id=sorted(generator.stop_ids),
                         custom_generate=BlendIn(guide, guide_tok, tokenizer=base_tok,
-                                                strategy="nudging"))
+                                                strategy="nudging", guide_sync=guide_sync))
     for row, result in zip(generated(seq, inputs), ours.results):
         assert row[:len(result.token_ids)] == result.token_ids
 
@@ -170,6 +172,8 @@ def test_bad_arguments_name_themselves(pair):
         BlendIn(guide, tokenizer=tok, gamma=-1)
     with pytest.raises(ValueError, match="alpha"):
         BlendIn(guide, tokenizer=tok, alpha=2)
+    with pytest.raises(ValueError, match="guide_sync"):
+        BlendIn(guide, tokenizer=tok, guide_sync="bytes")
     with pytest.raises(ValueError, match="tokenizer="):
         base.generate(**left_padded(tok, PROMPTS), max_new_tokens=3,
                       custom_generate=BlendIn(guide))

@@ -44,6 +44,7 @@ def test_request_arguments():
     ({"guide": "g", "lazy": "yes"}, "additional_config.blendin.lazy"),
     ({"guide": "g", "strategy": "x"}, "additional_config.blendin.strategy"),
     ({"guide": "g", "gama": 1}, "unknown key"),
+    ({"guide": "g", "guide_sync": "bytes"}, "additional_config.blendin.guide_sync"),
 ])
 def test_bad_engine_settings_name_the_field(given, field):
     with pytest.raises(ValueError, match=field):
