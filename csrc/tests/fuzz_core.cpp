@@ -86,7 +86,8 @@ template <> Float16Bits store<Float16Bits>(float x) {
   const float mantissa = std::frexp(std::fabs(x), &exponent);  // x = m * 2^e, m in [0.5, 1)
   const uint16_t sign = x < 0 ? 0x8000 : 0;
   if (exponent - 1 < -14) {  // subnormal half: multiples of 2^-24
-    return Float16Bits{static_cast<uint16_t>(sign | static_cast<uint16_t>(std::fabs(x) * 16777216.0f))};
+    const auto steps = static_cast<uint16_t>(std::fabs(x) * 16777216.0f);
+    return Float16Bits{static_cast<uint16_t>(sign | steps)};
   }
   const uint16_t e = static_cast<uint16_t>(exponent - 1 + 15);
   const uint16_t m = static_cast<uint16_t>((mantissa * 2.0f - 1.0f) * 1024.0f);
@@ -171,7 +172,8 @@ Case random_case() {
     return chance(0.4) ? 0.0f : chance(0.1) ? tiny[uniform_int(0, 3)]
                                             : chance(0.02) ? -1.0f : uniform(0.05f, 3.0f); });
   c.top_k = row_values<int32_t>(c.batch, [&] {
-    return chance(0.5) ? 0 : static_cast<int32_t>(chance(0.02) ? -3 : uniform_int(1, c.vocab + 5)); });
+    if (chance(0.5)) return 0;
+    return static_cast<int32_t>(chance(0.02) ? -3 : uniform_int(1, c.vocab + 5)); });
   c.top_p = row_values<float>(c.batch, [] {
     return chance(0.5) ? 1.0f : chance(0.02) ? 0.0f : uniform(0.01f, 1.0f); });
   c.seed = row_values<int64_t>(c.batch, [] { return static_cast<int64_t>(rng()); });
