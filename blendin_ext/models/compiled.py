@@ -12,7 +12,9 @@ up to a multiple of `CACHE_BUCKET` so that calls of similar lengths share
 a graph.
 
 The first call pays the compilation (tens of seconds to minutes on a CPU;
-inductor needs a C++ compiler there). A static cache has a fixed batch, so
+inductor needs a C++ compiler there). The static cache alone gives the
+eager tokens; compiled bf16 kernels keep fused intermediates in float32, so
+bf16 tokens may differ after a near-tie. A static cache has a fixed batch, so
 finished rows stay in it (the loop's compaction turns itself off).
 """
 from __future__ import annotations
