@@ -22,7 +22,9 @@ def pair():
     from blendin_ext.models.loading import load_model
 
     try:
-        return load_model("gemma3-270m"), load_model("smollm2-135m-instruct")
+        # float32 like the engine below (dtype="float32", guide_dtype's default)
+        return (load_model("gemma3-270m", dtype="float32"),
+                load_model("smollm2-135m-instruct", dtype="float32"))
     except MissingModelPackage as exc:
         pytest.skip(str(exc))
 
