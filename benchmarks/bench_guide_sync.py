@@ -18,8 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
-from blendin_ext.guides.token_sync import SYNC_MODES, RowSync, TwinSync
+from blendin_ext.guides.token_sync import RowSync, TwinSync
 from blendin_ext.guides.vocab_map import TokenBytes, vocab_map
+from blendin_ext.ops.validate import GUIDE_SYNC_MODES
 
 DATA = Path(__file__).resolve().parents[1] / "blendin_ext" / "eval" / "data" / "gsm8k_test.jsonl"
 
@@ -64,7 +65,7 @@ def main() -> None:
     rows = rows_of(base.tokenizer, args.batch, args.tokens)
     tokenise = lambda text: list(guide.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     print(f"B={len(rows)}, {statistics.mean(map(len, rows)):.0f} tokens per row on average")
-    for mode in SYNC_MODES:
+    for mode in GUIDE_SYNC_MODES:
         sync = TwinSync(table.base_to_guide.tolist(), TokenBytes(base.tokenizer),
                         TokenBytes(guide.tokenizer), tokenise, mode)
         runs = [one_run(sync, rows) for _ in range(args.repeats)]

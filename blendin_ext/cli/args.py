@@ -106,7 +106,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int
                            "same tokens)")
     lazy.add_argument("--eager", dest="lazy", action="store_false",
                       help="run the guide at every step")
-    group.add_argument("--guide-sync", default="tokens", choices=("tokens", "text"),
+    group.add_argument("--guide-sync", default="tokens", choices=validate.GUIDE_SYNC_MODES,
                        help="how a guide with another tokenizer follows the chosen tokens: "
                             "feed their twins (tokens, the default) or re-tokenise the text")
     return group

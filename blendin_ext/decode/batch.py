@@ -58,6 +58,7 @@ class HostStep:
                         pick(self.intervened), pick(self.alpha), pick(self.agree),
                         pick(self.base_confidence), pick(self.base_top), pick(self.guide_top))
 
+
 @dataclass
 class _Run:
     """State of one call: its own streams over the generator's models, the
@@ -89,6 +90,7 @@ class _Run:
     step_hook: Optional[StepHook] = None
     stats: LoopStats = field(default_factory=LoopStats)
     previous: Optional[HostStep] = None
+
 
 def per_call_guide(template: GuideStream) -> GuideStream:
     """A guide stream for one call: a shallow copy of the generator's with a

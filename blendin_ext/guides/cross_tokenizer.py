@@ -30,10 +30,11 @@ from typing import List, Optional, Sequence, Set
 import torch
 
 from blendin_ext.guides.synced import SyncedGuide, common_prefix, plan_sync  # noqa: F401
-from blendin_ext.guides.token_sync import TOKENS, RowSync, TwinSync, check_guide_sync
+from blendin_ext.guides.token_sync import TOKENS, RowSync, TwinSync
 from blendin_ext.guides.vocab_map import TokenBytes, mapped_mass, vocab_map
 from blendin_ext.models.prompts import stop_token_ids
 from blendin_ext.ops.maps import GuideMap, guide_map
+from blendin_ext.ops.validate import check_guide_sync
 
 
 class CrossTokenizerGuide(SyncedGuide):

@@ -8,8 +8,8 @@ import torch
 from blendin_ext.guides.cross_tokenizer import CrossTokenizerGuide
 from blendin_ext.guides.stream import GuideStream, SameTokenizerGuide
 from blendin_ext.guides.synced import SyncedGuide
-from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.models.prompts import same_vocabulary
+from blendin_ext.ops.validate import check_guide_sync
 
 
 def make_guide_stream(guide, tokenizer, guide_tokenizer=None, *, guide_to_base=None,

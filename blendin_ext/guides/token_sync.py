@@ -25,15 +25,9 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple
 
-TOKENS, TEXT = "tokens", "text"
-SYNC_MODES = (TOKENS, TEXT)
+from blendin_ext.ops.validate import GUIDE_SYNC_MODES, check_guide_sync
 
-
-def check_guide_sync(value, name: str = "guide_sync") -> str:
-    """The sync mode, checked: "tokens" or "text"."""
-    if not isinstance(value, str) or value not in SYNC_MODES:
-        raise ValueError(f"{name} must be 'tokens' or 'text', got {value!r}")
-    return value
+TOKENS, TEXT = GUIDE_SYNC_MODES
 
 
 def decodable(data: bytes) -> Tuple[str, bool]:

@@ -30,9 +30,8 @@ from typing import List, Optional
 import torch
 
 from blendin_ext.decode.loop import BlendInGenerator, GenerationOutput
-from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.ops.strategies import choose
-from blendin_ext.ops.validate import check_agree_bonus
+from blendin_ext.ops.validate import check_agree_bonus, check_guide_sync
 
 OLDEST_TRANSFORMERS = (4, 57)  # generate() calls the callable with its declared extra kwargs
 # The warpers generate() builds from temperature / top_k / top_p: the op

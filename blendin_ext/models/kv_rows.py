@@ -49,15 +49,20 @@ class _ListSlot:
         self.items[self.index] = value
 
 
-def supports_row_edits(cache) -> bool:
-    """Whether every layer of `cache` is a plain full-attention K/V store."""
+def _every_layer(cache, layer_ok) -> bool:
+    """Whether `layer_ok` holds for every layer of `cache` (legacy caches
+    without layers: whether they hold plain key/value lists)."""
     if cache is None:
         return True
     layers = getattr(cache, "layers", None)
     if layers is not None:
-        return all(not getattr(layer, "is_sliding", False) and hasattr(layer, "keys")
-                   for layer in layers)
+        return all(hasattr(layer, "keys") and layer_ok(layer) for layer in layers)
     return hasattr(cache, "key_cache") and hasattr(cache, "value_cache")
+
+
+def supports_row_edits(cache) -> bool:
+    """Whether every layer of `cache` is a plain full-attention K/V store."""
+    return _every_layer(cache, lambda layer: not getattr(layer, "is_sliding", False))
 
 
 def supports_row_select(cache) -> bool:
@@ -65,13 +70,7 @@ def supports_row_select(cache) -> bool:
     of every dynamic K/V layer, sliding-window ones included (a row choice
     touches the batch dimension only); not of a static (compiled) cache,
     whose batch size is fixed."""
-    if cache is None:
-        return True
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return all(hasattr(layer, "keys") and not getattr(layer, "is_compileable", False)
-                   for layer in layers)
-    return hasattr(cache, "key_cache") and hasattr(cache, "value_cache")
+    return _every_layer(cache, lambda layer: not getattr(layer, "is_compileable", False))
 
 
 def _edit(cache, fn) -> None:

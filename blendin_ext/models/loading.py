@@ -97,7 +97,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool 
                  dtype: torch.dtype = torch.bfloat16) -> dict:
     """Dequantises a GGUF file with transformers and saves model + tokenizer as a
     Hugging Face folder in `dtype` (float32 or, by default, bfloat16). Writes
-    into a temporary sibling folder and renames it, so an interrupted conversion never leaves a half folder behind."""
+    into a temporary sibling folder and renames it, so an interrupted
+    conversion never leaves a half folder behind."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,17 @@ def check_stop(value, name: str = "stop", where: str = "") -> tuple:
     return stops
 
 
+GUIDE_SYNC_MODES = ("tokens", "text")
+
+
+def check_guide_sync(value, name: str = "guide_sync", where: str = "") -> str:
+    """How a guide with another tokenizer follows the chosen tokens: "tokens"
+    (feed their guide twins) or "text" (re-tokenise; blendin_ext.guides.token_sync)."""
+    if not isinstance(value, str) or value not in GUIDE_SYNC_MODES:
+        _fail(name, "'tokens' or 'text'", value, where)
+    return value
+
+
 def check_count(value, name: str, where: str = "") -> int:
     """A size that must hold something (batch size, problems, threads): an int >= 1."""
     if not _is_int(value) or value < 1:

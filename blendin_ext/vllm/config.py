@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
-from blendin_ext.guides.token_sync import check_guide_sync
 from blendin_ext.ops.strategies import StrategyChoice, choose
-from blendin_ext.ops.validate import AlphaValue, check_agree_bonus, check_alpha, check_gamma
+from blendin_ext.ops.validate import (AlphaValue, check_agree_bonus, check_alpha, check_gamma,
+                                      check_guide_sync)
 
 ENGINE_KEY = "blendin"          # additional_config["blendin"]
 REQUEST_KEY = "blendin"         # SamplingParams.extra_args["blendin"]
