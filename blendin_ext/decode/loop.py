@@ -13,9 +13,9 @@ which it needs anyway for EOS, stop strings and streaming.
 Lazy guidance. Whether a row intervenes (c_b < gamma) depends on the base
 alone, and a row that does not intervene gets a = 0, whose token is the
 base's argmax / base-only draw whatever the guide says. So a lazy step
-first calls the op with the base logits standing in for the guide's; only
-if a live row intervened does the guide catch up every skipped token in one
-forward and the op run again with its real logits. Tokens equal the eager
+first calls the op with the base alone (`run_base_step`); only if a live
+row intervened does the guide catch up every skipped token in one forward
+and the op run again with its real logits. Tokens equal the eager
 ones, up to the floating-point difference between one multi-token forward
 and several one-token forwards of the guide (in float32 that is ~1e-6 and
 only matters at an exact near-tie).
@@ -39,8 +39,7 @@ from blendin_ext.models.compiled import compiled_step_model
 from blendin_ext.models.prompts import base_prompt_ids, pad_token_id
 from blendin_ext.models.prompts import stop_token_ids as stop_token_ids_of
 from blendin_ext.models.streams import TokenStream
-from blendin_ext.ops.args import BlendStepResult
-from blendin_ext.ops.fused import run_step
+from blendin_ext.ops.fused import run_base_step, run_step
 from blendin_ext.ops.maps import GuideMap
 
 Prompts = Union[str, Sequence[str]]
@@ -214,28 +213,29 @@ class BlendInGenerator:
             run.base.push(prev.tokens_device)
             run.guide.push(prev.tokens_device, prev.tokens, list(run.live))
         base_logits = run.base.logits()
+        args = run.params.args.at_offset(step)
+        base_top = None
         if run.lazy:
-            # The base logits stand in for the guide's: exact for every row
-            # that does not intervene (a = 0), and `intervened` is the op's own.
-            host = HostStep.fetch(self._blend(run, base_logits, base_logits, None, step))
+            # The base alone: exact for every row that does not intervene
+            # (a = 0), and `intervened` is the op's own.
+            first = run_base_step(base_logits, args)
+            host = HostStep.fetch(first)
             if not any(i and alive for i, alive in zip(host.intervened, run.live)):
                 return host
+            base_top = first.tokens if args.greedy else None   # a = 0 greedy: the argmax
         guide_logits = run.guide.logits()
         if run.guide.guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
             guide_logits = fit_vocab(guide_logits, base_logits.shape[-1])
         if guide_logits.dtype != base_logits.dtype or guide_logits.device != base_logits.device:
             base_logits = base_logits.float()
             guide_logits = guide_logits.to(base_logits.device, torch.float32)
-        out = self._blend(run, base_logits, guide_logits, run.guide.guide_to_base, step)
-        return HostStep.fetch(out, base_logits.argmax(-1), run.guide.top_base_token(guide_logits))
-
-    @staticmethod
-    def _blend(run: _Run, base_logits, guide_logits, maps: Optional[GuideMap],
-               step: int) -> BlendStepResult:
-        """The fused op on the batch's prepared arguments (no Python wrapper in
-        the hot path); offset = step so a row's draws depend only on its seed
-        and step."""
-        return run_step(base_logits, guide_logits, maps, run.params.args.at_offset(step))
+        # The op on the batch's prepared arguments (no Python wrapper in the
+        # hot path); offset = step, so a row's draws depend only on its seed
+        # and step.
+        out = run_step(base_logits, guide_logits, run.guide.guide_to_base, args)
+        if base_top is None:
+            base_top = base_logits.argmax(-1)
+        return HostStep.fetch(out, base_top, run.guide.top_base_token(guide_logits))
 
     # ------------------------------------------------------- host bookkeeping
     @staticmethod

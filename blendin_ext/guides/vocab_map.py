@@ -255,10 +255,14 @@ def mapped_mass(guide_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B,) float32 share of each row's guide probability (temperature 1) on
     tokens that have a base twin: the map's coverage at this step. Rows whose
     mask is shorter than the logits (padded embeddings) count the padding as
-    unmapped."""
+    unmapped. Computed as 1 - the mass of the few unmapped tokens: one pass
+    over the row (its logsumexp) instead of three."""
     logits = guide_logits.float()
-    full = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    width = min(mask.numel(), full.numel())
-    full[:width] = mask[:width].to(logits.device)
-    mapped = torch.logsumexp(logits.masked_fill(~full, float("-inf")), dim=-1)
-    return torch.exp(mapped - torch.logsumexp(logits, dim=-1))
+    vocab = logits.shape[-1]
+    width = min(mask.numel(), vocab)
+    unmapped = (~mask[:width].to(logits.device)).nonzero().flatten()
+    if width < vocab:
+        unmapped = torch.cat([unmapped, torch.arange(width, vocab, device=logits.device)])
+    total = torch.logsumexp(logits, dim=-1, keepdim=True)
+    outside = torch.exp(logits.index_select(-1, unmapped) - total).sum(-1)
+    return (1.0 - outside).clamp_(min=0.0)

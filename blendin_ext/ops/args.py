@@ -87,6 +87,11 @@ class StepArgs(NamedTuple):
                           if isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == batch
                           and batch > 1 else v for v in self))
 
+    @property
+    def greedy(self) -> bool:
+        """Every row greedy (temperature 0, as one number)."""
+        return self.temperature_tensor is None and self.temperature_value == 0
+
     def at_offset(self, offset: int) -> "StepArgs":
         """The same parameters at another RNG offset (the decode step)."""
         return self._replace(offset_tensor=None, offset_value=offset)

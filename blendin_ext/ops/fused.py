@@ -7,6 +7,7 @@ beside this file.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Union
 
 import torch
@@ -32,6 +33,29 @@ def run_step(base_logits: torch.Tensor, guide_logits: torch.Tensor, maps: Option
         None if maps is None else maps.guide_to_base,
         None if maps is None else maps.base_to_guide,
         *args))
+
+
+def run_base_step(base_logits: torch.Tensor, args: StepArgs) -> BlendStepResult:
+    """The op with the base alone (what a lazy step runs before it knows
+    whether the guide is needed): per row whether it intervenes (c_b <
+    gamma) and the token of a = 0, which is the step's token for every row
+    that does not intervene and, for greedy rows, the base's argmax.
+
+    The guide is a one-column stand-in mapped to base id 0 and alpha is
+    fixed at 0, so the guide's mass never enters: the op reads one softmax
+    instead of two. guide_top_prob, agree and alpha describe the stand-in,
+    not a guide."""
+    stand_in = base_logits.new_zeros((base_logits.shape[0], 1))
+    maps = _stand_in_map(base_logits.shape[1], base_logits.device)
+    return run_step(base_logits, stand_in, maps, args._replace(alpha_tensor=None, alpha_value=0.0))
+
+
+@functools.lru_cache(maxsize=8)
+def _stand_in_map(vocab: int, device: torch.device) -> GuideMap:
+    """Guide token 0 -> base id 0, for `run_base_step`'s stand-in guide."""
+    inverse = torch.full((vocab,), -1, dtype=torch.int32, device=device)
+    inverse[0] = 0
+    return GuideMap(torch.zeros(1, dtype=torch.int64, device=device), inverse)
 
 
 def blend_step(

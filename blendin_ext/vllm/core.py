@@ -7,11 +7,11 @@ loop's own machinery: the guide stream (blendin_ext.guides, rows joining and
 leaving through SyncedGuide), the vocabulary map, the per-row arguments
 (RowParams) and the fused op (run_step).
 
-One step: the op runs on the base logits with the base standing in for the
-guide (exact for every row that does not intervene, a = 0, and it says which
-rows do); then, for the rows that intervene (lazy; eager: every row with a
-guide), the guide catches up in one batched forward and the op runs again
-on them with the real guide logits. Each blended row of the logits then
+One step: the op runs on the base logits alone (`run_base_step`: exact for
+every row that does not intervene, a = 0, and it says which rows do); then,
+for the rows that intervene (lazy; eager: every row with a guide), the
+guide catches up in one batched forward and the op runs again on them with
+the real guide logits. Each blended row of the logits then
 keeps one finite entry, 0 at the op's token, so that vLLM's greedy argmax
 and its sampler (temperature, top-k, top-p, min-p, penalties) all pick it.
 """
@@ -29,7 +29,7 @@ from blendin_ext.decode.loop import HostStep, fit_vocab
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.guides.synced import SyncedGuide
 from blendin_ext.ops.args import BlendStepResult
-from blendin_ext.ops.fused import run_step
+from blendin_ext.ops.fused import run_base_step, run_step
 from blendin_ext.ops.strategies import StrategyChoice
 from blendin_ext.vllm.config import EngineConfig, RequestConfig
 from blendin_ext.vllm.diagnostics import DiagnosticsLog, RequestDiagnostics, external_id
@@ -191,8 +191,8 @@ class BlendCore:
             return logits
         self.steps += 1
         self.blended_rows += len(indices)
-        for rows, requests, params in groups.values():
-            self._apply_group(logits, rows, requests, params)
+        for group in groups.values():
+            self._apply_group(logits, group)
         self.apply_seconds += time.perf_counter() - started
         return logits
 
@@ -205,7 +205,7 @@ class BlendCore:
                 "rebuilds": getattr(self.guide, "rebuilds", 0)}
 
     def _step_params(self, device, positions: Optional[Dict[int, int]] = None
-                     ) -> Tuple[list, Dict[float, tuple]]:
+                     ) -> Tuple[list, Dict[float, "StepGroup"]]:
         """Per agree-bonus group (the op takes one bonus per call): logits
         rows, requests and RowParams; rebuilt only when the batch or the
         layout changes."""
@@ -227,63 +227,95 @@ class BlendCore:
                     top_k=[r.sampling.top_k for r in requests],
                     top_p=[r.sampling.top_p for r in requests],
                     seed=[r.sampling.seed for r in requests])
-                built[bonus] = (torch.tensor(rows, dtype=torch.long, device=device), requests,
-                                RowParams.build(len(rows), device, options))
+                built[bonus] = StepGroup(torch.tensor(rows, dtype=torch.long, device=device),
+                                         row_window(rows), requests,
+                                         RowParams.build(len(rows), device, options))
             self._params, self._params_layout = (indices, built), layout
         return self._params
 
-    def _apply_group(self, logits, rows, requests, params) -> None:
-        n = len(requests)
+    def _apply_group(self, logits: torch.Tensor, group: "StepGroup") -> None:
+        requests = group.requests
         offsets = torch.tensor([len(r.output_ids) for r in requests], dtype=torch.long,
                                device=logits.device)
-        args = params.args._replace(offset_tensor=offsets, offset_value=0)
-        base = logits.index_select(0, rows)
-        out = run_step(base, base, None, args)
-        intervened = out.intervened.tolist()
+        args = group.params.args._replace(offset_tensor=offsets, offset_value=0)
+        base = group.rows_of(logits)
+        first = run_base_step(base, args)
+        intervened = first.intervened.tolist()
         need = [j for j, r in enumerate(requests)
                 if r.uses_guide and (intervened[j] or not self.config.lazy)]
-        base_top = guide_top = None
+        out, base_top, guide_top = first, None, None
         if need:
-            out, base_top, guide_top = self._with_guide(base, requests, args, out, need, n)
-        self._emit(logits, rows, requests, out, base_top, guide_top)
+            out, base_top, guide_top = self._with_guide(base, requests, args, first, need)
+        self._emit(logits, group, out, base_top, guide_top)
 
-    def _with_guide(self, base, requests, args, out: BlendStepResult, need: List[int], n: int):
+    def _with_guide(self, base, requests, args, first: BlendStepResult, need: List[int]):
         """The op again for rows `need`, with the guide's logits (one
         batched guide forward for exactly the rows that need it)."""
+        n = len(requests)
         guide_rows = [self._guide_row[id(requests[j])] for j in need]
         guide_logits = self.guide.logits(rows=guide_rows)
         self.guide_runs += 1
         self.guide_rows_fed += len(need)
+        every = len(need) == n   # eager, or every row unsure: no copies
         pick = torch.tensor(need, dtype=torch.long, device=base.device)
-        sub_base = base.index_select(0, pick)
+        sub_base = base if every else base.index_select(0, pick)
         sub_guide = guide_logits.index_select(
             0, torch.tensor(guide_rows, dtype=torch.long, device=guide_logits.device))
         maps = self.guide.guide_to_base
         if maps is None and sub_guide.shape[-1] != sub_base.shape[-1]:
             sub_guide = fit_vocab(sub_guide, sub_base.shape[-1])
         sub_guide = sub_guide.to(sub_base.device, torch.float32)
-        sub = run_step(sub_base, sub_guide, maps, args.take(pick, n))
-        merged = BlendStepResult(*(full.index_put((pick,), part) for full, part in zip(out, sub)))
+        sub = run_step(sub_base, sub_guide, maps, args if every else args.take(pick, n))
+        merged = sub if every else BlendStepResult(
+            *(full.index_put((pick,), part) for full, part in zip(first, sub)))
         base_top = torch.full((n,), -1, dtype=torch.long, device=base.device)
         guide_top = torch.full((n,), -1, dtype=torch.long, device=base.device)
-        base_top[pick] = sub_base.argmax(-1)
+        # greedy, the first call's tokens (a = 0) are the base's argmax
+        base_top[pick] = first.tokens[pick] if args.greedy else sub_base.argmax(-1)
         guide_top[pick] = self.guide.top_base_token(sub_guide).to(base.device).long()
         return merged, base_top, guide_top
 
-    def _emit(self, logits, rows, requests, out: BlendStepResult, base_top, guide_top) -> None:
+    def _emit(self, logits, group: "StepGroup", out: BlendStepResult, base_top,
+              guide_top) -> None:
         """Writes the op's tokens into the logits and records diagnostics
         (one host transfer for everything, as in the decode loop)."""
+        requests = group.requests
         host = HostStep.fetch(out, base_top, guide_top)
         good = [j for j, t in enumerate(host.tokens) if t >= 0]
         for j in set(range(len(requests))) - set(good):
             requests[j].diagnostics.bad_steps += 1   # NaN/+inf logits: left to vLLM
-        if good:
-            whole = len(good) == len(requests)
-            keep = rows if whole else rows[good]
-            chosen = out.tokens if whole else out.tokens[good]
+        if len(good) == len(requests) and group.window is not None:
+            rows = logits[group.window]   # in place, no index tensors
+            rows.fill_(float("-inf"))
+            rows.scatter_(1, out.tokens.to(logits.device)[:, None], 0.0)
+        elif good:
+            keep = group.rows[good]
             logits.index_fill_(0, keep, float("-inf"))
-            logits[keep, chosen.to(logits.device)] = 0.0
+            logits[keep, out.tokens[good].to(logits.device)] = 0.0
         for j in good:
             requests[j].diagnostics.record(len(requests[j].output_ids), (
                 host.tokens[j], host.base_confidence[j], host.intervened[j], host.alpha[j],
                 host.agree[j], host.base_top[j], host.guide_top[j]))
+
+
+@dataclass
+class StepGroup:
+    """The requests of one op call (one agree bonus) and their logits rows."""
+
+    rows: torch.Tensor        # (n,) logits row of each request
+    window: Optional[slice]   # the same rows as a slice, when they are consecutive
+    requests: List[BlendRequest]
+    params: RowParams
+
+    def rows_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """The group's logits: a view when the rows are consecutive (the
+        usual V1 batch), else a copy. A fresh 32 x 262144 float32 copy costs
+        ~20 ms here, as the allocator maps new pages for it each step."""
+        return logits[self.window] if self.window is not None else logits.index_select(0, self.rows)
+
+
+def row_window(rows: List[int]) -> Optional[slice]:
+    """`rows` as a slice when they are consecutive and ascending, else None."""
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return None

@@ -136,3 +136,33 @@ def test_core_follows_the_persistent_batch(pair, tmp_path):
     assert {"a", "b"} <= set(diagnostics)
     assert diagnostics["a"]["intervention_rate"] == 1.0   # guide-only
     assert sum(d["resumed"] for d in diagnostics.values()) == 1
+
+
+def test_core_reads_consecutive_rows_in_place_and_others_by_copy(pair, tmp_path):
+    """Blended rows that sit together are read and written in place; a plain
+    request between them makes them a copy. Tokens are the same either way,
+    and the plain request keeps its own logits."""
+    tok, base, guide = pair
+    prompts = random_prompts(3, seed=5)
+    expected = blendin_ext.generate(base, guide, prompts, tokenizer=tok,
+                                    strategy=["nudging", "base", "blendin"],
+                                    max_new_tokens=STEPS, stop_token_ids=[], lazy=True)
+    for blended, plain in (([0, 1, 2], None), ([0, 2], 1)):
+        engine = FakeEngine(pair, tmp_path)
+        added = [engine.add(p, s, i) for i, (p, s) in
+                 enumerate(zip(prompts, ["nudging", "base", "blendin"]))]
+        engine.rows = [row for _, _, row in added]
+        engine.core.update([], [(i, r if i != plain else None) for i, r, _ in added], [], None)
+        groups = engine.core._step_params(torch.device("cpu"))[1]
+        assert [g.window is not None for g in groups.values()] == [plain is None]
+        for _ in range(STEPS):
+            engine.step()
+        for (_, got), result in zip(engine.rows, expected):   # the loop may stop sooner
+            assert got[: len(result.token_ids)] == result.token_ids
+
+
+def test_row_window():
+    from blendin_ext.vllm.core import row_window
+    assert row_window([2, 3, 4]) == slice(2, 5)
+    assert row_window([0]) == slice(0, 1)
+    assert row_window([0, 2]) is None and row_window([1, 0]) is None and row_window([]) is None
