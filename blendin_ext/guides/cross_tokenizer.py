@@ -101,6 +101,12 @@ class CrossTokenizerGuide(SyncedGuide):
         and re-tokenised stretches, `TwinSync`; cached until the row grows)."""
         return self._prompt_ids[row] + self._twins.update(self._row_state[row], self._base_ids[row])
 
+    def _settled_ids(self, row: int) -> List[int]:
+        """Prompt + the row's final guide ids: its open stretch may still be
+        re-tokenised, so it is not fed ahead of need."""
+        wanted = self._wanted_ids(row)
+        return wanted[: len(wanted) - len(self._row_state[row].tail)]
+
     def _fit_map(self, width: int) -> None:
         """Pads the map with -1 when the guide's logits are wider than its
         tokenizer (padded embedding matrix)."""

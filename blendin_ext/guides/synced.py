@@ -114,7 +114,7 @@ class SyncedGuide(SameTokenizerGuide):
         if self._row_logits is None:
             ran = self._first_forward(wanted)
         else:
-            ran = self._sync(wanted)
+            ran = self._sync(self._fill_padding(wanted, chosen))
         if ran:
             self._record_run(self._row_logits)
         return self._row_logits
@@ -187,6 +187,35 @@ class SyncedGuide(SameTokenizerGuide):
     def _wanted_ids(self, row: int) -> List[int]:
         """Prompt + the row's base ids (a shared vocabulary)."""
         return self._prompt_ids[row] + self._base_ids[row]
+
+    def _settled_ids(self, row: int) -> List[int]:
+        """The part of `_wanted_ids(row)` that later base tokens cannot
+        change (all of it for a shared vocabulary)."""
+        return self._wanted_ids(row)
+
+    def _fill_padding(self, wanted: List[List[int]], chosen: set) -> List[List[int]]:
+        """Rows not asked for also take their next settled ids, up to the
+        widest feed of the rows asked for. The forward pads every row to
+        that width anyway, so they ride along at no cost, and later
+        catch-ups stay narrow: a lazy guide at a large batch otherwise pads
+        every forward to the longest backlog of the rows it runs for."""
+        width = 0
+        for r in chosen:
+            held, want = self._held[r], wanted[r]
+            if want[: len(held)] != held:
+                return wanted   # a rollback: plan_sync plans it as asked
+            width = max(width, len(want) - len(held))
+        if width == 0:
+            return wanted
+        filled = list(wanted)
+        for r in range(self.rows):
+            held = self._held[r]
+            if r in chosen:
+                continue
+            settled = self._settled_ids(r)
+            if len(settled) > len(held) and settled[: len(held)] == held:
+                filled[r] = settled[: len(held) + width]
+        return filled
 
     def _too_long(self, wanted: List[List[int]]) -> bool:
         longest = max(len(w) for w in wanted)

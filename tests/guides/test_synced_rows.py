@@ -61,10 +61,27 @@ def test_only_the_asked_rows_feed(model, tok):
         guide._base_ids[row].extend([40, 41])
     fed_before = guide.stream.tokens_fed
     got = guide.logits(rows=[1])
-    assert guide.stream.tokens_fed - fed_before == 3 * 2  # one (3, 2) block, holes included
+    assert guide.stream.tokens_fed - fed_before == 3 * 2  # one (3, 2) block
     expected = fresh_logits(model, tok, prompts, [[40, 41]] * 3)
     torch.testing.assert_close(got[1], expected[1], atol=1e-4, rtol=1e-4)
+    # Rows 0 and 2 rode along in the padding: nothing is left to feed.
+    fed_before = guide.stream.tokens_fed
     torch.testing.assert_close(guide.logits(), expected, atol=1e-4, rtol=1e-4)
+    assert guide.stream.tokens_fed == fed_before
+
+
+def test_rows_not_asked_for_take_no_more_than_the_padding(model, tok):
+    prompts = random_prompts(3, seed=6)
+    guide = SyncedGuide(model, tok)
+    guide.start(prompts, 8)
+    guide.logits()
+    backlog = [[50, 51, 52, 53], [60], []]
+    for row, ids in enumerate(backlog):
+        guide._base_ids[row].extend(ids)
+    guide.logits(rows=[1])   # width 1: row 0 takes one of its four, row 2 has none
+    assert [len(h) - len(p) for h, p in zip(guide._held, guide._prompt_ids)] == [1, 1, 0]
+    expected = fresh_logits(model, tok, prompts, backlog)
+    torch.testing.assert_close(guide.logits(rows=[0]), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_cross_tokenizer_rows_join(model, tok):
