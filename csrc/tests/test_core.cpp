@@ -43,12 +43,17 @@ void test_fast_exp() {
   CHECK(fast_exp(0.0f) == 1.0f);
   CHECK(fast_exp(-kInf) == 0.0f);
   CHECK(fast_exp(-100.0f) == 0.0f);
-  float worst = 0.0f;
+  // Relative error: 1.6e-7 from the polynomial, plus |n| * 1.9e-9 from the
+  // one-constant range reduction (largest at the bottom of the range).
+  float worst = 0.0f, worst_above_20 = 0.0f;
   for (float x = -86.9f; x <= 0.0f; x += 0.0137f) {
     const double want = std::exp(static_cast<double>(x));
-    worst = std::fmax(worst, static_cast<float>(std::fabs(fast_exp(x) - want) / want));
+    const float error = static_cast<float>(std::fabs(fast_exp(x) - want) / want);
+    worst = std::fmax(worst, error);
+    if (x >= -20.0f) worst_above_20 = std::fmax(worst_above_20, error);
   }
-  CHECK(worst < 3e-7f);
+  CHECK(worst < 4.5e-7f);
+  CHECK(worst_above_20 < 2.2e-7f);
 }
 
 void test_half_conversions() {
