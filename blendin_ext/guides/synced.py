@@ -106,7 +106,8 @@ class SyncedGuide(SameTokenizerGuide):
         if not self._prompt_ids:
             raise ValueError("the guide has no rows")
         chosen = set(range(self.rows)) if rows is None or self._row_logits is None else set(rows)
-        # Rows not asked for keep what they hold (nothing to derive for them).
+        # Rows not asked for keep what they hold, plus whatever rides along in
+        # the forward's padding (`_fill_padding`).
         wanted = [self._wanted_ids(r) if r in chosen else self._held[r] for r in range(self.rows)]
         if self._row_logits is not None and self._too_long(wanted):
             self._row_logits = None
@@ -114,7 +115,9 @@ class SyncedGuide(SameTokenizerGuide):
         if self._row_logits is None:
             ran = self._first_forward(wanted)
         else:
-            ran = self._sync(self._fill_padding(wanted, chosen))
+            if len(chosen) < self.rows:   # some rows were not asked for
+                wanted = self._fill_padding(wanted, chosen)
+            ran = self._sync(wanted)
         if ran:
             self._record_run(self._row_logits)
         return self._row_logits
@@ -209,9 +212,9 @@ class SyncedGuide(SameTokenizerGuide):
             return wanted
         filled = list(wanted)
         for r in range(self.rows):
-            held = self._held[r]
             if r in chosen:
                 continue
+            held = self._held[r]
             settled = self._settled_ids(r)
             if len(settled) > len(held) and settled[: len(held)] == held:
                 filled[r] = settled[: len(held) + width]
