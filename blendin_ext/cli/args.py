@@ -58,6 +58,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="auto", choices=DTYPES,
                        help="weights and compute dtype; auto (default): bfloat16 on a CPU with "
                             "native bf16 (avx512_bf16/AMX) or CUDA, else float32")
+    group.add_argument("--no-pack-weights", dest="pack_weights", action="store_false",
+                       help="keep plain nn.Linear layers (by default, on a CPU, bf16 and float32 "
+                            "linear weights are packed once for oneDNN: faster decoding)")
     group.add_argument("--compile", action="store_true",
                        help="experimental: static KV cache + torch.compile of each model's "
                             "one-token forward (the first call compiles, minutes on a CPU)")

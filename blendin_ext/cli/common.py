@@ -43,8 +43,9 @@ def load_pair(args):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = resolve_dtype(args.dtype, args.device, log=not args.quiet)
-    base = load_model(args.base, dtype=dtype, device=args.device, progress=not args.quiet)
-    guide = load_model(args.guide, dtype=dtype, device=args.device, progress=not args.quiet)
+    load = dict(dtype=dtype, device=args.device, progress=not args.quiet,
+                pack_weights=args.pack_weights)
+    base, guide = load_model(args.base, **load), load_model(args.guide, **load)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
                                  system_prompt=args.system_prompt,
                                  compile=getattr(args, "compile", False))

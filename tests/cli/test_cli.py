@@ -65,6 +65,8 @@ def test_dtype_defaults_to_auto(command):
     assert not cli.build_parser().parse_args(command).compile
     assert cli.build_parser().parse_args(command + ["--compile"]).compile
     assert cli.build_parser().parse_args(command + ["--dtype", "float32"]).dtype == "float32"
+    assert cli.build_parser().parse_args(command).pack_weights
+    assert not cli.build_parser().parse_args(command + ["--no-pack-weights"]).pack_weights
 
 
 def test_generate_needs_a_prompt(capsys):

@@ -101,3 +101,27 @@ def test_a_folder_in_either_dtype_loads_in_the_dtype_asked(tmp_path, saved):
         loaded = loading.load_model(str(folder), dtype=wanted, progress=False)
         assert loaded.model.dtype == wanted
         assert next(loaded.model.parameters()).dtype == wanted
+
+
+def test_load_model_packs_cpu_linears_unless_told_not_to(tmp_path):
+    from blendin_ext.models.packing import PackedLinear
+    from blendin_ext.testing import tiny_llama, tiny_tokenizer
+
+    folder = tmp_path / "model"
+    tiny_llama(50).save_pretrained(folder)
+    tiny_tokenizer(50).save_pretrained(folder)
+    ids = torch.tensor([[3, 4, 5, 6]])
+    outputs = {}
+    for pack in (True, False):
+        loaded = loading.load_model(str(folder), dtype="bfloat16", progress=False,
+                                    pack_weights=pack)
+        expected = 2 * 7 + 1 if pack and torch.backends.mkldnn.is_available() else 0
+        assert loaded.packed_linears == expected
+        assert isinstance(loaded.model.lm_head, PackedLinear) == bool(expected)
+        with torch.inference_mode():
+            outputs[pack] = loaded.model(ids).logits
+    assert torch.equal(outputs[True], outputs[False])
+    loaded = loading.load_model(str(folder), dtype="float16", progress=False)
+    assert loaded.packed_linears == 0   # oneDNN packing is for bf16 and float32
+    with pytest.raises(TypeError, match="pack_weights must be True or False"):
+        loading.load_model(str(folder), pack_weights="yes", progress=False)

@@ -1,0 +1,118 @@
+"""Linear layers with prepacked oneDNN weights, for decoding on a CPU.
+
+At decode time every linear layer of a model multiplies one row (or a few)
+by its whole weight: the step is a matrix-vector product bound by reading
+the weights. PyTorch's `F.linear` on a CPU reorders a bfloat16 weight into
+oneDNN's blocked layout on every call and calls MKL's general GEMM for
+float32; both read well below the memory bandwidth for a handful of rows.
+Reordering each weight once, at load, and calling oneDNN's linear on the
+packed copy (the op inductor's CPU freezing uses) makes the one-token
+forward of the default base model 1.4-1.8x faster here, in both dtypes
+(`benchmarks/bench_pair.py` has the figures).
+
+- bfloat16 logits are bit-identical to `F.linear`'s (same oneDNN kernel,
+  without the per-call reorder); float32 ones differ by GEMM rounding
+  (about 1e-6 relative), so a float32 near-tie may pick the other token.
+- A packed weight is an opaque oneDNN tensor: a packed layer has no
+  ``weight`` parameter, so code that reads one fails instead of reading a
+  scrambled layout, and moving or casting a packed model raises. A weight
+  tied to the input embeddings stays tied: the layer keeps the shared
+  parameter, and `unpack_linear_weights` puts it back.
+- inductor cannot compile a packed layer; the compiled path
+  (`models/compiled.py`) unpacks first, which restores the exact weights.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+PACKED_DTYPES = (torch.bfloat16, torch.float32)
+
+
+def packing_supported(dtype: torch.dtype, device="cpu") -> bool:
+    """Whether `pack_linear_weights` applies: a CPU, a PyTorch built with
+    oneDNN, and a bfloat16 or float32 model."""
+    return (torch.device(device).type == "cpu" and dtype in PACKED_DTYPES
+            and torch.backends.mkldnn.is_available())
+
+
+class PackedLinear(torch.nn.Module):
+    """`y = x W^T + b` with W reordered once into oneDNN's layout."""
+
+    def __init__(self, linear: torch.nn.Linear, tied: Optional[torch.nn.Parameter] = None):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        self.weight_dtype = weight.dtype
+        # batch size 1: the decode step; larger batches and prompts run as fast as F.linear or faster
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(),
+                                                                        requires_grad=False)
+        self.tied = tied  # the input embeddings' parameter when the weight is tied to it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight_dtype:
+            raise TypeError(f"PackedLinear holds a {self.weight_dtype} weight, got a {x.dtype} input")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+    def unpacked(self) -> torch.nn.Linear:
+        """The plain `nn.Linear` with the exact original weight."""
+        linear = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                                 dtype=self.weight_dtype, device="meta")
+        linear.weight = (self.tied if self.tied is not None else
+                         torch.nn.Parameter(self.packed_weight.to_dense(), requires_grad=False))
+        if self.bias is not None:
+            linear.bias = self.bias
+        return linear
+
+    def _apply(self, fn, recurse=True):
+        # `.to()`, `.float()`, `.cuda()` ... reach here; one that changes nothing (`.to("cpu")`
+        # on a CPU model) is fine, any other would need the plain weight back
+        probe = fn(torch.empty(0, dtype=self.weight_dtype))
+        if probe.device.type != "cpu" or probe.dtype != self.weight_dtype:
+            raise RuntimeError("this model's linear layers are packed for the CPU in "
+                               f"{self.weight_dtype}: load it with pack_weights=False, or call "
+                               "blendin_ext.models.packing.unpack_linear_weights(model) first, "
+                               "to move or cast it")
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, dtype={self.weight_dtype}, packed=oneDNN"
+                + (", tied to the input embeddings" if self.tied is not None else ""))
+
+
+def _replace(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def _input_embedding_weight(model) -> Optional[torch.nn.Parameter]:
+    get = getattr(model, "get_input_embeddings", None)
+    embeddings = get() if callable(get) else None
+    return getattr(embeddings, "weight", None)
+
+
+def pack_linear_weights(model: torch.nn.Module) -> int:
+    """Replaces every `nn.Linear` of a CPU model in bfloat16 or float32 by a
+    `PackedLinear`, in place; returns how many (0 where packing does not
+    apply: another device or dtype, or no oneDNN)."""
+    embedding = _input_embedding_weight(model)
+    linears = [(name, module) for name, module in model.named_modules()
+               if type(module) is torch.nn.Linear
+               and packing_supported(module.weight.dtype, module.weight.device)]
+    for name, linear in linears:
+        _replace(model, name, PackedLinear(linear, linear.weight if linear.weight is embedding
+                                           else None))
+    return len(linears)
+
+
+def unpack_linear_weights(model: torch.nn.Module) -> int:
+    """Undoes `pack_linear_weights` in place (exact weights, ties kept);
+    returns how many layers it restored."""
+    packed = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, PackedLinear)]
+    for name, module in packed:
+        _replace(model, name, module.unpacked())
+    return len(packed)

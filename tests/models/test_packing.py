@@ -1,0 +1,94 @@
+"""Linear layers packed for oneDNN: same logits and tokens, ties kept,
+exact unpacking, and clear errors where a packed model cannot go."""
+import pytest
+import torch
+
+from blendin_ext.decode.loop import generate
+from blendin_ext.models import packing
+from blendin_ext.models.compiled import CompiledHFStepModel
+from blendin_ext.testing.models import random_prompts, tiny_llama_for, tiny_tokenizer
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                                reason="this PyTorch has no oneDNN")
+
+
+def tied_model(tokenizer, dtype):
+    model = tiny_llama_for(tokenizer, dtype=dtype, hidden=64)
+    model.lm_head.weight = model.model.embed_tokens.weight
+    return model
+
+
+def logits(model, ids):
+    with torch.inference_mode():
+        return model(ids).logits.float()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_packed_logits_match_and_ties_survive(dtype):
+    tok = tiny_tokenizer(120)
+    model = tied_model(tok, dtype)
+    ids = torch.randint(0, len(tok), (3, 9), generator=torch.Generator().manual_seed(0))
+    before = logits(model, ids)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert packing.pack_linear_weights(model) == 2 * 7 + 1   # 2 layers of 7, and lm_head
+    assert isinstance(model.lm_head, packing.PackedLinear)
+    assert model.lm_head.tied is model.model.embed_tokens.weight
+    after = logits(model, ids)
+    if dtype == torch.bfloat16:   # the same oneDNN kernel, minus the per-call reorder
+        assert torch.equal(after, before)
+    else:                         # oneDNN's float32 GEMM against MKL's: rounding only
+        torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert packing.unpack_linear_weights(model) == 15
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    for name, param in model.named_parameters():
+        assert torch.equal(param, weights[name]), name
+    assert torch.equal(logits(model, ids), before)
+
+
+def test_packed_bf16_generation_gives_the_same_tokens():
+    tok = tiny_tokenizer(150)
+    prompts = random_prompts(4, vocab=60, seed=3)
+    runs = []
+    for pack in (False, True):
+        base = tiny_llama_for(tok, seed=1, dtype=torch.bfloat16)
+        guide = tiny_llama_for(tok, seed=2, dtype=torch.bfloat16)
+        if pack:
+            assert packing.pack_linear_weights(base) and packing.pack_linear_weights(guide)
+        out = generate(base, guide, prompts, tokenizer=tok, guide_chat=False,
+                       max_new_tokens=12, strategy="blendin", gamma=0.6, seed=5)
+        runs.append([(r.token_ids, r.diagnostics.interventions) for r in out])
+    assert runs[0] == runs[1]
+    assert any(interventions for _, interventions in runs[0])   # the mixture ran too
+
+
+def test_packing_skips_what_it_cannot_pack():
+    tok = tiny_tokenizer(80)
+    model = tiny_llama_for(tok, dtype=torch.float16)
+    assert packing.pack_linear_weights(model) == 0
+    assert not packing.packing_supported(torch.float16)
+    assert not packing.packing_supported(torch.bfloat16, "meta")
+    assert packing.packing_supported(torch.bfloat16, "cpu")
+
+
+def test_a_packed_model_refuses_to_move_or_cast_but_stays_put():
+    tok = tiny_tokenizer(80)
+    model = tiny_llama_for(tok, dtype=torch.bfloat16)
+    packing.pack_linear_weights(model)
+    assert model.to("cpu") is model and model.eval() is model   # changes nothing: fine
+    with pytest.raises(RuntimeError, match="packed for the CPU.*unpack_linear_weights"):
+        model.float()
+    with pytest.raises(RuntimeError, match="pack_weights=False"):
+        model.to("meta")
+    with pytest.raises(TypeError, match="bfloat16 weight, got a torch.float32 input"):
+        model.lm_head(torch.zeros(1, model.config.hidden_size))
+    assert not hasattr(model.lm_head, "weight")   # nothing reads the opaque layout by mistake
+    assert "packed=oneDNN" in repr(model.lm_head)
+
+
+def test_the_compiled_path_unpacks_first():
+    tok = tiny_tokenizer(80)
+    model = tiny_llama_for(tok, dtype=torch.bfloat16)
+    packing.pack_linear_weights(model)
+    CompiledHFStepModel(model, backend=None)
+    assert isinstance(model.lm_head, torch.nn.Linear)
+    assert not any(isinstance(m, packing.PackedLinear) for m in model.modules())
