@@ -94,6 +94,18 @@ def build(args):
     return base, generators
 
 
+def token_comparisons(configs: list) -> list:
+    """(config, reference) pairs: each config against the first, and a
+    packed one also against its plain twin (same dtype)."""
+    pairs = [(name, configs[0]) for name in configs[1:]]
+    for name in configs:
+        dtype, compiled, packed = CONFIGS[name]
+        twin = next((n for n in configs if CONFIGS[n] == (dtype, compiled, False)), None)
+        if packed and twin not in (None, configs[0]):
+            pairs.append((name, twin))
+    return pairs
+
+
 def time_case(gen, strategy: str, batch: int, new_tokens: int) -> dict:
     started = time.perf_counter()
     out = gen.generate(PROMPTS[:batch], strategy=strategy, lazy=True, max_new_tokens=new_tokens)
@@ -131,8 +143,7 @@ def main(argv=None):
     for name in generators:
         cells = [best[(name, s, b)]["tokens_per_s"] for s, b in args.cases]
         print(f"{name:<14}" + "".join(f"{c:>14.1f}" for c in cells) + f"{warmup[name]:>12.1f}")
-    reference = args.configs[0]
-    for name in args.configs[1:]:
+    for name, reference in token_comparisons(args.configs):
         same = [best[(name, s, b)]["token_ids"] == best[(reference, s, b)]["token_ids"]
                 for s, b in args.cases]
         print(f"{name}: same tokens as {reference} in {sum(same)}/{len(same)} cases")

@@ -5,5 +5,7 @@ get one.
   and plain callables, and `TokenStream` (prompt, cache, mask, positions);
 - ``prompts.py``: tokenizer conventions (prompt ids, chat template, stop ids);
 - ``loading.py``, ``builtins.py``, ``cache.py``: loading a built-in name, a
-  GGUF file, a folder or a hub id, converting GGUF once into the cache.
+  GGUF file, a folder or a hub id, converting GGUF once into the cache;
+- ``packing.py``: linear weights packed once for oneDNN (CPU decoding);
+- ``compiled.py``: the optional static-cache, torch.compile'd step model.
 """

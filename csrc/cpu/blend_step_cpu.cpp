@@ -79,29 +79,44 @@ class StepRunner {
     const float t = p_.temperature.at(row);
     const bool tempered = t > 0.0f && t != 1.0f;
     ChunkStats* out = row_stats(row) + chunk;
+    const Prefetch ahead = task + 1 < p_.batch * chunks_per_row_ ? task_logits(task + 1)
+                                                                 : Prefetch{};
     if (chunk < base_chunks_) {
-      *out = plain_chunk(base_row(row), p_.vocab, chunk, tempered, inv_temperature(row));
+      *out = plain_chunk(base_row(row), p_.vocab, chunk, tempered, inv_temperature(row), ahead);
     } else if (!p_.map.present()) {
       *out = plain_chunk(guide_row(row), p_.guide_vocab, chunk - base_chunks_, tempered,
-                         inv_temperature(row));
+                         inv_temperature(row), ahead);
     } else {
-      *out = mapped_guide_chunk(row, chunk - base_chunks_, tempered, inv_temperature(row));
+      *out = mapped_guide_chunk(row, chunk - base_chunks_, tempered, inv_temperature(row), ahead);
     }
   }
 
+  // The raw logits a statistics task reads (a task is usually followed by
+  // the next one on the same thread: parallel_for hands out ranges).
+  Prefetch task_logits(int64_t task) const {
+    const int64_t row = task / chunks_per_row_;
+    const int64_t chunk = task % chunks_per_row_;
+    const bool base = chunk < base_chunks_;
+    const int64_t begin = (base ? chunk : chunk - base_chunks_) * kChunk;
+    const int64_t n = std::min(kChunk, (base ? p_.vocab : p_.guide_vocab) - begin);
+    const T* logits = (base ? base_row(row) : guide_row(row)) + begin;
+    return {reinterpret_cast<const char*>(logits), n * static_cast<int64_t>(sizeof(T))};
+  }
+
   ChunkStats plain_chunk(const T* row, int64_t length, int64_t chunk, bool tempered,
-                         float inv_t) const {
+                         float inv_t, Prefetch ahead) const {
     const int64_t begin = chunk * kChunk;
     const int64_t n = std::min(kChunk, length - begin);
     float staging[kChunk];
     const float* x = as_floats(row + begin, n, staging);
-    return chunk_stats(x, n, /*bad=*/false, tempered, inv_t);
+    return chunk_stats(x, n, /*bad=*/false, tempered, inv_t, ahead);
   }
 
   // Guide chunk under a vocabulary map: unmapped tokens are masked, ids are
   // base ids. An out-of-range map entry marks the row bad instead of
   // reading out of bounds (the Python layer validates maps up front).
-  ChunkStats mapped_guide_chunk(int64_t row, int64_t chunk, bool tempered, float inv_t) const {
+  ChunkStats mapped_guide_chunk(int64_t row, int64_t chunk, bool tempered, float inv_t,
+                                Prefetch ahead) const {
     const int64_t begin = chunk * kChunk;
     const int64_t n = std::min(kChunk, p_.guide_vocab - begin);
     float staging[kChunk];
@@ -113,7 +128,7 @@ class StepRunner {
       bad |= id < -1 || id >= p_.vocab;
       masked[i] = (id >= 0 && id < p_.vocab) ? raw[i] : -BLENDIN_INF;
     }
-    return chunk_stats(masked, n, bad, tempered, inv_t);
+    return chunk_stats(masked, n, bad, tempered, inv_t, ahead);
   }
 
   // Entries [begin, begin + n) of a row as floats before any mapping, and

@@ -61,12 +61,32 @@ inline float max_of(const float* x, int64_t n) {
 // result) does not depend on the vector width.
 constexpr int64_t kLanes = 16;
 
+// Bytes the exp pass of one chunk pulls into cache ahead of the next chunk:
+// reading a chunk for its maxima is bound by memory and the exp pass after it
+// by arithmetic, so without this the two never overlap.
+struct Prefetch {
+  const char* data = nullptr;
+  int64_t bytes = 0;
+};
+
+constexpr int64_t kCacheLine = 64;
+
 // sum of exp((x - max) * scale); sets any_nan when an entry is NaN (a NaN
-// entry makes the sum NaN, so the check costs nothing per entry).
-inline float sum_exp(const float* x, int64_t n, float max, float scale, bool& any_nan) {
+// entry makes the sum NaN, so the check costs nothing per entry). Touches
+// one cache line of `ahead` per kLanes entries (a kChunk of floats is as
+// many lines as iterations).
+inline float sum_exp(const float* x, int64_t n, float max, float scale, bool& any_nan,
+                     Prefetch ahead = {}) {
   float lanes[kLanes] = {};
   int64_t i = 0;
+  int64_t fetched = 0;
   for (; i + kLanes <= n; i += kLanes) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (fetched < ahead.bytes) {
+      __builtin_prefetch(ahead.data + fetched, /*rw=*/0, /*locality: L2=*/2);
+      fetched += kCacheLine;
+    }
+#endif
     for (int64_t j = 0; j < kLanes; ++j) lanes[j] += fast_exp_keep_nan((x[i + j] - max) * scale);
   }
   float s = 0.0f;
@@ -80,9 +100,9 @@ inline float sum_exp(const float* x, int64_t n, float max, float scale, bool& an
 // when x holds NaN or +inf, or when `bad` says the raw logits did (a mapped
 // guide chunk masks unmapped entries before they reach here). When
 // `tempered` is false the tempered sum is not needed (greedy, or T == 1)
-// and mirrors `sum`.
+// and mirrors `sum`. `ahead`: the next chunk's raw logits, to prefetch.
 inline ChunkStats chunk_stats(const float* x, int64_t n, bool bad, bool tempered,
-                              float inv_temperature) {
+                              float inv_temperature, Prefetch ahead = {}) {
   ChunkStats out;
   out.softmax = empty_partial();
   const int64_t blocks = (n + kSubBlock - 1) / kSubBlock;
@@ -97,7 +117,7 @@ inline ChunkStats chunk_stats(const float* x, int64_t n, bool bad, bool tempered
     return out;
   }
   bool any_nan = false;
-  const float sum = sum_exp(x, n, m, 1.0f, any_nan);
+  const float sum = sum_exp(x, n, m, 1.0f, any_nan, ahead);
   bad |= any_nan || m == BLENDIN_INF;
   out.softmax.bad = bad ? 1 : 0;
   if (bad) return out;
