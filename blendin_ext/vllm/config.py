@@ -20,7 +20,7 @@ from blendin_ext.ops.validate import (AlphaValue, check_agree_bonus, check_alpha
 
 ENGINE_KEY = "blendin"          # additional_config["blendin"]
 REQUEST_KEY = "blendin"         # SamplingParams.extra_args["blendin"]
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _mapping(value, name: str) -> Mapping:
@@ -50,7 +50,9 @@ class EngineConfig:
 
     guide: built-in name (``blendin models``), folder, .gguf file or hub id,
         loaded by blendin_ext.models.loading.load_model. Required.
-    guide_dtype: "float32" (default), "bfloat16" or "float16".
+    guide_dtype: "auto" (default: bfloat16 on a CPU with native bf16 or on
+        CUDA, float32 elsewhere, as load_model decides), "float32",
+        "bfloat16" or "float16".
     guide_device: e.g. "cpu" or "cuda:0"; default: the engine's device.
     strategy, gamma, alpha, agree_bonus: defaults for requests that do not
         set them (strategy table: blendin_ext.ops.strategies).
@@ -64,7 +66,7 @@ class EngineConfig:
     """
 
     guide: str
-    guide_dtype: str = "float32"
+    guide_dtype: str = "auto"
     guide_device: Optional[str] = None
     strategy: str = "blendin"
     gamma: float = 0.4

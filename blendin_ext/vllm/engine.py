@@ -36,8 +36,7 @@ def build_core(config: EngineConfig, vllm_config, device: torch.device) -> Blend
     model_config = vllm_config.model_config
     guide_device = torch.device(config.guide_device) if config.guide_device else device
     try:
-        loaded = load_model(config.guide, dtype=getattr(torch, config.guide_dtype),
-                            device=str(guide_device))
+        loaded = load_model(config.guide, dtype=config.guide_dtype, device=str(guide_device))
     except Exception as exc:  # noqa: BLE001 - any failure stops start-up with our words
         raise GuideLoadError(
             f"BlendIn: could not load the guide {config.guide!r} "
@@ -48,6 +47,6 @@ def build_core(config: EngineConfig, vllm_config, device: torch.device) -> Blend
         chat=config.guide_chat, device=guide_device,
         base_vocab=model_config.get_vocab_size(), rows_change=True, guide_sync=config.guide_sync)
     logger.info("BlendIn: guide %s (%s, %s) on %s, %s, default strategy %s", config.guide,
-                type(guide).__name__, config.guide_dtype, guide_device,
+                type(guide).__name__, str(loaded.model.dtype).replace("torch.", ""), guide_device,
                 "lazy" if config.lazy else "eager", config.strategy)
     return BlendCore(config, guide, base_tokenizer, capacity=model_config.max_model_len)

@@ -34,6 +34,9 @@ def test_request_arguments():
     assert RequestConfig.parse({"blendin": True}) == RequestConfig()
     assert RequestConfig.parse({"blendin": '{"gamma": 0.3}'}).gamma == 0.3   # vllm_xargs strings
     engine = EngineConfig.parse({"blendin": {"guide": "g", "gamma": 0.5}})
+    assert engine.guide_dtype == "auto"   # load_model's hardware rule, like every loader
+    assert EngineConfig.parse({"blendin": {"guide": "g", "guide_dtype": "bfloat16"}}).guide_dtype \
+        == "bfloat16"
     choice, bonus = RequestConfig(strategy="nudge").resolve(engine)
     assert (choice.name, choice.gamma, choice.alpha, bonus) == ("nudging", 0.5, 1.0, 0.1)
 

@@ -42,7 +42,8 @@ def engine(folders, guide=None, **blendin):
     config = dict(model=str(folders["base"]), max_model_len=256, enforce_eager=True,
                   dtype="float32", max_num_seqs=16, seed=0)
     if guide is not None:
-        config["additional_config"] = {"blendin": {"guide": str(folders[guide]), **blendin}}
+        config["additional_config"] = {"blendin": {"guide": str(folders[guide]),
+                                                   "guide_dtype": "float32", **blendin}}
     return config
 
 

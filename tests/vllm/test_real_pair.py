@@ -22,7 +22,7 @@ def pair():
     from blendin_ext.models.loading import load_model
 
     try:
-        # float32 like the engine below (dtype="float32", guide_dtype's default)
+        # float32 like the engine below (dtype="float32", guide_dtype="float32")
         return (load_model("gemma3-270m", dtype="float32"),
                 load_model("smollm2-135m-instruct", dtype="float32"))
     except MissingModelPackage as exc:
@@ -35,7 +35,8 @@ def test_default_pair_equals_our_loop(pair):
     base, guide = pair
     run = run_engine(
         dict(model=base.path, max_model_len=512, enforce_eager=True, dtype="float32",
-             max_num_seqs=8, seed=0, additional_config={"blendin": {"guide": "smollm2-135m-instruct"}}),
+             max_num_seqs=8, seed=0, additional_config={"blendin": {"guide": "smollm2-135m-instruct",
+                                                                "guide_dtype": "float32"}}),
         [[request(p, blendin={"strategy": s}, max_tokens=STEPS)
           for p, s in zip(PROMPTS, STRATEGIES)]])
     expected = blendin_ext.generate(base.model, guide.model, PROMPTS, tokenizer=base.tokenizer,
