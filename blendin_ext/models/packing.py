@@ -14,15 +14,18 @@ forward of the default base model 1.4-1.8x faster here, in both dtypes
   without the per-call reorder); float32 ones differ by GEMM rounding
   (about 1e-6 relative), so a float32 near-tie may pick the other token.
 - A packed weight is an opaque oneDNN tensor: a packed layer has no
-  ``weight`` parameter, so code that reads one fails instead of reading a
-  scrambled layout, and moving or casting a packed model raises. A weight
+  ``weight`` parameter (code that reads one fails instead of reading a
+  scrambled layout), and moving or casting a packed model raises. A weight
   tied to the input embeddings stays tied: the layer keeps the shared
-  parameter, and `unpack_linear_weights` puts it back.
+  parameter as its ``weight``, and `unpack_linear_weights` puts it back.
+  `state_dict` (hence `save_pretrained`) and `load_state_dict` see plain
+  weights, as for the unpacked model; `copy.deepcopy` repacks.
 - inductor cannot compile a packed layer; the compiled path
   (`models/compiled.py`) unpacks first, which restores the exact weights.
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -38,18 +41,31 @@ def packing_supported(dtype: torch.dtype, device="cpu") -> bool:
 
 
 class PackedLinear(torch.nn.Module):
-    """`y = x W^T + b` with W reordered once into oneDNN's layout."""
+    """`y = x W^T + b` with W reordered once into oneDNN's layout.
 
-    def __init__(self, linear: torch.nn.Linear, tied: Optional[torch.nn.Parameter] = None):
+    ``weight`` exists only when it is tied to the input embeddings (then it
+    is that shared, plain parameter); `state_dict` always holds the plain
+    weight, so a packed model saves and loads like the unpacked one."""
+
+    def __init__(self, linear: torch.nn.Linear, tied: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
-        self.weight_dtype = weight.dtype
+        self.weight_dtype = linear.weight.dtype
+        if tied:
+            self.weight = linear.weight
+        self.bias = linear.bias
+        self._pack(linear.weight)
+
+    def _pack(self, weight: torch.Tensor) -> None:
         # batch size 1: the decode step; larger batches and prompts run as fast as F.linear or faster
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(),
-                                                                        requires_grad=False)
-        self.tied = tied  # the input embeddings' parameter when the weight is tied to it
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+    @property
+    def tied(self) -> bool:
+        return "weight" in self._parameters
+
+    def plain_weight(self) -> torch.Tensor:
+        return self.weight if self.tied else self.packed_weight.to_dense()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight_dtype:
@@ -60,11 +76,41 @@ class PackedLinear(torch.nn.Module):
         """The plain `nn.Linear` with the exact original weight."""
         linear = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                                  dtype=self.weight_dtype, device="meta")
-        linear.weight = (self.tied if self.tied is not None else
-                         torch.nn.Parameter(self.packed_weight.to_dense(), requires_grad=False))
-        if self.bias is not None:
-            linear.bias = self.bias
+        linear.weight = (self.weight if self.tied else
+                         torch.nn.Parameter(self.plain_weight(), requires_grad=False))
+        linear.bias = self.bias
         return linear
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not self.tied:
+            destination[prefix + "weight"] = self.plain_weight()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        weight = None if self.tied else state_dict.pop(prefix + "weight", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if self.tied:
+            self._pack(self.weight)      # the tied parameter was loaded in place
+        elif weight is None:
+            missing_keys.append(prefix + "weight")
+        elif weight.shape != (self.out_features, self.in_features):
+            error_msgs.append(f"size mismatch for {prefix}weight: copying a param with shape "
+                              f"{tuple(weight.shape)}, the shape in current model is "
+                              f"{(self.out_features, self.in_features)}.")
+        else:
+            self._pack(weight.to(self.weight_dtype))
+
+    def __deepcopy__(self, memo):
+        # an opaque oneDNN tensor has no storage to copy: repack the plain weight
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        for name, value in self.__dict__.items():
+            if name != "packed_weight":
+                twin.__dict__[name] = copy.deepcopy(value, memo)
+        twin._pack(self.plain_weight())
+        return twin
 
     def _apply(self, fn, recurse=True):
         # `.to()`, `.float()`, `.cuda()` ... reach here; one that changes nothing (`.to("cpu")`
@@ -80,7 +126,7 @@ class PackedLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.weight_dtype}, packed=oneDNN"
-                + (", tied to the input embeddings" if self.tied is not None else ""))
+                + (", tied to the input embeddings" if self.tied else ""))
 
 
 def _replace(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
@@ -103,8 +149,7 @@ def pack_linear_weights(model: torch.nn.Module) -> int:
                if type(module) is torch.nn.Linear
                and packing_supported(module.weight.dtype, module.weight.device)]
     for name, linear in linears:
-        _replace(model, name, PackedLinear(linear, linear.weight if linear.weight is embedding
-                                           else None))
+        _replace(model, name, PackedLinear(linear, tied=linear.weight is embedding))
     return len(linears)
 
 

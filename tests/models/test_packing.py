@@ -1,5 +1,7 @@
 """Linear layers packed for oneDNN: same logits and tokens, ties kept,
 exact unpacking, and clear errors where a packed model cannot go."""
+import copy
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
 def tied_model(tokenizer, dtype):
     model = tiny_llama_for(tokenizer, dtype=dtype, hidden=64)
     model.lm_head.weight = model.model.embed_tokens.weight
+    model.config.tie_word_embeddings = True
     return model
 
 
@@ -32,7 +35,7 @@ def test_packed_logits_match_and_ties_survive(dtype):
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
     assert packing.pack_linear_weights(model) == 2 * 7 + 1   # 2 layers of 7, and lm_head
     assert isinstance(model.lm_head, packing.PackedLinear)
-    assert model.lm_head.tied is model.model.embed_tokens.weight
+    assert model.lm_head.tied and model.lm_head.weight is model.model.embed_tokens.weight
     after = logits(model, ids)
     if dtype == torch.bfloat16:   # the same oneDNN kernel, minus the per-call reorder
         assert torch.equal(after, before)
@@ -92,3 +95,40 @@ def test_the_compiled_path_unpacks_first():
     CompiledHFStepModel(model, backend=None)
     assert isinstance(model.lm_head, torch.nn.Linear)
     assert not any(isinstance(m, packing.PackedLinear) for m in model.modules())
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_state_dict_deepcopy_and_load_see_plain_weights(tie, tmp_path):
+    tok = tiny_tokenizer(90)
+    plain = (tied_model(tok, torch.bfloat16) if tie
+             else tiny_llama_for(tok, dtype=torch.bfloat16, hidden=64))
+    expected = plain.state_dict()
+    ids = torch.tensor([[4, 5, 6, 7]])
+    before = logits(plain, ids)
+    packed = copy.deepcopy(plain)
+    packing.pack_linear_weights(packed)
+    saved = packed.state_dict()
+    assert saved.keys() == expected.keys()     # the same checkpoint as the unpacked model
+    for name, value in expected.items():
+        assert torch.equal(saved[name], value), name
+    twin = copy.deepcopy(packed)               # opaque tensors are repacked, not copied
+    assert torch.equal(logits(twin, ids), before)
+    if tie:
+        assert twin.lm_head.weight is twin.model.embed_tokens.weight
+    other = tiny_llama_for(tok, seed=9, dtype=torch.bfloat16, hidden=64)
+    if tie:
+        other.lm_head.weight = other.model.embed_tokens.weight
+    packing.pack_linear_weights(other)
+    other.load_state_dict(expected)            # repacks what it loads
+    assert torch.equal(logits(other, ids), before)
+    with pytest.raises(RuntimeError, match="Missing key.*lm_head.weight" if not tie else "Missing"):
+        other.load_state_dict({k: v for k, v in expected.items()
+                               if k not in ("lm_head.weight", "model.embed_tokens.weight")})
+    wrong = dict(expected, **{"model.layers.0.mlp.up_proj.weight": torch.zeros(3, 3)})
+    with pytest.raises(RuntimeError, match="size mismatch for model.layers.0.mlp.up_proj.weight"):
+        other.load_state_dict(wrong)
+    packed.save_pretrained(tmp_path / "saved")  # transformers' own save works as is
+    reloaded = type(plain).from_pretrained(tmp_path / "saved", dtype=torch.bfloat16).state_dict()
+    assert reloaded.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(reloaded[name], value), name
