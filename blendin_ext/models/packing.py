@@ -6,13 +6,13 @@ the weights. PyTorch's `F.linear` on a CPU reorders a bfloat16 weight into
 oneDNN's blocked layout on every call and calls MKL's general GEMM for
 float32; both read well below the memory bandwidth for a handful of rows.
 Reordering each weight once, at load, and calling oneDNN's linear on the
-packed copy (the op inductor's CPU freezing uses) makes the one-token
-forward of the default base model 1.4-1.8x faster here, in both dtypes
-(`benchmarks/bench_pair.py` has the figures).
+packed copy (the op inductor's CPU freezing uses) makes decoding the
+default pair 1.5-2.0x faster here, in both dtypes and at batch 1 and 8
+(`benchmarks/bench_pair.py`; figures in benchmarks/README.md).
 
 - bfloat16 logits are bit-identical to `F.linear`'s (same oneDNN kernel,
   without the per-call reorder); float32 ones differ by GEMM rounding
-  (about 1e-6 relative), so a float32 near-tie may pick the other token.
+  (a few 1e-6 relative), so a float32 near-tie may pick the other token.
 - A packed weight is an opaque oneDNN tensor: a packed layer has no
   ``weight`` parameter (code that reads one fails instead of reading a
   scrambled layout), and moving or casting a packed model raises. A weight
@@ -20,6 +20,13 @@ forward of the default base model 1.4-1.8x faster here, in both dtypes
   parameter as its ``weight``, and `unpack_linear_weights` puts it back.
   `state_dict` (hence `save_pretrained`) and `load_state_dict` see plain
   weights, as for the unpacked model; `copy.deepcopy` repacks.
+- Memory: the packed copies are new memory, and a weight tied to the
+  embeddings is held twice (plain for the lookup, packed for the output
+  layer). The default pair in bf16 grows by about 0.75 GB of anonymous
+  memory (gemma3-270m's 262144 x 640 output layer alone is 335 MB);
+  weights that transformers mapped from the checkpoint file stay in the
+  page cache, where the kernel can drop them. `pack_weights=False` /
+  `--no-pack-weights` keep the plain layers.
 - inductor cannot compile a packed layer; the compiled path
   (`models/compiled.py`) unpacks first, which restores the exact weights.
 """
