@@ -19,7 +19,8 @@ default pair 1.5-2.0x faster here, in both dtypes and at batch 1 and 8
   tied to the input embeddings stays tied: the layer keeps the shared
   parameter as its ``weight``, and `unpack_linear_weights` puts it back.
   `state_dict` (hence `save_pretrained`) and `load_state_dict` see plain
-  weights, as for the unpacked model; `copy.deepcopy` repacks.
+  weights, as for the unpacked model; `copy.deepcopy` repacks. A forward
+  that autograd would record raises: oneDNN's linear has no gradient.
 - Memory: the packed copies are new memory, and a weight tied to the
   embeddings is held twice (plain for the lookup, packed for the output
   layer). The default pair in bf16 grows by about 0.75 GB of anonymous
@@ -33,6 +34,7 @@ default pair 1.5-2.0x faster here, in both dtypes and at batch 1 and 8
 from __future__ import annotations
 
 import copy
+import types
 from typing import Optional
 
 import torch
@@ -77,6 +79,13 @@ class PackedLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight_dtype:
             raise TypeError(f"PackedLinear holds a {self.weight_dtype} weight, got a {x.dtype} input")
+        if torch.is_grad_enabled() and (x.requires_grad or any(
+                p.requires_grad for p in self._parameters.values() if p is not None)):
+            # oneDNN's linear has no autograd formula: backward would run and be silently wrong
+            raise RuntimeError("linear layers packed for oneDNN are for inference: run the model "
+                               "under torch.inference_mode() or torch.no_grad(), or load it with "
+                               "pack_weights=False (or call blendin_ext.models.packing."
+                               "unpack_linear_weights) to train it")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
     def unpacked(self) -> torch.nn.Linear:
@@ -120,20 +129,32 @@ class PackedLinear(torch.nn.Module):
         return twin
 
     def _apply(self, fn, recurse=True):
-        # `.to()`, `.float()`, `.cuda()` ... reach here; one that changes nothing (`.to("cpu")`
-        # on a CPU model) is fine, any other would need the plain weight back
-        probe = fn(torch.empty(0, dtype=self.weight_dtype))
-        if probe.device.type != "cpu" or probe.dtype != self.weight_dtype:
-            raise RuntimeError("this model's linear layers are packed for the CPU in "
-                               f"{self.weight_dtype}: load it with pack_weights=False, or call "
-                               "blendin_ext.models.packing.unpack_linear_weights(model) first, "
-                               "to move or cast it")
+        _check_move(fn, [self])
         return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, dtype={self.weight_dtype}, packed=oneDNN"
                 + (", tied to the input embeddings" if self.tied else ""))
+
+
+def _check_move(fn, layers) -> None:
+    """`.to()`, `.float()`, `.cuda()` ... pass `fn` to `_apply`: one that changes
+    nothing (`.to("cpu")` on a CPU model) is fine, any other needs the plain
+    weights back."""
+    for layer in layers:
+        probe = fn(torch.empty(0, dtype=layer.weight_dtype))
+        if probe.device.type != "cpu" or probe.dtype != layer.weight_dtype:
+            raise RuntimeError("this model's linear layers are packed for the CPU in "
+                               f"{layer.weight_dtype}: load it with pack_weights=False, or call "
+                               "blendin_ext.models.packing.unpack_linear_weights(model) first, "
+                               "to move or cast it")
+
+
+def _apply_checked_first(model, fn, recurse=True):
+    # the packed model's own `_apply`: refuses a move before any submodule has moved
+    _check_move(fn, [m for m in model.modules() if isinstance(m, PackedLinear)])
+    return type(model)._apply(model, fn, recurse)
 
 
 def _replace(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
@@ -157,6 +178,8 @@ def pack_linear_weights(model: torch.nn.Module) -> int:
                and packing_supported(module.weight.dtype, module.weight.device)]
     for name, linear in linears:
         _replace(model, name, PackedLinear(linear, tied=linear.weight is embedding))
+    if linears:
+        model._apply = types.MethodType(_apply_checked_first, model)
     return len(linears)
 
 
@@ -167,4 +190,5 @@ def unpack_linear_weights(model: torch.nn.Module) -> int:
               if isinstance(module, PackedLinear)]
     for name, module in packed:
         _replace(model, name, module.unpacked())
+    model.__dict__.pop("_apply", None)
     return len(packed)

@@ -77,14 +77,22 @@ def test_a_packed_model_refuses_to_move_or_cast_but_stays_put():
     tok = tiny_tokenizer(80)
     model = tiny_llama_for(tok, dtype=torch.bfloat16)
     packing.pack_linear_weights(model)
+    before = logits(model, torch.tensor([[3, 4]]))
     assert model.to("cpu") is model and model.eval() is model   # changes nothing: fine
     with pytest.raises(RuntimeError, match="packed for the CPU.*unpack_linear_weights"):
         model.float()
     with pytest.raises(RuntimeError, match="pack_weights=False"):
         model.to("meta")
+    with pytest.raises(RuntimeError, match="packed for the CPU"):
+        model.model.layers[0].to(torch.float32)      # a submodule's own move is refused too
+    assert torch.equal(logits(model, torch.tensor([[3, 4]])), before)   # nothing moved
     with pytest.raises(TypeError, match="bfloat16 weight, got a torch.float32 input"):
         model.lm_head(torch.zeros(1, model.config.hidden_size))
     assert not hasattr(model.lm_head, "weight")   # nothing reads the opaque layout by mistake
+    with pytest.raises(RuntimeError, match="for inference: run the model under"):
+        model(torch.tensor([[3, 4]]))            # autograd on: no silently wrong gradients
+    with torch.no_grad():
+        model(torch.tensor([[3, 4]]))
     assert "packed=oneDNN" in repr(model.lm_head)
 
 
