@@ -60,6 +60,7 @@ class PackedLinear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight_dtype = linear.weight.dtype
+        self.weight_requires_grad = linear.weight.requires_grad  # restored by unpacked()
         if tied:
             self.weight = linear.weight
         self.bias = linear.bias
@@ -93,7 +94,8 @@ class PackedLinear(torch.nn.Module):
         linear = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                                  dtype=self.weight_dtype, device="meta")
         linear.weight = (self.weight if self.tied else
-                         torch.nn.Parameter(self.plain_weight(), requires_grad=False))
+                         torch.nn.Parameter(self.plain_weight(),
+                                            requires_grad=self.weight_requires_grad))
         linear.bias = self.bias
         return linear
 

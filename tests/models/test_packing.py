@@ -45,6 +45,7 @@ def test_packed_logits_match_and_ties_survive(dtype):
     assert model.lm_head.weight is model.model.embed_tokens.weight
     for name, param in model.named_parameters():
         assert torch.equal(param, weights[name]), name
+        assert param.requires_grad, name
     assert torch.equal(logits(model, ids), before)
 
 
