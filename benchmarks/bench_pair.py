@@ -86,7 +86,9 @@ def build(args):
     generators = {}
     for name in args.configs:
         dtype, compiled, packed = CONFIGS[name]
-        models = [copy.deepcopy(m).to(dtype) for m in (base.model, guide.model)]
+        # the plain float32 config runs the loaded models; the others get copies to change
+        models = [m if (dtype, packed) == (torch.float32, False) else copy.deepcopy(m).to(dtype)
+                  for m in (base.model, guide.model)]
         for model in models if packed else ():
             pack_linear_weights(model)
         generators[name] = BlendInGenerator(*models, base.tokenizer, guide.tokenizer,
@@ -167,10 +169,12 @@ def vllm_rows(args, base_path: str, best: dict) -> list:
     from bench_vllm import engine_cells
 
     rows = []
-    dtypes = {CONFIGS[n][0]: [m for m in args.configs if CONFIGS[m][0] == CONFIGS[n][0]
-                              and not CONFIGS[m][1]]
-              for n in args.configs if not CONFIGS[n][1]}
-    for torch_dtype, ours_names in dtypes.items():
+    by_dtype = {}   # one engine per dtype, beside each eager config of that dtype
+    for name in args.configs:
+        dtype, compiled, _ = CONFIGS[name]
+        if not compiled:
+            by_dtype.setdefault(dtype, []).append(name)
+    for torch_dtype, ours_names in by_dtype.items():
         dtype = str(torch_dtype).replace("torch.", "")
         spec = {"engine": dict(model=base_path, max_model_len=1024, enforce_eager=True,
                                dtype=dtype, max_num_seqs=max(args.batch_sizes), seed=0),
