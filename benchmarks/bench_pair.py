@@ -2,7 +2,8 @@
 configurations side by side, one run: float32 and bfloat16 with plain
 `nn.Linear` layers, the same with linear weights packed for oneDNN (what
 `load_model` does by default on a CPU), and bfloat16 with the compiled path
-(static KV cache + torch.compile), each for our loop
+(static KV cache + torch.compile) over plain or packed layers (`bf16+pack+compile`
+is what `--compile` runs by default), each for our loop
 base-only (lazy, so the guide never runs) and BlendIn lazy, at batch 1 and
 batch 8 (greedy). Runs are interleaved and the best of --repeats is kept
 (the machine may be shared); compile time is reported on its own, never
@@ -34,7 +35,8 @@ PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
 # name: (dtype, compiled, linear weights packed for oneDNN)
 CONFIGS = {"float32": (torch.float32, False, False), "bfloat16": (torch.bfloat16, False, False),
            "float32+pack": (torch.float32, False, True), "bf16+pack": (torch.bfloat16, False, True),
-           "bf16+compile": (torch.bfloat16, True, False)}
+           "bf16+compile": (torch.bfloat16, True, False),
+           "bf16+pack+compile": (torch.bfloat16, True, True)}
 STRATEGIES = ("base", "blendin")
 
 
@@ -169,11 +171,9 @@ def vllm_rows(args, base_path: str, best: dict) -> list:
     from bench_vllm import engine_cells
 
     rows = []
-    by_dtype = {}   # one engine per dtype, beside each eager config of that dtype
+    by_dtype = {}   # one engine per dtype, beside each config of that dtype
     for name in args.configs:
-        dtype, compiled, _ = CONFIGS[name]
-        if not compiled:
-            by_dtype.setdefault(dtype, []).append(name)
+        by_dtype.setdefault(CONFIGS[name][0], []).append(name)
     for torch_dtype, ours_names in by_dtype.items():
         dtype = str(torch_dtype).replace("torch.", "")
         spec = {"engine": dict(model=base_path, max_model_len=1024, enforce_eager=True,

@@ -15,7 +15,7 @@ The first call pays the compilation (tens of seconds to minutes on a CPU;
 inductor needs a C++ compiler there). The static cache alone gives the
 eager tokens; compiled bf16 kernels keep fused intermediates in float32, so
 bf16 tokens may differ after a near-tie. Linear layers packed for oneDNN
-(packing.py) are unpacked first: inductor cannot compile them. A static
+(packing.py) stay packed: inductor fuses what lies between them. A static
 cache has a fixed batch, so finished rows stay in it (the loop's compaction
 turns itself off).
 """
@@ -25,7 +25,6 @@ from typing import Optional, Union
 
 import torch
 
-from blendin_ext.models.packing import unpack_linear_weights
 from blendin_ext.models.streams import HFStepModel
 
 CACHE_BUCKET = 256
@@ -37,7 +36,6 @@ class CompiledHFStepModel(HFStepModel):
     cache alone (no compilation: what the fast tests check)."""
 
     def __init__(self, model, backend: Optional[str] = "inductor"):
-        unpack_linear_weights(model)   # inductor cannot compile oneDNN-packed layers
         super().__init__(model)
         self.backend = backend
         self._compiled = (model.forward if backend is None

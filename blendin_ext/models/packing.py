@@ -28,8 +28,10 @@ default pair 1.5-2.0x faster here, in both dtypes and at batch 1 and 8
   weights that transformers mapped from the checkpoint file stay in the
   page cache, where the kernel can drop them. `pack_weights=False` /
   `--no-pack-weights` keep the plain layers.
-- inductor cannot compile a packed layer; the compiled path
-  (`models/compiled.py`) unpacks first, which restores the exact weights.
+- Under torch.compile a packed layer calls `blendin_ext::packed_linear`,
+  the same kernel as an op inductor leaves opaque (its own oneDNN lowering
+  only takes weights it packed itself), so the compiled path
+  (`models/compiled.py`) keeps the packed weights.
 """
 from __future__ import annotations
 
@@ -40,6 +42,26 @@ from typing import Optional
 import torch
 
 PACKED_DTYPES = (torch.bfloat16, torch.float32)
+
+
+def _onednn_linear(x: torch.Tensor, packed_weight: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, "none", [], "")
+
+
+# The same product as an op torch.compile treats as opaque: inductor's oneDNN
+# passes reject a packed weight they did not pack themselves, so a compiled
+# graph calls this one kernel and fuses everything around it. Eager calls
+# skip it (a Python custom op costs a few microseconds per call).
+@torch.library.custom_op("blendin_ext::packed_linear", mutates_args=())
+def packed_linear(x: torch.Tensor, packed_weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  out_features: int) -> torch.Tensor:
+    return _onednn_linear(x, packed_weight, bias)
+
+
+@packed_linear.register_fake
+def _packed_linear_fake(x, packed_weight, bias, out_features):
+    return x.new_empty(*x.shape[:-1], out_features)
 
 
 def packing_supported(dtype: torch.dtype, device="cpu") -> bool:
@@ -87,7 +109,9 @@ class PackedLinear(torch.nn.Module):
                                "under torch.inference_mode() or torch.no_grad(), or load it with "
                                "pack_weights=False (or call blendin_ext.models.packing."
                                "unpack_linear_weights) to train it")
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+        if torch.compiler.is_compiling():   # inductor cannot trace oneDNN's op itself
+            return packed_linear(x, self.packed_weight, self.bias, self.out_features)
+        return _onednn_linear(x, self.packed_weight, self.bias)
 
     def unpacked(self) -> torch.nn.Linear:
         """The plain `nn.Linear` with the exact original weight."""

@@ -97,13 +97,50 @@ def test_a_packed_model_refuses_to_move_or_cast_but_stays_put():
     assert "packed=oneDNN" in repr(model.lm_head)
 
 
-def test_the_compiled_path_unpacks_first():
+def token_ids(model, tok, prompts):
+    out = generate(model, model, prompts, tokenizer=tok, guide_chat=False, max_new_tokens=6,
+                   strategy="base")
+    return [r.token_ids for r in out]
+
+
+def test_the_compiled_path_keeps_packed_layers_and_the_tokens():
     tok = tiny_tokenizer(80)
     model = tiny_llama_for(tok, dtype=torch.bfloat16)
+    prompts = random_prompts(2, seed=4)
+    reference = token_ids(model, tok, prompts)
     packing.pack_linear_weights(model)
-    CompiledHFStepModel(model, backend=None)
-    assert isinstance(model.lm_head, torch.nn.Linear)
-    assert not any(isinstance(m, packing.PackedLinear) for m in model.modules())
+    static = CompiledHFStepModel(model, backend=None)   # the static cache, not compiled
+    assert isinstance(model.lm_head, packing.PackedLinear)
+    assert token_ids(static, tok, prompts) == reference
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_packed_linear_op_traces_like_the_layer(dtype):
+    layer = torch.nn.Linear(16, 24, dtype=dtype).requires_grad_(False)   # no autograd formula
+    packed = packing.PackedLinear(layer)
+    x = torch.randn(2, 3, 16, dtype=dtype)
+    with torch.no_grad():
+        expected = packed(x)
+        assert torch.equal(packing.packed_linear(x, packed.packed_weight, packed.bias, 24),
+                           expected)
+    # opcheck's schema, autograd and fake-tensor utilities read the inputs'
+    # storage, which an opaque oneDNN tensor has none of; the AOT tests trace
+    # the op through its fake implementation as torch.compile does.
+    torch.library.opcheck(torch.ops.blendin_ext.packed_linear.default,
+                          (x, packed.packed_weight, packed.bias, 24),
+                          test_utils=("test_aot_dispatch_static", "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.slow
+def test_inductor_compiles_packed_layers():
+    tok = tiny_tokenizer(80)
+    model = tiny_llama_for(tok, dtype=torch.float32)
+    packing.pack_linear_weights(model)
+    prompts = random_prompts(2, seed=5)
+    reference = token_ids(model, tok, prompts)
+    compiled = CompiledHFStepModel(model)
+    assert token_ids(compiled, tok, prompts) == reference
+    assert isinstance(model.lm_head, packing.PackedLinear)
 
 
 @pytest.mark.parametrize("tie", [False, True])
