@@ -54,7 +54,7 @@ class StepRunner {
       for (int64_t task = begin; task < end; ++task) chunk_task(task);
     });
     Vector<uint8_t> needs_full_pass(p_.batch, 0);
-    parallel_for_(p_.batch, 16, [&](int64_t begin, int64_t end) {
+    parallel_for_(p_.batch, row_grain(), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) needs_full_pass[row] = finish_row(row);
     });
     Vector<int64_t> full_pass_rows;
@@ -65,6 +65,17 @@ class StepRunner {
   }
 
  private:
+  // Rows per thread in the finishing phase. A greedy row finishes from its
+  // candidates in about a microsecond, not worth waking a thread for; a
+  // sampled row walks the blocks of its vocabulary that reach its cut, so
+  // every sampled row may go to a thread of its own.
+  int64_t row_grain() const {
+    for (int64_t row = 0; row < p_.batch; ++row) {
+      if (p_.temperature.at(row) > 0.0f) return 1;
+    }
+    return 16;
+  }
+
   const T* base_row(int64_t row) const { return base_ + row * p_.base_row_stride; }
   const T* guide_row(int64_t row) const { return guide_ + row * p_.guide_row_stride; }
   ChunkStats* row_stats(int64_t row) const { return stats_.get() + row * chunks_per_row_; }
