@@ -66,14 +66,15 @@ class StepRunner {
 
  private:
   // Rows per thread in the finishing phase. A greedy row finishes from its
-  // candidates in about a microsecond, not worth waking a thread for; a
-  // sampled row walks the blocks of its vocabulary that reach its cut, so
-  // every sampled row may go to a thread of its own.
+  // candidates in a few microseconds (two models' sub-block maxima, a few
+  // sub-blocks read again): four of them are worth a thread. A sampled row
+  // also walks the blocks of its vocabulary that reach its top-k / top-p
+  // cut, so every sampled row may go to a thread of its own.
   int64_t row_grain() const {
     for (int64_t row = 0; row < p_.batch; ++row) {
       if (p_.temperature.at(row) > 0.0f) return 1;
     }
-    return 16;
+    return 4;
   }
 
   const T* base_row(int64_t row) const { return base_ + row * p_.base_row_stride; }
