@@ -109,7 +109,7 @@ class PackedLinear(torch.nn.Module):
                                "under torch.inference_mode() or torch.no_grad(), or load it with "
                                "pack_weights=False (or call blendin_ext.models.packing."
                                "unpack_linear_weights) to train it")
-        if torch.compiler.is_compiling():   # inductor cannot trace oneDNN's op itself
+        if torch.compiler.is_compiling():   # inductor lowers oneDNN's op only for weights it packed
             return packed_linear(x, self.packed_weight, self.bias, self.out_features)
         return _onednn_linear(x, self.packed_weight, self.bias)
 
