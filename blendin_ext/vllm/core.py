@@ -103,6 +103,7 @@ class BlendCore:
         self._params: Optional[Tuple[list, Dict[float, tuple]]] = None
         self._params_layout: Optional[tuple] = None   # the `positions` _params was built for
         self._unnamed = 0
+        self._guide_row: Dict[int, int] = {}   # id(request) -> its guide row
 
     # ------------------------------------------------------------ requests
     def new_request(self, request: RequestConfig, sampling: Sampling, prompt_ids: Sequence[int],
@@ -116,12 +117,12 @@ class BlendCore:
         """A batch update in vLLM's order: removed, added, moved (swap=True
         exchanges two rows, else a moves to b). request_ids: the batch's ids
         by index after the update, to key diagnostics (None: made up)."""
-        for index in removed:
-            self._leave(self.slots.pop(index, None))
+        leaving = [self.slots.pop(index, None) for index in removed]
         for index, request in added:
-            self._leave(self.slots.pop(index, None))
+            leaving.append(self.slots.pop(index, None))
             if request is not None:
                 self.slots[index] = request
+        self._leave([r for r in leaving if r is not None and r.diagnostics is not None])
         for a, b, swap in moved:
             first, second = self.slots.pop(a, None), self.slots.pop(b, None)
             if first is not None:
@@ -147,13 +148,28 @@ class BlendCore:
         request.diagnostics = diag
         self.log.track(diag)
 
-    def _leave(self, request: Optional[BlendRequest]) -> None:
-        if request is not None and request.diagnostics is not None:
+    def _leave(self, requests: List[BlendRequest]) -> None:
+        """Requests that left the batch (finished or preempted): their
+        guide statistics are read while the guide still holds their rows,
+        then their summaries are logged."""
+        self._save_guide_stats(requests)
+        for request in requests:
             self.log.left(request.diagnostics)
             self.history.pop(request.key, None)
             self.history[request.key] = request.diagnostics
             while len(self.history) > 2 * len(self.slots) + 1024:   # preempted ones come back soon
                 self.history.pop(next(iter(self.history)))
+
+    def _save_guide_stats(self, requests: List[BlendRequest]) -> None:
+        rows = [(r, self._guide_row[id(r)]) for r in requests if id(r) in self._guide_row]
+        shares = getattr(self.guide, "twin_share_by_row", None)
+        coverage = getattr(self.guide, "coverage_by_row", None)
+        if not rows or shares is None or coverage is None:
+            return      # a guide of the base's vocabulary feeds the base's own ids
+        shares, coverage = shares(), coverage()
+        for request, row in rows:
+            request.diagnostics.guide_twin_share = shares[row]
+            request.diagnostics.map_coverage = coverage[row]
 
     def _sync_guide_rows(self) -> None:
         """Keeps the guide's rows in step with the batch: rows of requests

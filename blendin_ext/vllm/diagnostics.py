@@ -49,6 +49,12 @@ class RequestDiagnostics:
     steps: Dict[int, Step] = field(default_factory=dict)
     bad_steps: int = 0       # steps whose logits held NaN/+inf: left to vLLM
     resumed: int = 0         # times it came back after preemption
+    # A cross-tokenizer guide's view of the row, read when it leaves the
+    # batch (None before, or with a guide of the base's vocabulary): the
+    # share of its guide ids fed as the chosen tokens' twins, and the guide's
+    # mean probability mass on mapped tokens since the request last joined.
+    guide_twin_share: Optional[float] = None
+    map_coverage: Optional[float] = None
 
     def record(self, position: int, step: Step) -> None:
         self.steps[position] = step
@@ -57,12 +63,13 @@ class RequestDiagnostics:
         diag = SequenceDiagnostics()
         for position in sorted(self.steps):
             diag.record(*self.steps[position])
+        diag.guide_twin_share = self.guide_twin_share
         return diag
 
     def summary(self) -> dict:
         return {"request_id": self.request_id, "strategy": self.strategy,
                 "bad_steps": self.bad_steps, "resumed": self.resumed,
-                **self.sequence().summary()}
+                "map_coverage": self.map_coverage, **self.sequence().summary()}
 
 
 class DiagnosticsLog:

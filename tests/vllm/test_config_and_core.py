@@ -7,10 +7,11 @@ import torch
 
 import blendin_ext
 from blendin_ext.guides.factory import make_guide_stream
-from blendin_ext.testing import random_prompts, tiny_llama, tiny_tokenizer
+from blendin_ext.testing import random_prompts, tiny_llama, tiny_llama_for, tiny_tokenizer
 from blendin_ext.vllm.config import EngineConfig, RequestConfig
 from blendin_ext.vllm.core import BlendCore, Sampling
 from blendin_ext.vllm.diagnostics import external_id, read_diagnostics
+from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 
 VOCAB = 200
 
@@ -74,11 +75,11 @@ class FakeEngine:
     """Greedy decoding of the base with the core deciding blended rows, and
     vLLM's persistent-batch bookkeeping done by hand."""
 
-    def __init__(self, pair, tmp_path, **engine):
+    def __init__(self, pair, tmp_path, guide_tok=None, **engine):
         tok, self.base, guide = pair
         self.tok = tok
         config = EngineConfig(guide="tiny", diagnostics=str(tmp_path / "diag.jsonl"), **engine)
-        stream = make_guide_stream(guide, tok, rows_change=True)
+        stream = make_guide_stream(guide, tok, guide_tok, rows_change=True)
         self.core = BlendCore(config, stream, tok)
         self.rows = []   # batch index -> (prompt ids, output ids)
 
@@ -139,6 +140,36 @@ def test_core_follows_the_persistent_batch(pair, tmp_path):
     assert {"a", "b"} <= set(diagnostics)
     assert diagnostics["a"]["intervention_rate"] == 1.0   # guide-only
     assert sum(d["resumed"] for d in diagnostics.values()) == 1
+
+
+def test_cross_tokenizer_diagnostics_match_the_loop(tmp_path):
+    """A guide with another tokenizer: each request's twin share (and its
+    map coverage) reaches the diagnostics when it leaves, as the loop
+    reports them; a base-only request has none."""
+    guide_tok, base_tok = trained_byte_level(), trained_sentencepiece()
+    base, guide = tiny_llama_for(base_tok, seed=1), tiny_llama_for(guide_tok, seed=2)
+    prompts = [p.replace("w", "the ") for p in random_prompts(3, seed=7)]
+    strategies = ["blendin", "guide", "base"]
+    # The loop's share covers the tokens it pushed to the guide, which never
+    # include its last one; the plug-in's covers the output when it leaves.
+    expected = blendin_ext.generate(base, guide, prompts, tokenizer=base_tok,
+                                    guide_tokenizer=guide_tok, strategy=strategies,
+                                    max_new_tokens=STEPS + 1, stop_token_ids=[], lazy=True)
+    engine = FakeEngine((base_tok, base, guide), tmp_path, guide_tok=guide_tok)
+    added = [engine.add(p, s, i) for i, (p, s) in enumerate(zip(prompts, strategies))]
+    engine.rows = [row for _, _, row in added]
+    engine.core.update([], [(i, r) for i, r, _ in added], [], ["a-00000000", "b-00000000",
+                                                               "c-00000000"])
+    for _ in range(STEPS):
+        engine.step()
+    assert [o for _, o in engine.rows] == [r.token_ids[:STEPS] for r in expected]
+    engine.core.update([0, 1, 2], [], [], None)
+    diagnostics = read_diagnostics(tmp_path / "diag.jsonl")
+    for key, result in zip("ab", expected):
+        assert diagnostics[key]["guide_twin_share"] == result.diagnostics.guide_twin_share
+        assert 0.0 < diagnostics[key]["map_coverage"] <= 1.0
+    assert diagnostics["a"]["guide_twin_share"] < 1.0   # some stretch was re-tokenised
+    assert diagnostics["c"]["guide_twin_share"] is None and diagnostics["c"]["map_coverage"] is None
 
 
 def test_core_reads_consecutive_rows_in_place_and_others_by_copy(pair, tmp_path):
