@@ -132,9 +132,11 @@ class CrossTokenizerGuide(SyncedGuide):
         sums, runs = self._coverage_sum.cpu().tolist(), self._coverage_runs.cpu().tolist()
         return [s / n if n else None for s, n in zip(sums, runs)]
 
-    def twin_share_by_row(self) -> List[Optional[float]]:
+    def twin_share_by_row(self, rows: Optional[Sequence[int]] = None) -> List[Optional[float]]:
         """Share of each row's guide ids (after its prompt) fed as base
-        tokens' twins, over the base tokens pushed so far (None: no ids yet)."""
-        for row in range(self.rows):
+        tokens' twins, over the base tokens pushed so far (None: no ids yet).
+        rows: only these rows, in this order (default: all)."""
+        rows = range(self.rows) if rows is None else rows
+        for row in rows:
             self._wanted_ids(row)
-        return [state.twin_share for state in self._row_state]
+        return [self._row_state[row].twin_share for row in rows]

@@ -166,9 +166,10 @@ class BlendCore:
         coverage = getattr(self.guide, "coverage_by_row", None)
         if not rows or shares is None or coverage is None:
             return      # a guide of the base's vocabulary feeds the base's own ids
-        shares, coverage = shares(), coverage()
-        for request, row in rows:
-            request.diagnostics.guide_twin_share = shares[row]
+        coverage = coverage()
+        leaving_shares = shares([row for _, row in rows])   # syncs the leaving rows only
+        for (request, row), share in zip(rows, leaving_shares):
+            request.diagnostics.guide_twin_share = share
             request.diagnostics.map_coverage = coverage[row]
 
     def _sync_guide_rows(self) -> None:
