@@ -17,12 +17,15 @@ from typing import Optional, Union
 AlphaValue = Union[str, float]
 
 
+# Plain ints and floats are tested first: the ABC checks cost more than the
+# rest of a blend_step call's argument checks together.
 def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, Integral) and not isinstance(value, bool))
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    return type(value) in (int, float) or (isinstance(value, Real)
+                                           and not isinstance(value, bool))
 
 
 def _fail(name: str, expected: str, value, where: str):
