@@ -17,8 +17,8 @@ from typing import Optional, Union
 AlphaValue = Union[str, float]
 
 
-# Plain ints and floats are tested first: the ABC checks cost more than the
-# rest of a blend_step call's argument checks together.
+# Plain ints and floats are tested first: in a profile of blend_step the
+# ABC isinstance checks were about half of its argument checks' time.
 def _is_int(value) -> bool:
     return type(value) is int or (isinstance(value, Integral) and not isinstance(value, bool))
 
