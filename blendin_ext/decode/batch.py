@@ -114,13 +114,13 @@ def save_guide_stats(run: _Run, positions) -> None:
     if not positions or (coverage is None and shares is None):
         return
     coverage = coverage() if coverage is not None else None
-    shares = shares() if shares is not None else None
-    for pos in positions:
+    shares = shares(positions) if shares is not None else None   # syncs these rows only
+    for i, pos in enumerate(positions):
         row = run.rows[pos]
         if coverage is not None:
             run.coverage[row] = coverage[pos]
         if shares is not None:
-            run.diagnostics[row].guide_twin_share = shares[pos]
+            run.diagnostics[row].guide_twin_share = shares[i]
 
 
 def compact(run: _Run) -> None:
