@@ -34,6 +34,10 @@ from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CPU_KERNEL = "csrc/cpu/blend_step_cpu.cpp"  # compiled once per variant
+# The bfloat16 linear layer's AVX-512 BF16 kernel (csrc/cpu/bf16_linear.h):
+# compiled with its own flags on x86-64, called only on CPUs that have them.
+LINEAR_KERNEL = "csrc/cpu/bf16_linear_avx512_bf16.cpp"
+LINEAR_KERNEL_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"]
 # Flags of every variant of the kernel. -fno-trapping-math lets the
 # vectoriser evaluate both arms of fast_exp's selects (GCC will not
 # speculate a float op that might trap, and AVX2 has no masked lanes:
@@ -69,7 +73,7 @@ def cpu_variants():
     define that tells the dispatcher (blend_step_dispatch.cpp) which exist."""
     arch = os.environ.get("BLENDIN_CPU_ARCH", "portable")
     if arch == "portable":
-        if platform.machine().lower() in ("x86_64", "amd64"):
+        if is_x86_64():
             variants = [("generic", []), ("avx2", AVX2_FLAGS), ("avx512", AVX512_FLAGS)]
             return variants, "-DBLENDIN_CPU_X86_VARIANTS"
         return [("generic", [])], None
@@ -77,6 +81,10 @@ def cpu_variants():
         return [("generic", [])], "-DBLENDIN_CPU_SINGLE=generic"
     name = "native" if arch == "native" else "custom"
     return [(name, [f"-march={arch}"])], f"-DBLENDIN_CPU_SINGLE={name}"
+
+
+def is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 def cxx_flags() -> list:
@@ -103,7 +111,8 @@ def nvcc_flags() -> list:
 
 class BuildExtension(cpp_extension.BuildExtension):
     """torch's BuildExtension, plus the CPU kernel compiled once per variant
-    with that variant's flags (setuptools has no per-file flags). The
+    with that variant's flags (setuptools has no per-file flags), and the
+    linear layer's AVX-512 BF16 kernel with its own. The
     variant objects are linked after the extension's own, generic first, as
     a backstop: ctest rules out symbols shared between variants, but should
     one slip in, the linker keeps its first, least demanding, definition."""
@@ -118,6 +127,11 @@ class BuildExtension(cpp_extension.BuildExtension):
         base = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) \
             else ext.extra_compile_args
         objects = []
+        if is_x86_64():
+            objects += self.compiler.compile(
+                [LINEAR_KERNEL], output_dir=os.path.join(self.build_temp, "linear_avx512_bf16"),
+                include_dirs=ext.include_dirs, depends=ext.depends,
+                extra_postargs=list(base) + LINEAR_KERNEL_FLAGS)
         for name, flags in cpu_variants()[0]:
             objects += self.compiler.compile(
                 [CPU_KERNEL],
@@ -132,10 +146,12 @@ class BuildExtension(cpp_extension.BuildExtension):
 
 def extension():
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    sources = ["csrc/cpu/blend_step_dispatch.cpp", "csrc/torch/step_args.cpp",
-               "csrc/torch/blend_step_cpu_op.cpp", "csrc/torch/torch_bindings.cpp"]
+    sources = ["csrc/cpu/blend_step_dispatch.cpp", "csrc/cpu/bf16_linear.cpp",
+               "csrc/torch/step_args.cpp", "csrc/torch/blend_step_cpu_op.cpp",
+               "csrc/torch/bf16_linear_op.cpp", "csrc/torch/torch_bindings.cpp"]
     dispatch_define = cpu_variants()[1]
-    cxx = cxx_flags() + ([dispatch_define] if dispatch_define else [])
+    cxx = cxx_flags() + ([dispatch_define] if dispatch_define else []) + (
+        ["-DBLENDIN_BF16_LINEAR_AVX512"] if is_x86_64() else [])
     # Headers as depends, so that editing one rebuilds the extension.
     depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h"))
     if cuda_wanted():

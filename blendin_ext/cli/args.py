@@ -60,7 +60,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                             "native bf16 (avx512_bf16/AMX) or CUDA, else float32")
     group.add_argument("--no-pack-weights", dest="pack_weights", action="store_false",
                        help="keep plain nn.Linear layers (by default, on a CPU, bf16 and float32 "
-                            "linear weights are packed once for oneDNN: faster decoding)")
+                            "linear weights are packed once: faster decoding)")
+    group.add_argument("--linear-kernel", default="auto", choices=("auto", "blendin", "onednn"),
+                       help="kernel of the packed layers; auto (default): blendin's bf16 kernel "
+                            "for bf16 weights on a CPU with AVX-512 BF16, else oneDNN")
     group.add_argument("--compile", action="store_true",
                        help="experimental: static KV cache + torch.compile of each model's "
                             "one-token forward (the first call compiles, minutes on a CPU, "

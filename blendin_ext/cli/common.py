@@ -44,7 +44,7 @@ def load_pair(args):
         torch.set_num_threads(args.threads)
     dtype = resolve_dtype(args.dtype, args.device, log=not args.quiet)
     load = dict(dtype=dtype, device=args.device, progress=not args.quiet,
-                pack_weights=args.pack_weights)
+                pack_weights=args.pack_weights, linear_kernel=args.linear_kernel)
     base, guide = load_model(args.base, **load), load_model(args.guide, **load)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
                                  system_prompt=args.system_prompt,

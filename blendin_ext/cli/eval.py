@@ -85,7 +85,8 @@ def run_config(args, task) -> dict:
         "seed": args.seed, "max_new_tokens": args.max_new_tokens,
         "stop_at_question": not args.no_stop_at_question, "lazy": args.lazy,
         "guide_sync": args.guide_sync,
-        "dtype": _dtype_name(args), "pack_weights": args.pack_weights, "device": args.device,
+        "dtype": _dtype_name(args), "pack_weights": args.pack_weights,
+        "linear_kernel": args.linear_kernel, "device": args.device,
         "limit": args.limit,
         "batch_size": args.batch_size, "batching": args.batching, "strategies": args.strategies,
     }

@@ -24,10 +24,10 @@ EXAMPLES_FILE = "examples.jsonl"
 
 # Settings that may change between a run and its resumption without changing
 # any result (how rows are batched, how many, where data lives, display; the
-# threads and packed weights change float32 rounding only, like any kernel).
-# Not the dtype: bf16 and float32 may choose different tokens.
+# threads, packed weights and their kernel change rounding only, like any
+# kernel). Not the dtype: bf16 and float32 may choose different tokens.
 _RESUME_NEUTRAL = ("limit", "batch_size", "data_dir", "out", "no_plots", "overwrite", "batching",
-                   "strategies", "quiet", "device", "threads", "pack_weights")
+                   "strategies", "quiet", "device", "threads", "pack_weights", "linear_kernel")
 
 
 def json_safe(value):

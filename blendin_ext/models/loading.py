@@ -29,7 +29,7 @@ import torch
 from blendin_ext.models.builtins import (BUILTIN_MODELS, BuiltinModel, assemble_gguf,
                                          builtin_chunks)
 from blendin_ext.models.cache import CONVERTED_MARKER, cache_dir, is_converted, models_dir
-from blendin_ext.models.packing import pack_linear_weights
+from blendin_ext.models.packing import LINEAR_KERNELS, pack_linear_weights, packed_kernels
 
 
 @dataclass
@@ -221,19 +221,25 @@ def resolve(name_or_path: str, progress: bool = True,
 
 
 def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
-               progress: bool = True, pack_weights: bool = True) -> LoadedModel:
+               progress: bool = True, pack_weights: bool = True,
+               linear_kernel: str = "auto") -> LoadedModel:
     """Loads a causal LM and its tokenizer from a built-in name (see
     ``BUILTIN_MODELS``), a ``.gguf`` file, a Hugging Face folder or a hub id.
     The model comes back in eval mode on ``device`` in ``dtype`` (a torch
     dtype, its name, or "auto": see `resolve_dtype`). ``pack_weights``: on a
-    CPU, in bfloat16 or float32, its linear layers are packed for oneDNN
-    once (faster decoding, an inference-only model: see packing.py)."""
+    CPU, in bfloat16 or float32, its linear layers are packed once (faster
+    decoding, an inference-only model: see packing.py); ``linear_kernel``
+    picks their kernel ("auto": blendin's bfloat16 kernel on CPUs with
+    AVX-512 BF16, else oneDNN; or "blendin", "onednn")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transformers.utils import logging as hf_logging
 
     if not isinstance(pack_weights, bool):
         raise TypeError(f"pack_weights must be True or False, got {pack_weights!r}")
+    if linear_kernel not in LINEAR_KERNELS:
+        raise ValueError(f"linear_kernel must be one of {', '.join(LINEAR_KERNELS)}, "
+                         f"got {linear_kernel!r}")
     dtype = resolve_dtype(dtype, device, log=progress)
     start = time.perf_counter()
     where, source, converted, timings = resolve(name_or_path, progress, dtype)
@@ -247,9 +253,10 @@ def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
         if bars:
             hf_logging.enable_progress_bar()
     model = model.to(device).eval()
-    packed = pack_linear_weights(model) if pack_weights else 0
+    packed = pack_linear_weights(model, linear_kernel) if pack_weights else 0
     elapsed = time.perf_counter() - start
     _log(f"loaded {name_or_path} ({source}) in {elapsed:.1f} s"
-         + (f", {packed} linear layers packed for oneDNN" if packed else ""), progress)
+         + (f", {packed} linear layers packed ({packed_kernels(model)})" if packed else ""),
+         progress)
     return LoadedModel(model, tokenizer, name_or_path, source, where, elapsed, converted, timings,
                        packed)

@@ -41,7 +41,11 @@ from typing import Optional
 
 import torch
 
+from blendin_ext.models.bf16_linear import (bf16_linear, fast_bf16_linear, pack_bf16_weight,
+                                             unpack_bf16_weight)
+
 PACKED_DTYPES = (torch.bfloat16, torch.float32)
+LINEAR_KERNELS = ("auto", "blendin", "onednn")
 
 
 def _onednn_linear(x: torch.Tensor, packed_weight: torch.Tensor,
@@ -78,8 +82,13 @@ class PackedLinear(torch.nn.Module):
     is that shared, plain parameter); `state_dict` always holds the plain
     weight, so a packed model saves and loads like the unpacked one."""
 
-    def __init__(self, linear: torch.nn.Linear, tied: bool = False):
+    def __init__(self, linear: torch.nn.Linear, tied: bool = False, kernel: str = "onednn"):
         super().__init__()
+        if kernel not in ("blendin", "onednn"):
+            raise ValueError(f"kernel must be 'blendin' or 'onednn', got {kernel!r}")
+        if kernel == "blendin" and linear.weight.dtype != torch.bfloat16:
+            raise ValueError(f"kernel 'blendin' takes bfloat16 weights, got {linear.weight.dtype}")
+        self.kernel = kernel
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight_dtype = linear.weight.dtype
         self.weight_requires_grad = linear.weight.requires_grad  # restored by unpacked()
@@ -89,6 +98,9 @@ class PackedLinear(torch.nn.Module):
         self._pack(linear.weight)
 
     def _pack(self, weight: torch.Tensor) -> None:
+        if self.kernel == "blendin":
+            self.packed_weight = pack_bf16_weight(weight)
+            return
         # batch size 1: the decode step; larger batches and prompts run as fast as F.linear or faster
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
 
@@ -97,7 +109,11 @@ class PackedLinear(torch.nn.Module):
         return "weight" in self._parameters
 
     def plain_weight(self) -> torch.Tensor:
-        return self.weight if self.tied else self.packed_weight.to_dense()
+        if self.tied:
+            return self.weight
+        if self.kernel == "blendin":
+            return unpack_bf16_weight(self.packed_weight, self.out_features, self.in_features)
+        return self.packed_weight.to_dense()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight_dtype:
@@ -109,6 +125,8 @@ class PackedLinear(torch.nn.Module):
                                "under torch.inference_mode() or torch.no_grad(), or load it with "
                                "pack_weights=False (or call blendin_ext.models.packing."
                                "unpack_linear_weights) to train it")
+        if self.kernel == "blendin":     # an op with a fake kernel: compiles as it is
+            return bf16_linear(x, self.packed_weight, self.bias, self.out_features)
         if torch.compiler.is_compiling():   # inductor lowers oneDNN's op only for weights it packed
             return packed_linear(x, self.packed_weight, self.bias, self.out_features)
         return _onednn_linear(x, self.packed_weight, self.bias)
@@ -160,7 +178,8 @@ class PackedLinear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, dtype={self.weight_dtype}, packed=oneDNN"
+                f"bias={self.bias is not None}, dtype={self.weight_dtype}, "
+                f"packed={'blendin' if self.kernel == 'blendin' else 'oneDNN'}"
                 + (", tied to the input embeddings" if self.tied else ""))
 
 
@@ -194,19 +213,41 @@ def _input_embedding_weight(model) -> Optional[torch.nn.Parameter]:
     return getattr(embeddings, "weight", None)
 
 
-def pack_linear_weights(model: torch.nn.Module) -> int:
+def linear_kernel(dtype: torch.dtype, kernel: str = "auto") -> str:
+    """The kernel a packed layer of `dtype` runs: "blendin" (bfloat16 on a
+    CPU with AVX-512 BF16) or "onednn"; `kernel` other than "auto" forces one."""
+    if kernel not in LINEAR_KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(LINEAR_KERNELS)}, got {kernel!r}")
+    if kernel != "auto":
+        return kernel
+    return "blendin" if dtype == torch.bfloat16 and fast_bf16_linear() else "onednn"
+
+
+def pack_linear_weights(model: torch.nn.Module, kernel: str = "auto") -> int:
     """Replaces every `nn.Linear` of a CPU model in bfloat16 or float32 by a
     `PackedLinear`, in place; returns how many (0 where packing does not
-    apply: another device or dtype, or no oneDNN)."""
+    apply: another device or dtype, or no oneDNN). `kernel`: see
+    `linear_kernel` ("blendin" only takes bfloat16 layers)."""
     embedding = _input_embedding_weight(model)
     linears = [(name, module) for name, module in model.named_modules()
                if type(module) is torch.nn.Linear
                and packing_supported(module.weight.dtype, module.weight.device)]
     for name, linear in linears:
-        _replace(model, name, PackedLinear(linear, tied=linear.weight is embedding))
+        _replace(model, name, PackedLinear(linear, tied=linear.weight is embedding,
+                                           kernel=linear_kernel(linear.weight.dtype, kernel)))
     if linears:
         model._apply = types.MethodType(_apply_checked_first, model)
     return len(linears)
+
+
+def packed_kernels(model: torch.nn.Module) -> str:
+    """What the packed layers of `model` run, for logs: "blendin bf16 kernel",
+    "oneDNN", or both with counts."""
+    kinds = [m.kernel for m in model.modules() if isinstance(m, PackedLinear)]
+    names = {"blendin": "blendin bf16 kernel", "onednn": "oneDNN"}
+    if len(set(kinds)) == 1:
+        return names[kinds[0]]
+    return ", ".join(f"{kinds.count(k)} {names[k]}" for k in sorted(set(kinds)))
 
 
 def unpack_linear_weights(model: torch.nn.Module) -> int:

@@ -1,6 +1,6 @@
 // The one place where blendin_ext's operator schemas are declared. Device
 // implementations register themselves beside their glue
-// (blend_step_cpu_op.cpp, blend_step_cuda_op.cpp).
+// (blend_step_cpu_op.cpp, blend_step_cuda_op.cpp, bf16_linear_op.cpp).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -28,4 +28,11 @@ TORCH_LIBRARY(blendin_ext, m) {
   // CPU can run, best first. BLENDIN_CPU_VARIANT forces one (read once).
   m.def("cpu_variant() -> str");
   m.def("cpu_variants() -> str[]");
+  // A bfloat16 linear layer for decoding: y = x W^T + bias with W in the
+  // packed layout of csrc/cpu/bf16_linear.h (blendin_ext/models/bf16_linear.py
+  // packs it). kernel: "auto" (the best this CPU runs) or one that
+  // bf16_linear_kernels() lists, best first.
+  m.def("bf16_linear(Tensor x, Tensor packed_weight, Tensor? bias, int out_features, "
+        "str kernel=\"auto\") -> Tensor");
+  m.def("bf16_linear_kernels() -> str[]");
 }

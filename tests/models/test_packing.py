@@ -1,12 +1,13 @@
-"""Linear layers packed for oneDNN: same logits and tokens, ties kept,
-exact unpacking, and clear errors where a packed model cannot go."""
+"""Packed linear layers (oneDNN's kernel and blendin's bf16 one): the same
+logits and tokens, ties kept, exact unpacking, and clear errors where a
+packed model cannot go."""
 import copy
 
 import pytest
 import torch
 
 from blendin_ext.decode.loop import generate
-from blendin_ext.models import packing
+from blendin_ext.models import bf16_linear, packing
 from blendin_ext.models.compiled import CompiledHFStepModel
 from blendin_ext.testing.models import random_prompts, tiny_llama_for, tiny_tokenizer
 
@@ -26,18 +27,23 @@ def logits(model, ids):
         return model(ids).logits.float()
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_packed_logits_match_and_ties_survive(dtype):
+KERNEL_CASES = [(torch.bfloat16, "onednn"), (torch.bfloat16, "blendin"), (torch.float32, "onednn")]
+
+
+@pytest.mark.parametrize("dtype,kernel", KERNEL_CASES)
+def test_packed_logits_match_and_ties_survive(dtype, kernel):
     tok = tiny_tokenizer(120)
     model = tied_model(tok, dtype)
     ids = torch.randint(0, len(tok), (3, 9), generator=torch.Generator().manual_seed(0))
     before = logits(model, ids)
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    assert packing.pack_linear_weights(model) == 2 * 7 + 1   # 2 layers of 7, and lm_head
-    assert isinstance(model.lm_head, packing.PackedLinear)
+    assert packing.pack_linear_weights(model, kernel) == 2 * 7 + 1   # 2 layers of 7, lm_head
+    assert isinstance(model.lm_head, packing.PackedLinear) and model.lm_head.kernel == kernel
     assert model.lm_head.tied and model.lm_head.weight is model.model.embed_tokens.weight
     after = logits(model, ids)
-    if dtype == torch.bfloat16:   # the same oneDNN kernel, minus the per-call reorder
+    if kernel == "blendin":       # float32 sums in another order: a bf16 rounding step at most
+        torch.testing.assert_close(after, before, rtol=2 ** -7, atol=2 ** -7)
+    elif dtype == torch.bfloat16:   # the same oneDNN kernel, minus the per-call reorder
         assert torch.equal(after, before)
     else:                         # oneDNN's float32 GEMM against MKL's: rounding only
         torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
@@ -49,7 +55,8 @@ def test_packed_logits_match_and_ties_survive(dtype):
     assert torch.equal(logits(model, ids), before)
 
 
-def test_packed_bf16_generation_gives_the_same_tokens():
+@pytest.mark.parametrize("kernel", ["onednn", "blendin"])
+def test_packed_bf16_generation_gives_the_same_tokens(kernel):
     tok = tiny_tokenizer(150)
     prompts = random_prompts(4, vocab=60, seed=3)
     runs = []
@@ -57,7 +64,8 @@ def test_packed_bf16_generation_gives_the_same_tokens():
         base = tiny_llama_for(tok, seed=1, dtype=torch.bfloat16)
         guide = tiny_llama_for(tok, seed=2, dtype=torch.bfloat16)
         if pack:
-            assert packing.pack_linear_weights(base) and packing.pack_linear_weights(guide)
+            assert (packing.pack_linear_weights(base, kernel)
+                    and packing.pack_linear_weights(guide, kernel))
         out = generate(base, guide, prompts, tokenizer=tok, guide_chat=False,
                        max_new_tokens=12, strategy="blendin", gamma=0.6, seed=5)
         runs.append([(r.token_ids, r.diagnostics.interventions) for r in out])
@@ -74,10 +82,11 @@ def test_packing_skips_what_it_cannot_pack():
     assert packing.packing_supported(torch.bfloat16, "cpu")
 
 
-def test_a_packed_model_refuses_to_move_or_cast_but_stays_put():
+@pytest.mark.parametrize("kernel", ["onednn", "blendin"])
+def test_a_packed_model_refuses_to_move_or_cast_but_stays_put(kernel):
     tok = tiny_tokenizer(80)
     model = tiny_llama_for(tok, dtype=torch.bfloat16)
-    packing.pack_linear_weights(model)
+    packing.pack_linear_weights(model, kernel)
     before = logits(model, torch.tensor([[3, 4]]))
     assert model.to("cpu") is model and model.eval() is model   # changes nothing: fine
     with pytest.raises(RuntimeError, match="packed for the CPU.*unpack_linear_weights"):
@@ -94,7 +103,26 @@ def test_a_packed_model_refuses_to_move_or_cast_but_stays_put():
         model(torch.tensor([[3, 4]]))            # autograd on: no silently wrong gradients
     with torch.no_grad():
         model(torch.tensor([[3, 4]]))
-    assert "packed=oneDNN" in repr(model.lm_head)
+    assert f"packed={'blendin' if kernel == 'blendin' else 'oneDNN'}" in repr(model.lm_head)
+    assert packing.packed_kernels(model) == ("blendin bf16 kernel" if kernel == "blendin"
+                                             else "oneDNN")
+
+
+def test_the_kernel_choice():
+    fast = bf16_linear.fast_bf16_linear()
+    assert packing.linear_kernel(torch.bfloat16) == ("blendin" if fast else "onednn")
+    assert packing.linear_kernel(torch.float32) == "onednn"
+    assert packing.linear_kernel(torch.bfloat16, "onednn") == "onednn"
+    with pytest.raises(ValueError, match="kernel must be one of auto, blendin, onednn"):
+        packing.linear_kernel(torch.bfloat16, "mkl")
+    tok = tiny_tokenizer(80)
+    with pytest.raises(ValueError, match="kernel 'blendin' takes bfloat16 weights"):
+        packing.pack_linear_weights(tiny_llama_for(tok, dtype=torch.float32), "blendin")
+    mixed = tiny_llama_for(tok, dtype=torch.bfloat16)
+    mixed.lm_head.float()
+    packing.pack_linear_weights(mixed)
+    assert packing.packed_kernels(mixed) == ("14 blendin bf16 kernel, 1 oneDNN" if fast
+                                             else "oneDNN")
 
 
 def token_ids(model, tok, prompts):
@@ -143,16 +171,17 @@ def test_inductor_compiles_packed_layers():
     assert isinstance(model.lm_head, packing.PackedLinear)
 
 
+@pytest.mark.parametrize("kernel", ["onednn", "blendin"])
 @pytest.mark.parametrize("tie", [False, True])
-def test_state_dict_deepcopy_and_load_see_plain_weights(tie, tmp_path):
+def test_state_dict_deepcopy_and_load_see_plain_weights(tie, kernel, tmp_path):
     tok = tiny_tokenizer(90)
     plain = (tied_model(tok, torch.bfloat16) if tie
              else tiny_llama_for(tok, dtype=torch.bfloat16, hidden=64))
     expected = plain.state_dict()
     ids = torch.tensor([[4, 5, 6, 7]])
-    before = logits(plain, ids)
     packed = copy.deepcopy(plain)
-    packing.pack_linear_weights(packed)
+    packing.pack_linear_weights(packed, kernel)
+    before = logits(packed, ids)
     saved = packed.state_dict()
     assert saved.keys() == expected.keys()     # the same checkpoint as the unpacked model
     for name, value in expected.items():
@@ -164,7 +193,7 @@ def test_state_dict_deepcopy_and_load_see_plain_weights(tie, tmp_path):
     other = tiny_llama_for(tok, seed=9, dtype=torch.bfloat16, hidden=64)
     if tie:
         other.lm_head.weight = other.model.embed_tokens.weight
-    packing.pack_linear_weights(other)
+    packing.pack_linear_weights(other, kernel)
     other.load_state_dict(expected)            # repacks what it loads
     assert torch.equal(logits(other, ids), before)
     with pytest.raises(RuntimeError, match="Missing key.*lm_head.weight" if not tie else "Missing"):
