@@ -1,7 +1,9 @@
 """Tokens/s of a real model pair (default: the offline demo pair) in several
 configurations side by side, one run: float32 and bfloat16 with plain
-`nn.Linear` layers, the same with linear weights packed for oneDNN (what
-`load_model` does by default on a CPU), and bfloat16 with the compiled path
+`nn.Linear` layers, the same with linear weights packed once (what
+`load_model` does by default on a CPU: blendin's bf16 kernel for bf16 on CPUs
+with AVX-512 BF16, oneDNN otherwise; `bf16+onednn` is bf16 with oneDNN's
+kernel, for comparison), and bfloat16 with the compiled path
 (static KV cache + torch.compile) over plain or packed layers (`bf16+pack+compile`
 is what `--compile` runs by default), each for our loop
 base-only (lazy, so the guide never runs) and BlendIn lazy, at batch 1 and
@@ -32,11 +34,15 @@ PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
            "Question: Name a mammal that can fly.\nAnswer:",
            "Explain in one sentence why the sky is blue.",
            "Question: How many legs does a spider have?\nAnswer:"]
-# name: (dtype, compiled, linear weights packed for oneDNN)
-CONFIGS = {"float32": (torch.float32, False, False), "bfloat16": (torch.bfloat16, False, False),
-           "float32+pack": (torch.float32, False, True), "bf16+pack": (torch.bfloat16, False, True),
-           "bf16+compile": (torch.bfloat16, True, False),
-           "bf16+pack+compile": (torch.bfloat16, True, True)}
+# name: (dtype, compiled, kernel of the packed linear layers or None for plain
+# nn.Linear). "auto" is load_model's default: blendin's bf16 kernel for bf16 on
+# CPUs with AVX-512 BF16, else oneDNN; bf16+onednn keeps oneDNN's for comparison.
+CONFIGS = {"float32": (torch.float32, False, None), "bfloat16": (torch.bfloat16, False, None),
+           "float32+pack": (torch.float32, False, "auto"),
+           "bf16+onednn": (torch.bfloat16, False, "onednn"),
+           "bf16+pack": (torch.bfloat16, False, "auto"),
+           "bf16+compile": (torch.bfloat16, True, None),
+           "bf16+pack+compile": (torch.bfloat16, True, "auto")}
 STRATEGIES = ("base", "blendin")
 
 
@@ -89,10 +95,10 @@ def build(args):
     for name in args.configs:
         dtype, compiled, packed = CONFIGS[name]
         # the plain float32 config runs the loaded models; the others get copies to change
-        models = [m if (dtype, packed) == (torch.float32, False) else copy.deepcopy(m).to(dtype)
+        models = [m if (dtype, packed) == (torch.float32, None) else copy.deepcopy(m).to(dtype)
                   for m in (base.model, guide.model)]
         for model in models if packed else ():
-            pack_linear_weights(model)
+            pack_linear_weights(model, packed)
         generators[name] = BlendInGenerator(*models, base.tokenizer, guide.tokenizer,
                                             compile=compiled)
     return base, generators
@@ -104,7 +110,7 @@ def token_comparisons(configs: list) -> list:
     pairs = [(name, configs[0]) for name in configs[1:]]
     for name in configs:
         dtype, compiled, packed = CONFIGS[name]
-        twin = next((n for n in configs if CONFIGS[n] == (dtype, compiled, False)), None)
+        twin = next((n for n in configs if CONFIGS[n] == (dtype, compiled, None)), None)
         if packed and twin not in (None, configs[0]):
             pairs.append((name, twin))
     return pairs

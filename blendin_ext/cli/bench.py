@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = {"step": "bench_step.py", "generate": "bench_generate.py", "pair": "bench_pair.py"}
+BENCHMARKS = {"step": "bench_step.py", "generate": "bench_generate.py", "pair": "bench_pair.py",
+              "linear": "bench_linear.py"}
 FOLDER = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -15,7 +16,8 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "bench", help="run the benchmarks in benchmarks/",
         description="Runs benchmarks/bench_step.py (the fused op), bench_generate.py (the loop, "
-                    "random models) or bench_pair.py (a real pair) with this Python; arguments "
+                    "random models), bench_pair.py (a real pair) or bench_linear.py (the "
+                    "packed linear kernels) with this Python; arguments "
                     "after WHICH go to the script.")
     parser.add_argument("which", choices=[*BENCHMARKS, "all"])
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -25,7 +27,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     # "all" means the synthetic ones; "pair" needs real models.
-    names = ["step", "generate"] if args.which == "all" else [args.which]
+    names = ["step", "generate", "linear"] if args.which == "all" else [args.which]
     for name in names:
         script = FOLDER / BENCHMARKS[name]
         if not script.is_file():

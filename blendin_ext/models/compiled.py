@@ -14,8 +14,8 @@ a graph.
 The first call pays the compilation (tens of seconds to minutes on a CPU;
 inductor needs a C++ compiler there). The static cache alone gives the
 eager tokens; compiled bf16 kernels keep fused intermediates in float32, so
-bf16 tokens may differ after a near-tie. Linear layers packed for oneDNN
-(packing.py) stay packed: inductor fuses what lies between them. A static
+bf16 tokens may differ after a near-tie. Packed linear layers (packing.py)
+stay packed: inductor fuses what lies between them. A static
 cache has a fixed batch, so finished rows stay in it (the loop's compaction
 turns itself off).
 """

@@ -1,26 +1,38 @@
-"""Linear layers with prepacked oneDNN weights, for decoding on a CPU.
+"""Linear layers with weights packed once, for decoding on a CPU.
 
 At decode time every linear layer of a model multiplies one row (or a few)
 by its whole weight: the step is a matrix-vector product bound by reading
 the weights. PyTorch's `F.linear` on a CPU reorders a bfloat16 weight into
 oneDNN's blocked layout on every call and calls MKL's general GEMM for
 float32; both read well below the memory bandwidth for a handful of rows.
-Reordering each weight once, at load, and calling oneDNN's linear on the
-packed copy (the op inductor's CPU freezing uses) makes decoding the
-default pair 1.5-2.0x faster here, in both dtypes and at batch 1 and 8
-(`benchmarks/bench_pair.py`; figures in benchmarks/README.md).
+A `PackedLinear` packs its weight once, at load, for one of two kernels:
 
-- bfloat16 logits are bit-identical to `F.linear`'s (same oneDNN kernel,
-  without the per-call reorder); float32 ones differ by GEMM rounding
-  (a few 1e-6 relative), so a float32 near-tie may pick the other token.
-- A packed weight is an opaque oneDNN tensor: a packed layer has no
-  ``weight`` parameter (code that reads one fails instead of reading a
-  scrambled layout), and moving or casting a packed model raises. A weight
-  tied to the input embeddings stays tied: the layer keeps the shared
-  parameter as its ``weight``, and `unpack_linear_weights` puts it back.
-  `state_dict` (hence `save_pretrained`) and `load_state_dict` see plain
-  weights, as for the unpacked model; `copy.deepcopy` repacks. A forward
-  that autograd would record raises: oneDNN's linear has no gradient.
+- ``"blendin"`` (bfloat16 weights, chosen on CPUs with AVX-512 BF16): the
+  project's `blendin_ext::bf16_linear` (bf16_linear.py), which streams its
+  own packed copy at close to the memory bandwidth. Logits differ from
+  `F.linear`'s by at most a bfloat16 rounding step (float32 sums in another
+  order), so a near-tie may pick the other token.
+- ``"onednn"`` (float32, and bfloat16 elsewhere): oneDNN's linear on a
+  copy reordered once (the op inductor's CPU freezing uses). bfloat16
+  logits are bit-identical to `F.linear`'s (same kernel, without the
+  per-call reorder); float32 ones differ by GEMM rounding (a few 1e-6
+  relative).
+
+Packing makes decoding the default pair 1.5-2.0x faster than plain layers
+with oneDNN's kernel, and blendin's kernel adds 1.2-1.6x in bfloat16
+(`benchmarks/bench_pair.py`, `bench_linear.py`; figures in
+benchmarks/README.md). `pack_linear_weights(model, kernel)` /
+``load_model(linear_kernel=)`` / ``--linear-kernel`` choose ("auto" by
+default).
+
+- A packed layer has no ``weight`` parameter (code that reads one fails
+  instead of reading a scrambled layout), and moving or casting a packed
+  model raises. A weight tied to the input embeddings stays tied: the
+  layer keeps the shared parameter as its ``weight``, and
+  `unpack_linear_weights` puts it back. `state_dict` (hence
+  `save_pretrained`) and `load_state_dict` see plain weights, as for the
+  unpacked model; `copy.deepcopy` repacks. A forward that autograd would
+  record raises: neither kernel has a gradient.
 - Memory: the packed copies are new memory, and a weight tied to the
   embeddings is held twice (plain for the lookup, packed for the output
   layer). The default pair in bf16 grows by about 0.75 GB of anonymous
@@ -28,10 +40,11 @@ default pair 1.5-2.0x faster here, in both dtypes and at batch 1 and 8
   weights that transformers mapped from the checkpoint file stay in the
   page cache, where the kernel can drop them. `pack_weights=False` /
   `--no-pack-weights` keep the plain layers.
-- Under torch.compile a packed layer calls `blendin_ext::packed_linear`,
-  the same kernel as an op inductor leaves opaque (its own oneDNN lowering
-  only takes weights it packed itself), so the compiled path
-  (`models/compiled.py`) keeps the packed weights.
+- Under torch.compile, blendin's kernel is an op with a fake kernel, and a
+  oneDNN layer calls `blendin_ext::packed_linear`, the same kernel as an op
+  inductor leaves opaque (its own oneDNN lowering only takes weights it
+  packed itself), so the compiled path (`models/compiled.py`) keeps the
+  packed weights either way.
 """
 from __future__ import annotations
 

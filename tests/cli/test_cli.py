@@ -67,6 +67,9 @@ def test_dtype_defaults_to_auto(command):
     assert cli.build_parser().parse_args(command + ["--dtype", "float32"]).dtype == "float32"
     assert cli.build_parser().parse_args(command).pack_weights
     assert not cli.build_parser().parse_args(command + ["--no-pack-weights"]).pack_weights
+    assert cli.build_parser().parse_args(command).linear_kernel == "auto"
+    assert cli.build_parser().parse_args(command + ["--linear-kernel", "onednn"]).linear_kernel \
+        == "onednn"
 
 
 def test_generate_needs_a_prompt(capsys):
