@@ -66,5 +66,5 @@ def fast_bf16_linear() -> bool:
 
 
 @torch.library.register_fake("blendin_ext::bf16_linear")
-def _bf16_linear_fake(x, packed_weight, bias, out_features, kernel="auto"):
+def _bf16_linear_fake(x, packed_weight, bias, out_features, kernel_name="auto"):
     return x.new_empty(*x.shape[:-1], out_features)

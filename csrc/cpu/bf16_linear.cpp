@@ -7,15 +7,10 @@
 #include <stdexcept>
 #include <vector>
 
+#include "float_load.h"  // to_float
+
 namespace blendin::cpu {
 namespace {
-
-float widen(BFloat16Bits v) {
-  const uint32_t bits = uint32_t(v.bits) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 // Round to nearest even; a NaN stays a (quiet) NaN.
 BFloat16Bits narrow(float f) {
@@ -72,16 +67,16 @@ void bf16_linear_blocks_generic(const LinearArgs& a, int64_t begin, int64_t end)
       const BFloat16Bits* x = a.x + r * a.in;
       float acc[kLinearBlockCols] = {};
       for (int64_t p = 0; p < pairs; ++p) {
-        const float x_even = widen(x[2 * p]);
-        const float x_odd = 2 * p + 1 < a.in ? widen(x[2 * p + 1]) : 0.0f;
+        const float x_even = to_float(x[2 * p]);
+        const float x_odd = 2 * p + 1 < a.in ? to_float(x[2 * p + 1]) : 0.0f;
         const BFloat16Bits* w = block + p * kLinearBlockCols * 2;
         for (int64_t j = 0; j < kLinearBlockCols; ++j) {
-          acc[j] += widen(w[2 * j + 1]) * x_odd;
-          acc[j] += widen(w[2 * j]) * x_even;
+          acc[j] += to_float(w[2 * j + 1]) * x_odd;
+          acc[j] += to_float(w[2 * j]) * x_even;
         }
       }
       for (int64_t j = 0; j < cols; ++j) {
-        const float bias = a.bias != nullptr ? widen(a.bias[first + j]) : 0.0f;
+        const float bias = a.bias != nullptr ? to_float(a.bias[first + j]) : 0.0f;
         a.y[r * a.out + first + j] = narrow(a.bias != nullptr ? acc[j] + bias : acc[j]);
       }
     }

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "blend_step_cpu.h"  // ParallelFor
 #include "blendin/step_params.h"  // BFloat16Bits

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bf16_linear.h"
+#include "float_load.h"  // to_float
 
 namespace {
 
@@ -29,13 +30,6 @@ int failures = 0;
       ++failures;                                                             \
     }                                                                         \
   } while (0)
-
-float widen(BFloat16Bits v) {
-  const uint32_t bits = uint32_t(v.bits) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 BFloat16Bits truncated(float f) {  // any bfloat16 will do as test data
   uint32_t bits;
@@ -82,12 +76,12 @@ void test_case(const Case& c, std::mt19937& rng) {
       bf16_linear_with(kernel, args, pf);
       for (int64_t r = 0; r < c.rows; ++r)
         for (int64_t n = 0; n < c.out; ++n) {
-          double exact = c.bias ? widen(bias[n]) : 0.0, scale = std::fabs(exact);
+          double exact = c.bias ? to_float(bias[n]) : 0.0, scale = std::fabs(exact);
           for (int64_t k = 0; k < c.in; ++k) {
-            exact += double(widen(w[n * c.in + k])) * widen(x[r * c.in + k]);
-            scale += std::fabs(double(widen(w[n * c.in + k])) * widen(x[r * c.in + k]));
+            exact += double(to_float(w[n * c.in + k])) * to_float(x[r * c.in + k]);
+            scale += std::fabs(double(to_float(w[n * c.in + k])) * to_float(x[r * c.in + k]));
           }
-          const double got = widen(y[r * c.out + n]);
+          const double got = to_float(y[r * c.out + n]);
           // one bfloat16 rounding, plus float32 sums over `in` terms
           CHECK(std::fabs(got - exact) <= std::fabs(exact) * 0x1p-8 + scale * 1e-6 * c.in,
                 "kernel %s rows %lld in %lld out %lld: y[%lld][%lld] = %g, exact %g",

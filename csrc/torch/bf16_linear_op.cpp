@@ -46,10 +46,10 @@ int64_t rows_of(const at::Tensor& x) {  // every dimension but the last
   return rows;
 }
 
-// y = x W^T + bias; kernel "auto" is the best this CPU runs.
+// y = x W^T + bias; kernel_name "auto" is the best this CPU runs.
 at::Tensor bf16_linear_op(const at::Tensor& x, const at::Tensor& packed_weight,
                           const std::optional<at::Tensor>& bias, int64_t out_features,
-                          c10::string_view kernel) {
+                          c10::string_view kernel_name) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16,
               "bf16_linear: x must be a bfloat16 CPU tensor, got ", x.scalar_type(), " on ",
               x.device());
@@ -75,10 +75,10 @@ at::Tensor bf16_linear_op(const at::Tensor& x, const at::Tensor& packed_weight,
     at::parallel_for(0, n, grain, body);
   };
   try {
-    if (kernel == "auto") {
+    if (kernel_name == "auto") {
       cpu::bf16_linear(args, parallel_for);
     } else {
-      cpu::bf16_linear_with(std::string(kernel), args, parallel_for);
+      cpu::bf16_linear_with(std::string(kernel_name), args, parallel_for);
     }
   } catch (const std::runtime_error& e) {
     TORCH_CHECK(false, e.what());

@@ -30,9 +30,10 @@ TORCH_LIBRARY(blendin_ext, m) {
   m.def("cpu_variants() -> str[]");
   // A bfloat16 linear layer for decoding: y = x W^T + bias with W in the
   // packed layout of csrc/cpu/bf16_linear.h (blendin_ext/models/bf16_linear.py
-  // packs it). kernel: "auto" (the best this CPU runs) or one that
-  // bf16_linear_kernels() lists, best first.
+  // packs it). kernel_name: "auto" (the best this CPU runs) or one that
+  // bf16_linear_kernels() lists, best first. (Not "kernel": inductor's
+  // fallback for an opaque op takes a keyword of that name.)
   m.def("bf16_linear(Tensor x, Tensor packed_weight, Tensor? bias, int out_features, "
-        "str kernel=\"auto\") -> Tensor");
+        "str kernel_name=\"auto\") -> Tensor");
   m.def("bf16_linear_kernels() -> str[]");
 }

@@ -160,10 +160,11 @@ def test_packed_linear_op_traces_like_the_layer(dtype):
 
 
 @pytest.mark.slow
-def test_inductor_compiles_packed_layers():
+@pytest.mark.parametrize("dtype,kernel", [(torch.float32, "onednn"), (torch.bfloat16, "blendin")])
+def test_inductor_compiles_packed_layers(dtype, kernel):
     tok = tiny_tokenizer(80)
-    model = tiny_llama_for(tok, dtype=torch.float32)
-    packing.pack_linear_weights(model)
+    model = tiny_llama_for(tok, dtype=dtype)
+    packing.pack_linear_weights(model, kernel)
     prompts = random_prompts(2, seed=5)
     reference = token_ids(model, tok, prompts)
     compiled = CompiledHFStepModel(model)
