@@ -36,9 +36,11 @@ def pack_bf16_weight(weight: torch.Tensor) -> torch.Tensor:
                         f"{weight.dtype} of shape {tuple(weight.shape)}")
     out_features, in_features = weight.shape
     blocks, pairs = -(-out_features // BLOCK), -(-in_features // 2)
-    padded = weight.detach().new_zeros((blocks * BLOCK, pairs * 2))
-    padded[:out_features, :in_features] = weight.detach()
-    return padded.view(blocks, BLOCK, pairs, 2).permute(0, 2, 1, 3).contiguous()
+    padded = weight.detach()
+    if padded.shape != (blocks * BLOCK, pairs * 2):   # else no copy beyond the packed one
+        padded = padded.new_zeros((blocks * BLOCK, pairs * 2))
+        padded[:out_features, :in_features] = weight.detach()
+    return padded.reshape(blocks, BLOCK, pairs, 2).permute(0, 2, 1, 3).contiguous()
 
 
 def unpack_bf16_weight(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ A `PackedLinear` packs its weight once, at load, for one of two kernels:
   relative).
 
 Packing makes decoding the default pair 1.5-2.0x faster than plain layers
-with oneDNN's kernel, and blendin's kernel adds 1.2-1.6x in bfloat16
+with oneDNN's kernel, and blendin's kernel adds 1.1-1.9x in bfloat16
 (`benchmarks/bench_pair.py`, `bench_linear.py`; figures in
 benchmarks/README.md). `pack_linear_weights(model, kernel)` /
 ``load_model(linear_kernel=)`` / ``--linear-kernel`` choose ("auto" by
