@@ -89,7 +89,8 @@ def packing_supported(dtype: torch.dtype, device="cpu") -> bool:
 
 
 class PackedLinear(torch.nn.Module):
-    """`y = x W^T + b` with W reordered once into oneDNN's layout.
+    """`y = x W^T + b` with W packed once for `kernel`: "blendin"
+    (`blendin_ext::bf16_linear`, bfloat16 only) or "onednn".
 
     ``weight`` exists only when it is tied to the input embeddings (then it
     is that shared, plain parameter); `state_dict` always holds the plain
@@ -114,7 +115,8 @@ class PackedLinear(torch.nn.Module):
         if self.kernel == "blendin":
             self.packed_weight = pack_bf16_weight(weight)
             return
-        # batch size 1: the decode step; larger batches and prompts run as fast as F.linear or faster
+        # batch size 1: the decode step; larger batches and prompts run as fast as F.linear
+        # or faster
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
 
     @property
@@ -133,8 +135,8 @@ class PackedLinear(torch.nn.Module):
             raise TypeError(f"PackedLinear holds a {self.weight_dtype} weight, got a {x.dtype} input")
         if torch.is_grad_enabled() and (x.requires_grad or any(
                 p.requires_grad for p in self._parameters.values() if p is not None)):
-            # oneDNN's linear has no autograd formula: backward would run and be silently wrong
-            raise RuntimeError("linear layers packed for oneDNN are for inference: run the model "
+            # neither kernel has an autograd formula: backward would run and be silently wrong
+            raise RuntimeError("packed linear layers are for inference: run the model "
                                "under torch.inference_mode() or torch.no_grad(), or load it with "
                                "pack_weights=False (or call blendin_ext.models.packing."
                                "unpack_linear_weights) to train it")

@@ -47,11 +47,12 @@ BlocksFn kernel_named(const std::string& name) {
 
 void run_blocks(BlocksFn blocks, const LinearArgs& args, const ParallelFor& parallel_for) {
   const int64_t n = linear_blocks(args.out);
+  if (args.rows == 0 || n == 0) return;
   // A task should read at least ~128 KB of weights: below that, waking a
   // thread costs about as much as the read it takes over.
-  const int64_t block_bytes = std::max<int64_t>(1, kLinearBlockCols * 2 * linear_pairs(args.in) * 2);
+  const int64_t block_bytes =
+      std::max<int64_t>(1, kLinearBlockCols * linear_pairs(args.in) * 2 * sizeof(BFloat16Bits));
   const int64_t grain = (128 * 1024 + block_bytes - 1) / block_bytes;
-  if (args.rows == 0 || n == 0) return;
   parallel_for(n, grain, [&](int64_t begin, int64_t end) { blocks(args, begin, end); });
 }
 

@@ -40,7 +40,9 @@ struct LinearArgs {
   int64_t rows, in, out;
 };
 
-inline int64_t linear_blocks(int64_t out) { return (out + kLinearBlockCols - 1) / kLinearBlockCols; }
+inline int64_t linear_blocks(int64_t out) {
+  return (out + kLinearBlockCols - 1) / kLinearBlockCols;
+}
 inline int64_t linear_pairs(int64_t in) { return (in + 1) / 2; }
 
 // y = x W^T + bias with the best kernel this build and CPU have.

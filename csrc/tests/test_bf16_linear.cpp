@@ -92,7 +92,8 @@ void test_case(const Case& c, std::mt19937& rng) {
     }
   }
   for (const auto& y : outputs)
-    CHECK(y.empty() || std::memcmp(y.data(), outputs[0].data(), y.size() * sizeof(BFloat16Bits)) == 0,
+    CHECK(y.empty() ||
+              std::memcmp(y.data(), outputs[0].data(), y.size() * sizeof(BFloat16Bits)) == 0,
           "kernels differ at rows %lld in %lld out %lld", (long long)c.rows, (long long)c.in,
           (long long)c.out);
 }
