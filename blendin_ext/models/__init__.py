@@ -6,6 +6,7 @@ get one.
 - ``prompts.py``: tokenizer conventions (prompt ids, chat template, stop ids);
 - ``loading.py``, ``builtins.py``, ``cache.py``: loading a built-in name, a
   GGUF file, a folder or a hub id, converting GGUF once into the cache;
-- ``packing.py``: linear weights packed once for oneDNN (CPU decoding);
+- ``packing.py``: linear weights packed once (CPU decoding), for blendin's bf16
+  kernel (``bf16_linear.py``) or oneDNN's;
 - ``compiled.py``: the optional static-cache, torch.compile'd step model.
 """

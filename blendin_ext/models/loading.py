@@ -44,7 +44,7 @@ class LoadedModel:
     load_seconds: float
     converted: bool = False       # this call converted a GGUF into the cache
     timings: dict = field(default_factory=dict)
-    packed_linears: int = 0       # linear layers packed for oneDNN (see packing.py)
+    packed_linears: int = 0       # linear layers packed (see packing.py)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
