@@ -2,8 +2,8 @@
 configurations side by side, one run: float32 and bfloat16 with plain
 `nn.Linear` layers, the same with linear weights packed once (what
 `load_model` does by default on a CPU: blendin's bf16 kernel for bf16 on CPUs
-with AVX-512 BF16, oneDNN otherwise; `bf16+onednn` is bf16 with oneDNN's
-kernel, for comparison), and bfloat16 with the compiled path
+with AVX-512 BF16 and no AMX, oneDNN otherwise; `bf16+onednn` and
+`bf16+blendin` force one kernel, for comparison), and bfloat16 with the compiled path
 (static KV cache + torch.compile) over plain or packed layers (`bf16+pack+compile`
 is what `--compile` runs by default), each for our loop
 base-only (lazy, so the guide never runs) and BlendIn lazy, at batch 1 and
@@ -36,10 +36,12 @@ PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
            "Question: How many legs does a spider have?\nAnswer:"]
 # name: (dtype, compiled, kernel of the packed linear layers or None for plain
 # nn.Linear). "auto" is load_model's default: blendin's bf16 kernel for bf16 on
-# CPUs with AVX-512 BF16, else oneDNN; bf16+onednn keeps oneDNN's for comparison.
+# CPUs with AVX-512 BF16 and no AMX, else oneDNN; bf16+onednn and bf16+blendin
+# force one, for comparison.
 CONFIGS = {"float32": (torch.float32, False, None), "bfloat16": (torch.bfloat16, False, None),
            "float32+pack": (torch.float32, False, "auto"),
            "bf16+onednn": (torch.bfloat16, False, "onednn"),
+           "bf16+blendin": (torch.bfloat16, False, "blendin"),
            "bf16+pack": (torch.bfloat16, False, "auto"),
            "bf16+compile": (torch.bfloat16, True, None),
            "bf16+pack+compile": (torch.bfloat16, True, "auto")}

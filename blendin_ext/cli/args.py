@@ -63,7 +63,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                             "linear weights are packed once: faster decoding)")
     group.add_argument("--linear-kernel", default="auto", choices=("auto", "blendin", "onednn"),
                        help="kernel of the packed layers; auto (default): blendin's bf16 kernel "
-                            "for bf16 weights on a CPU with AVX-512 BF16, else oneDNN")
+                            "for bf16 weights on a CPU with AVX-512 BF16 and no AMX, else oneDNN")
     group.add_argument("--compile", action="store_true",
                        help="experimental: static KV cache + torch.compile of each model's "
                             "one-token forward (the first call compiles, minutes on a CPU, "

@@ -29,6 +29,7 @@ import torch
 from blendin_ext.models.builtins import (BUILTIN_MODELS, BuiltinModel, assemble_gguf,
                                          builtin_chunks)
 from blendin_ext.models.cache import CONVERTED_MARKER, cache_dir, is_converted, models_dir
+from blendin_ext.models.cpu_flags import cpu_has_native_bf16
 from blendin_ext.models.packing import LINEAR_KERNELS, pack_linear_weights, packed_kernels
 
 
@@ -49,20 +50,6 @@ class LoadedModel:
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _announced: set = set()
-
-
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has bf16 arithmetic instructions (avx512_bf16 or AMX),
-    from the kernel's CPU flags (False where they cannot be read)."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def resolve_dtype(dtype="auto", device="cpu", *, log: bool = True) -> torch.dtype:
@@ -229,8 +216,8 @@ def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
     dtype, its name, or "auto": see `resolve_dtype`). ``pack_weights``: on a
     CPU, in bfloat16 or float32, its linear layers are packed once (faster
     decoding, an inference-only model: see packing.py); ``linear_kernel``
-    picks their kernel ("auto": blendin's bfloat16 kernel on CPUs with
-    AVX-512 BF16, else oneDNN; or "blendin", "onednn")."""
+    picks their kernel ("auto": see `packing.linear_kernel`; or "blendin",
+    "onednn")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from transformers.utils import logging as hf_logging

@@ -7,19 +7,21 @@ oneDNN's blocked layout on every call and calls MKL's general GEMM for
 float32; both read well below the memory bandwidth for a handful of rows.
 A `PackedLinear` packs its weight once, at load, for one of two kernels:
 
-- ``"blendin"`` (bfloat16 weights, chosen on CPUs with AVX-512 BF16): the
-  project's `blendin_ext::bf16_linear` (bf16_linear.py), which streams its
-  own packed copy at close to the memory bandwidth. Logits differ from
-  `F.linear`'s by at most a bfloat16 rounding step (float32 sums in another
-  order), so a near-tie may pick the other token.
+- ``"blendin"`` (bfloat16 weights, chosen on CPUs with AVX-512 BF16 and
+  no AMX): the project's `blendin_ext::bf16_linear` (bf16_linear.py), which
+  streams its own packed copy at close to the memory bandwidth. Logits
+  differ from `F.linear`'s by at most a bfloat16 rounding step (float32
+  sums in another order), so a near-tie may pick the other token.
 - ``"onednn"`` (float32, and bfloat16 elsewhere): oneDNN's linear on a
-  copy reordered once (the op inductor's CPU freezing uses). bfloat16
-  logits are bit-identical to `F.linear`'s (same kernel, without the
+  copy reordered once (the op inductor's CPU freezing uses). Its bfloat16
+  logits equal `F.linear`'s where both run the same kernel (without the
   per-call reorder); float32 ones differ by GEMM rounding (a few 1e-6
   relative).
 
 Packing makes decoding the default pair 1.5-2.0x faster than plain layers
-with oneDNN's kernel, and blendin's kernel adds 1.1-1.9x in bfloat16
+with oneDNN's kernel. On a CPU without AMX, blendin's kernel adds 1.1-1.9x
+in bfloat16; on one with AMX, oneDNN multiplies a batch of rows on the AMX
+tiles, which blendin's AVX-512 dot products do not match
 (`benchmarks/bench_pair.py`, `bench_linear.py`; figures in
 benchmarks/README.md). `pack_linear_weights(model, kernel)` /
 ``load_model(linear_kernel=)`` / ``--linear-kernel`` choose ("auto" by
@@ -56,6 +58,7 @@ import torch
 
 from blendin_ext.models.bf16_linear import (bf16_linear, fast_bf16_linear, pack_bf16_weight,
                                              unpack_bf16_weight)
+from blendin_ext.models.cpu_flags import cpu_has_amx_bf16
 
 PACKED_DTYPES = (torch.bfloat16, torch.float32)
 LINEAR_KERNELS = ("auto", "blendin", "onednn")
@@ -230,12 +233,17 @@ def _input_embedding_weight(model) -> Optional[torch.nn.Parameter]:
 
 def linear_kernel(dtype: torch.dtype, kernel: str = "auto") -> str:
     """The kernel a packed layer of `dtype` runs: "blendin" (bfloat16 on a
-    CPU with AVX-512 BF16) or "onednn"; `kernel` other than "auto" forces one."""
+    CPU with AVX-512 BF16 and no AMX) or "onednn"; `kernel` other than
+    "auto" forces one."""
     if kernel not in LINEAR_KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(LINEAR_KERNELS)}, got {kernel!r}")
     if kernel != "auto":
         return kernel
-    return "blendin" if dtype == torch.bfloat16 and fast_bf16_linear() else "onednn"
+    # With AMX, oneDNN runs a batch of rows on the tiles: there blendin's kernel took 0.9-2.0x
+    # oneDNN's time at 8 rows and 2.3-5.3x at 64, and decoded the pair at batch 8 at 0.64x
+    # (about even at batch 1); without AMX it was 0.43-0.78x oneDNN's time at 1-8 rows.
+    fast = dtype == torch.bfloat16 and fast_bf16_linear() and not cpu_has_amx_bf16()
+    return "blendin" if fast else "onednn"
 
 
 def pack_linear_weights(model: torch.nn.Module, kernel: str = "auto") -> int:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from blendin_ext.models import builtins, loading
+from blendin_ext.models import builtins, cpu_flags, loading
 
 
 @pytest.fixture(autouse=True)
@@ -51,15 +51,22 @@ def test_pending_conversion_knows_builtins_and_gguf_files(tmp_path):
 # ------------------------------------------------------------------ dtype
 
 
-def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor : 0\nflags : fpu sse2 avx512f avx512bw\n")
-    assert not loading.cpu_has_native_bf16(str(info))
-    info.write_text("processor : 0\nflags : fpu avx512f avx512_bf16\n")
-    assert loading.cpu_has_native_bf16(str(info))
-    info.write_text("flags : fpu amx_tile amx_bf16\n")
-    assert loading.cpu_has_native_bf16(str(info))
-    assert not loading.cpu_has_native_bf16(str(tmp_path / "absent"))
+def test_native_bf16_and_amx_are_read_from_the_cpu_flags(tmp_path):
+    def cpuinfo(flags):
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"   # the reader caches by path
+        path.write_text(f"processor : 0\nflags : {flags}\n")
+        return str(path)
+
+    plain = cpuinfo("fpu sse2 avx512f avx512bw")
+    assert not cpu_flags.cpu_has_native_bf16(plain) and not cpu_flags.cpu_has_amx_bf16(plain)
+    avx512_bf16 = cpuinfo("fpu avx512f avx512_bf16")
+    assert cpu_flags.cpu_has_native_bf16(avx512_bf16)
+    assert not cpu_flags.cpu_has_amx_bf16(avx512_bf16)
+    amx = cpuinfo("fpu amx_tile amx_bf16")
+    assert cpu_flags.cpu_has_native_bf16(amx) and cpu_flags.cpu_has_amx_bf16(amx)
+    absent = str(tmp_path / "absent")
+    assert cpu_flags.cpu_flags(absent) == frozenset()
+    assert not cpu_flags.cpu_has_native_bf16(absent) and not cpu_flags.cpu_has_amx_bf16(absent)
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])

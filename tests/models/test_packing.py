@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from blendin_ext.decode.loop import generate
-from blendin_ext.models import bf16_linear, packing
+from blendin_ext.models import bf16_linear, cpu_flags, packing
 from blendin_ext.models.compiled import CompiledHFStepModel
 from blendin_ext.testing.models import random_prompts, tiny_llama_for, tiny_tokenizer
 
@@ -108,9 +108,20 @@ def test_a_packed_model_refuses_to_move_or_cast_but_stays_put(kernel):
                                              else "oneDNN")
 
 
+@pytest.mark.parametrize("fast, amx, expected", [(True, False, "blendin"), (True, True, "onednn"),
+                                                 (False, False, "onednn")])
+def test_auto_takes_blendins_kernel_for_bf16_with_avx512_bf16_and_no_amx(monkeypatch, fast, amx,
+                                                                        expected):
+    monkeypatch.setattr(packing, "fast_bf16_linear", lambda: fast)
+    monkeypatch.setattr(packing, "cpu_has_amx_bf16", lambda: amx)
+    assert packing.linear_kernel(torch.bfloat16) == expected
+    assert packing.linear_kernel(torch.float32) == "onednn"
+
+
 def test_the_kernel_choice():
-    fast = bf16_linear.fast_bf16_linear()
-    assert packing.linear_kernel(torch.bfloat16) == ("blendin" if fast else "onednn")
+    expected = ("blendin" if bf16_linear.fast_bf16_linear() and not cpu_flags.cpu_has_amx_bf16()
+                else "onednn")
+    assert packing.linear_kernel(torch.bfloat16) == expected
     assert packing.linear_kernel(torch.float32) == "onednn"
     assert packing.linear_kernel(torch.bfloat16, "onednn") == "onednn"
     with pytest.raises(ValueError, match="kernel must be one of auto, blendin, onednn"):
@@ -121,8 +132,8 @@ def test_the_kernel_choice():
     mixed = tiny_llama_for(tok, dtype=torch.bfloat16)
     mixed.lm_head.float()
     packing.pack_linear_weights(mixed)
-    assert packing.packed_kernels(mixed) == ("14 blendin bf16 kernel, 1 oneDNN" if fast
-                                             else "oneDNN")
+    assert packing.packed_kernels(mixed) == ("14 blendin bf16 kernel, 1 oneDNN"
+                                             if expected == "blendin" else "oneDNN")
 
 
 def token_ids(model, tok, prompts):
