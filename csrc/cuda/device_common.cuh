@@ -28,6 +28,14 @@
 #define BLENDIN_TRACE(name) ((void)0)
 #endif
 
+// Bytes of logits a block reads (the emulator's per-block read counters:
+// tests check that no mode reads a row more than it must; nothing on a GPU).
+#if defined(BLENDIN_CUDA_EMULATION)
+#define BLENDIN_COUNT_READ(bytes) ::cuda_emu::count_read(bytes)
+#else
+#define BLENDIN_COUNT_READ(bytes) ((void)0)
+#endif
+
 namespace blendin::cuda {
 
 constexpr int kThreads = 256;  // threads per block, every block of the step
@@ -91,6 +99,28 @@ __device__ __forceinline__ void unpack_vec(const uint4& raw, float (&x)[VecTrait
 template <typename U>
 __device__ __forceinline__ U load_cg(const U* p) {
   return __ldcg(p);
+}
+
+// A block's shared memory declared inside a kernel. The emulator runs the
+// blocks of a cooperative grid side by side, so there each block gets its own.
+#if defined(BLENDIN_CUDA_EMULATION)
+#define BLENDIN_BLOCK_SHARED(Type, name) Type& name = ::cuda_emu::block_shared<Type>()
+#else
+#define BLENDIN_BLOCK_SHARED(Type, name) __shared__ Type name
+#endif
+
+// Spinning on a word another block will write: sleep a little between
+// polls (the emulator switches to another block instead).
+__device__ __forceinline__ void spin_pause() {
+#if defined(BLENDIN_CUDA_EMULATION)
+  ::cuda_emu::spin_pause();
+#else
+  __nanosleep(100);
+#endif
+}
+
+__device__ __forceinline__ unsigned int load_volatile(const unsigned int* p) {
+  return *static_cast<const volatile unsigned int*>(p);
 }
 
 // ------------------------------------------------------------- keys ----

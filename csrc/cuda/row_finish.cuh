@@ -40,6 +40,7 @@ struct RowShared {
   int mode;
   float alpha;
   int candidates_exact;
+  MixtureArgmax best_candidate;  // greedy rows: the best of the 2K candidates
 };
 
 // Warp 0 merges the base slices, warp 1 the guide slices: each lane folds
@@ -188,6 +189,7 @@ __device__ void decide_row(const RowContext<T>& ctx, const StepParams& p, RowSha
             guide_last != -BLENDIN_INF ? prob_of(guide_last, g.max, inv_guide_sum) : 0.0f;
         exact = candidates_are_exact(m, alpha, guide_floor, base_floor);
         if (exact) p.out.tokens[row] = m.token;
+        rs.best_candidate = m;
         BLENDIN_TRACE(exact ? "greedy_candidates" : "greedy_full_pass");
       }
     }

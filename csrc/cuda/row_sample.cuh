@@ -100,13 +100,11 @@ struct SliceMassShared {
   double remainder;
 };
 
-// Picks the slice that holds u * (component mass) the way the CPU picks its
-// chunk, then walks only that slice.
-template <typename T>
-__device__ int32_t draw_unfiltered(const RowView<T>& view, const SlicePartial* parts,
-                                   int32_t num_slices, int64_t slice_elems, float max,
-                                   float inv_t, float u, SliceMassShared& sh,
-                                   ReduceScratch& reduce) {
+// Warp 0 picks the slice that holds u * (component mass) the way the CPU
+// picks its chunk: sh.chosen and the target's remainder within it. Slices
+// are in storage order; the caller synchronises before reading sh.
+__device__ inline void pick_slice(const SlicePartial* parts, int32_t num_slices, float max,
+                                  float inv_t, float u, SliceMassShared& sh) {
   if (warp_id() == 0) {
     double carry = 0.0;
     for (int base = 0; base < num_slices; base += 32) {
@@ -149,6 +147,15 @@ __device__ int32_t draw_unfiltered(const RowView<T>& view, const SlicePartial* p
       sh.remainder = target - sh.before[sh.chosen];
     }
   }
+}
+
+// Picks the slice (pick_slice), then walks only that slice.
+template <typename T>
+__device__ int32_t draw_unfiltered(const RowView<T>& view, const SlicePartial* parts,
+                                   int32_t num_slices, int64_t slice_elems, float max,
+                                   float inv_t, float u, SliceMassShared& sh,
+                                   ReduceScratch& reduce) {
+  pick_slice(parts, num_slices, max, inv_t, u, sh);
   __syncthreads();
   const int64_t begin = sh.chosen * slice_elems;
   const int64_t end = begin + slice_elems < view.length ? begin + slice_elems : view.length;

@@ -72,11 +72,15 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "
 def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to_base=None,
                  gamma=0.4, alpha="auto", agree_bonus=0.1, temperature=0.0, top_k=None,
                  top_p=None, seed=0, offset=0, num_sms=2, min_slice=0, order="shuffle",
-                 emu_seed=1, traces: Optional[dict] = None) -> BlendStepResult:
+                 emu_seed=1, variant="last_block", resident_blocks=16, team_cap=0,
+                 traces: Optional[dict] = None, reads: Optional[dict] = None) -> BlendStepResult:
     """blend_step's arguments (as for blendin_ext.blend_step) run through the
-    emulated CUDA kernel. num_sms / min_slice shape the grid; order is the
-    block order: natural, reverse or shuffle. `traces`, if given, receives
-    how many blocks took each traced path of the kernel."""
+    emulated CUDA kernel `variant` ("last_block" or "cooperative").
+    last_block: num_sms / min_slice shape the grid. cooperative: the grid
+    fits `resident_blocks` (SMs x occupancy); team_cap > 0 caps the blocks
+    per row. order is the order blocks start in: natural, reverse or
+    shuffle. `traces`, if given, receives how many blocks took each traced
+    path of the kernel; `reads` the bytes of logits each block read."""
     batch, vocab = base.shape
     if batch == 0:
         empty = torch.empty(0)
@@ -91,7 +95,8 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
         meta = dict(batch=batch, vocab=vocab, guide_vocab=guide.shape[1], base_stride=base_stride,
                     guide_stride=guide_stride, dtype=_DTYPES[base.dtype],
                     agree_bonus=float(agree_bonus), num_sms=num_sms, min_slice=min_slice,
-                    order=order, emu_seed=emu_seed, g2b_int64=0)
+                    order=order, emu_seed=emu_seed, g2b_int64=0, variant=variant,
+                    resident_blocks=resident_blocks, team_cap=team_cap)
         if maps is not None:
             _write(d / "g2b.bin", maps.guide_to_base)
             _write(d / "b2g.bin", maps.base_to_guide)
@@ -118,6 +123,10 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
             for line in (d / "trace.txt").read_text().splitlines():
                 name, count = line.split()
                 traces[name] = traces.get(name, 0) + int(count)
+        if reads is not None:
+            for line in (d / "reads.txt").read_text().splitlines():
+                block, count = line.split()
+                reads[int(block)] = int(count)
     tokens = torch.frombuffer(bytearray(raw[: 8 * batch]), dtype=torch.int64)
     pos = 8 * batch
     intervened = torch.frombuffer(bytearray(raw[pos: pos + batch]), dtype=torch.uint8).bool()

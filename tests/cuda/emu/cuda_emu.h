@@ -1,14 +1,17 @@
 // A small CUDA block emulator for testing kernel logic on a CPU.
 //
 // Every thread of a block runs as a cooperative fiber (ucontext); blocks of
-// a grid run one after another in a chosen order. __syncthreads and the
+// a grid run one after another in a chosen order (launch), or side by side,
+// all resident at once, for kernels whose blocks wait for one another
+// (launch_resident: a block that spins on another block's write yields). __syncthreads and the
 // warp collectives (shuffles, __reduce_*_sync) are real rendezvous points,
 // so a divergent barrier or collective, or a missing barrier that lets a
 // thread read stale shared memory, shows up as a deadlock report or a wrong
 // result. Fibers are resumed in a shuffled order at every step.
 //
-// Not emulated: concurrency between blocks (they run in sequence; the order
-// is the test's choice), memory-model subtleties, timing, registers. Include
+// Not emulated: true parallelism between blocks (they interleave at
+// barriers, collectives and spins), memory-model subtleties, timing,
+// registers. Include
 // this header before any kernel source; it defines BLENDIN_CUDA_EMULATION.
 #pragma once
 
@@ -18,6 +21,7 @@
 #include <cuda_fp16.h>
 #include <setjmp.h>
 #include <ucontext.h>
+#include <vector_functions.h>
 #include <vector_types.h>
 
 #include <cmath>
@@ -27,6 +31,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -60,7 +65,11 @@ struct WarpExchange {
 };
 
 struct BlockState {
+  unsigned index = 0;  // blockIdx.x
   std::vector<Fiber> fibers;
+  std::unique_ptr<char[]> stacks;  // not zeroed: pages are touched only as used
+  std::vector<long double> shared;  // BLENDIN_BLOCK_SHARED storage (aligned)
+  long bytes_read = 0;              // BLENDIN_COUNT_READ
   jmp_buf scheduler;
   int current = -1;
   int live = 0;
@@ -96,6 +105,12 @@ inline uint64_t next_random() {
   x ^= x >> 7;
   x ^= x << 17;
   return x;
+}
+
+// Bytes each block read (BLENDIN_COUNT_READ), by blockIdx.x, for the last launch.
+inline std::map<unsigned, long>& block_reads() {
+  static std::map<unsigned, long> r;
+  return r;
 }
 
 // Path counters (BLENDIN_TRACE in the kernel sources).
@@ -182,52 +197,81 @@ inline void fiber_entry() {
   _longjmp(s.scheduler, 1);
 }
 
-// Runs one block of `threads` threads to completion.
-inline void run_block(int threads, const std::function<void()>& body) {
-  static thread_local std::vector<char> stacks;
-  constexpr size_t kStack = 256 * 1024;
-  BlockState s;
+inline void count_read(long bytes) { state()->bytes_read += bytes; }
+
+// The calling block's shared memory of type T (one declaration per kernel).
+template <typename T>
+T& block_shared() {
+  BlockState& s = *state();
+  const size_t words = (sizeof(T) + sizeof(long double) - 1) / sizeof(long double);
+  if (s.shared.size() < words) s.shared.resize(words);
+  return *reinterpret_cast<T*>(s.shared.data());
+}
+
+// A thread polling a word another block will write: let the others run.
+inline void spin_pause() { yield(true); }
+
+inline void init_block(BlockState& s, unsigned index, int threads, size_t stack_bytes,
+                       const std::function<void()>& body) {
+  s.index = index;
   s.fibers.resize(threads);
   s.warps.resize((threads + 31) / 32);
   s.live = threads;
   s.body = body;
-  state() = &s;
-  if (stacks.size() < kStack * threads) stacks.resize(kStack * threads);
+  s.stacks.reset(new char[stack_bytes * threads]);
   for (int t = 0; t < threads; ++t) {
     Fiber& f = s.fibers[t];
     f.tid = t;
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = stacks.data() + kStack * t;
-    f.context.uc_stack.ss_size = kStack;
+    f.context.uc_stack.ss_sp = s.stacks.get() + stack_bytes * t;
+    f.context.uc_stack.ss_size = stack_bytes;
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_entry, 0);
   }
+}
+
+// Resumes every live thread of a block once, in a shuffled order; true if
+// any of them got further than a wait.
+inline bool step_block(BlockState& s) {
+  state() = &s;
+  block_index() = dim3(s.index, 1, 1);
+  const int threads = static_cast<int>(s.fibers.size());
   std::vector<int> order(threads);
   for (int t = 0; t < threads; ++t) order[t] = t;
-  int idle_rounds = 0;
-  while (s.live > 0) {
-    for (int i = threads - 1; i > 0; --i) std::swap(order[i], order[next_random() % (i + 1)]);
-    bool progress = false;
-    for (int t : order) {
-      Fiber& f = s.fibers[t];
-      if (f.done) continue;
-      s.current = t;
-      if (!_setjmp(s.scheduler)) {
-        if (f.started) _longjmp(f.jump, 1);
-        f.started = true;
-        setcontext(&f.context);
-      }
-      s.current = -1;
-      if (!f.waiting) progress = true;
+  for (int i = threads - 1; i > 0; --i) std::swap(order[i], order[next_random() % (i + 1)]);
+  bool progress = false;
+  for (int t : order) {
+    Fiber& f = s.fibers[t];
+    if (f.done) continue;
+    s.current = t;
+    if (!_setjmp(s.scheduler)) {
+      if (f.started) _longjmp(f.jump, 1);
+      f.started = true;
+      setcontext(&f.context);
     }
-    idle_rounds = progress ? 0 : idle_rounds + 1;
-    if (idle_rounds > 2) {
-      std::fprintf(stderr, "cuda_emu: deadlock in block %u (%d live threads; %d at the barrier)\n",
-                   block_index().x, s.live, s.barrier_arrived);
-      std::abort();
-    }
+    s.current = -1;
+    if (!f.waiting) progress = true;
   }
   state() = nullptr;
+  return progress;
+}
+
+[[noreturn]] inline void report_deadlock(const BlockState& s) {
+  std::fprintf(stderr, "cuda_emu: deadlock in block %u (%d live threads; %d at the barrier)\n",
+               s.index, s.live, s.barrier_arrived);
+  std::abort();
+}
+
+// Runs one block of `threads` threads to completion.
+inline void run_block(unsigned index, int threads, const std::function<void()>& body) {
+  BlockState s;
+  init_block(s, index, threads, 256 * 1024, body);
+  int idle_rounds = 0;
+  while (s.live > 0) {
+    idle_rounds = step_block(s) ? 0 : idle_rounds + 1;
+    if (idle_rounds > 2) report_deadlock(s);
+  }
+  block_reads()[index] = s.bytes_read;
 }
 
 // Launches a 1-D grid; blocks run in `order` (all of them, any order).
@@ -235,10 +279,45 @@ inline void launch(const std::vector<unsigned>& order, unsigned grid, int thread
                    const std::function<void()>& kernel) {
   grid_dim() = dim3(grid, 1, 1);
   block_dim() = dim3(static_cast<unsigned>(threads), 1, 1);
+  block_reads().clear();
+  for (unsigned b : order) run_block(b, threads, kernel);
+}
+
+// Launches a 1-D grid whose blocks are all resident at once (a cooperative
+// launch): they start in `order` and are interleaved, each round in a new
+// shuffled order, until all finish; a round in which no thread of any block
+// gets further is a deadlock.
+inline void launch_resident(const std::vector<unsigned>& order, unsigned grid, int threads,
+                            const std::function<void()>& kernel) {
+  grid_dim() = dim3(grid, 1, 1);
+  block_dim() = dim3(static_cast<unsigned>(threads), 1, 1);
+  block_reads().clear();
+  std::vector<std::unique_ptr<BlockState>> blocks;
   for (unsigned b : order) {
-    block_index() = dim3(b, 1, 1);
-    run_block(threads, kernel);
+    blocks.emplace_back(new BlockState());
+    init_block(*blocks.back(), b, threads, 64 * 1024, kernel);
   }
+  std::vector<size_t> turn(blocks.size());
+  for (size_t i = 0; i < turn.size(); ++i) turn[i] = i;
+  int idle_rounds = 0;
+  for (;;) {
+    bool live = false, progress = false;
+    for (size_t i = turn.size(); i > 1; --i) std::swap(turn[i - 1], turn[next_random() % i]);
+    for (size_t i : turn) {
+      BlockState& s = *blocks[i];
+      if (s.live == 0) continue;
+      live = true;
+      if (step_block(s)) progress = true;
+    }
+    if (!live) break;
+    idle_rounds = progress ? 0 : idle_rounds + 1;
+    if (idle_rounds > 2) {
+      for (const auto& s : blocks) {
+        if (s->live > 0) report_deadlock(*s);
+      }
+    }
+  }
+  for (const auto& s : blocks) block_reads()[s->index] = s->bytes_read;
 }
 
 }  // namespace cuda_emu

@@ -12,6 +12,8 @@
 #include "cuda_emu.h"
 // clang-format off: the emulator must come first
 #include "../../csrc/cuda/blend_step_kernel.cuh"
+#include "../../csrc/cuda/coop_kernel.cuh"
+#include "../../csrc/cuda/coop_plan.h"
 #include "../../csrc/cuda/launch_plan.h"
 // clang-format on
 
@@ -60,33 +62,89 @@ RowParam<U> row_param(Buffers& buffers, const std::string& dir, const std::strin
   return p;
 }
 
-template <typename D>
-void run(const void* base, const void* guide, const StepParams& p, int num_sms,
-         int64_t min_slice, const std::string& order_kind) {
-  const bc::LaunchPlan plan = bc::make_launch_plan(p.batch, p.vocab, p.guide_vocab,
-                                                   static_cast<int>(sizeof(D)), num_sms, min_slice);
-  std::vector<unsigned> tickets(plan.tickets, 0u);
-  std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
-  const bc::KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices,
-                            tickets.data(), reinterpret_cast<bc::SlicePartial*>(scratch.data())};
-  std::vector<unsigned> order(plan.blocks);
+std::vector<unsigned> block_order(int64_t blocks, const std::string& order_kind) {
+  std::vector<unsigned> order(blocks);
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<unsigned>(i);
   if (order_kind == "reverse") {
     std::reverse(order.begin(), order.end());
   } else if (order_kind == "shuffle") {
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[cuda_emu::next_random() % i]);
   }
-  std::fprintf(stderr, "plan: %lld blocks, slice %lld, slices %d+%d\n",
-               static_cast<long long>(plan.blocks), static_cast<long long>(plan.slice_elems),
-               plan.base_slices, plan.guide_slices);
-  cuda_emu::launch(order, static_cast<unsigned>(plan.blocks), bc::kThreads, [&] {
-    bc::blend_step_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p, args);
-  });
+  return order;
+}
+
+void check_tickets_zero(const std::vector<unsigned>& tickets) {
   for (size_t i = 0; i < tickets.size(); ++i) {
     if (tickets[i] != 0u) {
       std::fprintf(stderr, "ticket %zu not reset\n", i);
       std::exit(3);
     }
+  }
+}
+
+// The "last_block" variant: blocks run one after another.
+template <typename D>
+void run_last_block(const void* base, const void* guide, const StepParams& p, int num_sms,
+                    int64_t min_slice, const std::string& order_kind) {
+  const bc::LaunchPlan plan = bc::make_launch_plan(p.batch, p.vocab, p.guide_vocab,
+                                                   static_cast<int>(sizeof(D)), num_sms, min_slice);
+  std::vector<unsigned> tickets(plan.tickets, 0u);
+  std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
+  const bc::KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices,
+                            tickets.data(), reinterpret_cast<bc::SlicePartial*>(scratch.data())};
+  std::fprintf(stderr, "plan: %lld blocks, slice %lld, slices %d+%d\n",
+               static_cast<long long>(plan.blocks), static_cast<long long>(plan.slice_elems),
+               plan.base_slices, plan.guide_slices);
+  cuda_emu::launch(block_order(plan.blocks, order_kind), static_cast<unsigned>(plan.blocks),
+                   bc::kThreads, [&] {
+    bc::blend_step_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p, args);
+  });
+  check_tickets_zero(tickets);
+}
+
+// The "cooperative" variant: every block of the grid resident at once.
+template <typename D>
+void run_cooperative(const void* base, const void* guide, const StepParams& p,
+                     int64_t resident_blocks, int team_cap, const std::string& order_kind) {
+  const bc::CoopPlan plan = bc::make_coop_plan(p.batch, p.vocab, p.guide_vocab,
+                                               static_cast<int>(sizeof(D)), resident_blocks,
+                                               team_cap);
+  if (plan.blocks == 0) {
+    std::fprintf(stderr, "no cooperative plan fits %lld resident blocks\n",
+                 static_cast<long long>(resident_blocks));
+    std::exit(4);
+  }
+  std::vector<unsigned> tickets(plan.tickets, 0u);
+  std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
+  char* at = reinterpret_cast<char*>(scratch.data());
+  const bc::CoopArgs args{plan.team, plan.lanes, plan.base_subblocks, plan.guide_subblocks,
+                          plan.member_subblocks, tickets.data(),
+                          reinterpret_cast<bc::SlicePartial*>(at + plan.partial_offset),
+                          reinterpret_cast<bc::CoopDecision*>(at + plan.decision_offset),
+                          reinterpret_cast<blendin::MixtureArgmax*>(at + plan.mixture_offset),
+                          reinterpret_cast<float*>(at + plan.subblock_offset)};
+  std::fprintf(stderr, "coop plan: %lld blocks, team %d, lanes %lld, %lld+%lld sub-blocks\n",
+               static_cast<long long>(plan.blocks), plan.team, static_cast<long long>(plan.lanes),
+               static_cast<long long>(plan.base_subblocks),
+               static_cast<long long>(plan.guide_subblocks));
+  cuda_emu::launch_resident(block_order(plan.blocks, order_kind),
+                            static_cast<unsigned>(plan.blocks), bc::kThreads, [&] {
+    bc::blend_step_coop_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p,
+                                  args);
+  });
+  check_tickets_zero(tickets);
+}
+
+template <typename D>
+void run(const void* base, const void* guide, const StepParams& p,
+         std::map<std::string, std::string>& meta) {
+  const std::string order = meta["order"];
+  if (meta["variant"] == "cooperative") {
+    run_cooperative<D>(base, guide, p, std::stoll(meta["resident_blocks"]),
+                       std::stoi(meta["team_cap"]), order);
+  } else {
+    run_last_block<D>(base, guide, p, std::stoi(meta["num_sms"]), std::stoll(meta["min_slice"]),
+                      order);
   }
 }
 
@@ -127,20 +185,19 @@ int main(int argc, char** argv) {
 
   const void* base = buffers.load(dir + "/base.bin");
   const void* guide = buffers.load(dir + "/guide.bin");
-  const int num_sms = std::stoi(meta["num_sms"]);
-  const int64_t min_slice = std::stoll(meta["min_slice"]);
-  const std::string order = meta["order"];
   cuda_emu::rng() ^= std::stoull(meta["emu_seed"]);
   const std::string dtype = meta["dtype"];
   if (b > 0) {
     if (dtype == "float32") {
-      run<float>(base, guide, p, num_sms, min_slice, order);
+      run<float>(base, guide, p, meta);
     } else if (dtype == "float16") {
-      run<__half>(base, guide, p, num_sms, min_slice, order);
+      run<__half>(base, guide, p, meta);
     } else {
-      run<__nv_bfloat16>(base, guide, p, num_sms, min_slice, order);
+      run<__nv_bfloat16>(base, guide, p, meta);
     }
   }
+  std::ofstream reads(dir + "/reads.txt");
+  for (const auto& [block, bytes] : cuda_emu::block_reads()) reads << block << " " << bytes << "\n";
   std::ofstream trace(dir + "/trace.txt");
   for (const auto& [name, count] : cuda_emu::traces()) trace << name << " " << count << "\n";
   std::ofstream out(dir + "/out.bin", std::ios::binary);
