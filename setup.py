@@ -148,12 +148,14 @@ def extension():
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     sources = ["csrc/cpu/blend_step_dispatch.cpp", "csrc/cpu/bf16_linear.cpp",
                "csrc/torch/step_args.cpp", "csrc/torch/blend_step_cpu_op.cpp",
-               "csrc/torch/bf16_linear_op.cpp", "csrc/torch/torch_bindings.cpp"]
+               "csrc/torch/bf16_linear_op.cpp", "csrc/torch/kernel_variant_op.cpp",
+               "csrc/torch/torch_bindings.cpp"]
     dispatch_define = cpu_variants()[1]
     cxx = cxx_flags() + ([dispatch_define] if dispatch_define else []) + (
         ["-DBLENDIN_BF16_LINEAR_AVX512"] if is_x86_64() else [])
     # Headers as depends, so that editing one rebuilds the extension.
-    depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h"))
+    depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h")
+                     + ["csrc/cuda/kernel_variant.h"])
     if cuda_wanted():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + ["csrc/torch/blend_step_cuda_op.cpp"]
         depends += sorted(glob.glob("csrc/cuda/*.cuh") + glob.glob("csrc/cuda/*.h"))

@@ -1,10 +1,9 @@
 // Host-side pieces shared by the three kernel instantiations: the SM count
-// cache and the workspace query.
+// cache.
 #include "blend_step_cuda.h"
 
 #include <atomic>
 
-#include "launch_plan.h"
 
 namespace blendin::cuda {
 
@@ -23,14 +22,6 @@ cudaError_t device_sm_count(int device, int* count) {
   const cudaError_t err = cudaDeviceGetAttribute(count, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess && cacheable) cache[device].store(*count, std::memory_order_relaxed);
   return err;
-}
-
-WorkspaceSize blend_step_workspace(const StepParams& params, int element_bytes, int device) {
-  int sms = 0;
-  if (device_sm_count(device, &sms) != cudaSuccess) sms = 1;
-  const LaunchPlan plan = make_launch_plan(params.batch, params.vocab, params.guide_vocab,
-                                           element_bytes, sms);
-  return WorkspaceSize{plan.tickets, plan.scratch_bytes};
 }
 
 }  // namespace blendin::cuda

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "blendin/step_params.h"
+#include "kernel_variant.h"
 
 namespace blendin::cuda {
 
@@ -26,19 +27,23 @@ struct WorkspaceSize {
   size_t scratch_bytes;  // bytes of scratch needed
 };
 
-// Buffers needed by a step of `params` with logits of `element_bytes`
-// (4 or 2) on `device`.
-WorkspaceSize blend_step_workspace(const StepParams& params, int element_bytes, int device);
+// Buffers needed by a step of `params` with logits of type T on `device`,
+// run by `variant` (T as for launch_blend_step).
+template <typename T>
+WorkspaceSize blend_step_workspace(const StepParams& params, int device, KernelVariant variant);
 
 // One step for every row of `params` (validated by the caller; per-row
 // values that live on the device are range-checked by the kernel, which
 // turns an out-of-range row into a bad row). T is float, Float16Bits or
-// BFloat16Bits. Launches exactly one kernel on `stream` (none when the batch
-// is empty) and returns the launch status; never synchronises.
+// BFloat16Bits. Launches exactly one kernel of `variant` on `stream` (none
+// when the batch is empty) and returns the launch status; never
+// synchronises. A shape the cooperative grid cannot hold (a vocabulary of
+// millions on a small GPU) runs the last_block kernel instead; the
+// workspace query makes the same choice.
 template <typename T>
 cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
-                              const StepParams& params, unsigned int* tickets,
-                              int64_t ticket_count, void* scratch, size_t scratch_bytes,
-                              cudaStream_t stream);
+                              const StepParams& params, KernelVariant variant,
+                              unsigned int* tickets, int64_t ticket_count, void* scratch,
+                              size_t scratch_bytes, cudaStream_t stream);
 
 }  // namespace blendin::cuda

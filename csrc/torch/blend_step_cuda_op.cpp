@@ -103,33 +103,40 @@ BufferCache& buffer_cache() {
   return *cache;
 }
 
+template <typename T>
+cudaError_t launch_typed(const void* base, const void* guide, const StepParams& params,
+                         cuda::KernelVariant variant, int device, cudaStream_t stream) {
+  const StreamBuffers buf = buffer_cache().get(
+      device, stream, cuda::blend_step_workspace<T>(params, device, variant));
+  return cuda::launch_blend_step(static_cast<const T*>(base), static_cast<const T*>(guide), params,
+                                 variant, buf.tickets, buf.ticket_count, buf.scratch,
+                                 buf.scratch_bytes, stream);
+}
+
+cuda::KernelVariant current_variant() {
+  const int slot = cuda::kernel_variant_slot().load();
+  TORCH_CHECK(slot >= 0, "blend_step: BLENDIN_CUDA_KERNEL names no CUDA kernel variant "
+              "(torch.ops.blendin_ext.cuda_kernel_variants() lists them)");
+  return static_cast<cuda::KernelVariant>(slot);
+}
+
 struct CudaBackend {
   static void launch(at::ScalarType dtype, const void* base, const void* guide,
                      const StepParams& params, const at::Device& device) {
     const c10::cuda::CUDAGuard guard(device);
     const int index = device.index();
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(index).stream();
-    const int element_bytes = dtype == at::kFloat ? 4 : 2;
-    const StreamBuffers buf = buffer_cache().get(
-        index, stream, cuda::blend_step_workspace(params, element_bytes, index));
+    const cuda::KernelVariant variant = current_variant();  // read once: workspace and launch agree
     cudaError_t err = cudaErrorInvalidValue;
     switch (dtype) {
       case at::kFloat:
-        err = cuda::launch_blend_step(static_cast<const float*>(base),
-                                      static_cast<const float*>(guide), params, buf.tickets,
-                                      buf.ticket_count, buf.scratch, buf.scratch_bytes, stream);
+        err = launch_typed<float>(base, guide, params, variant, index, stream);
         break;
       case at::kHalf:
-        err = cuda::launch_blend_step(static_cast<const Float16Bits*>(base),
-                                      static_cast<const Float16Bits*>(guide), params,
-                                      buf.tickets, buf.ticket_count, buf.scratch,
-                                      buf.scratch_bytes, stream);
+        err = launch_typed<Float16Bits>(base, guide, params, variant, index, stream);
         break;
       case at::kBFloat16:
-        err = cuda::launch_blend_step(static_cast<const BFloat16Bits*>(base),
-                                      static_cast<const BFloat16Bits*>(guide), params,
-                                      buf.tickets, buf.ticket_count, buf.scratch,
-                                      buf.scratch_bytes, stream);
+        err = launch_typed<BFloat16Bits>(base, guide, params, variant, index, stream);
         break;
       default:
         TORCH_CHECK(false, "blend_step: unsupported logits dtype ", dtype);

@@ -28,6 +28,12 @@ TORCH_LIBRARY(blendin_ext, m) {
   // CPU can run, best first. BLENDIN_CPU_VARIANT forces one (read once).
   m.def("cpu_variant() -> str");
   m.def("cpu_variants() -> str[]");
+  // The CUDA kernel's variants (csrc/cuda/kernel_variant.h): the one in use,
+  // all of them, and a process-wide switch (BLENDIN_CUDA_KERNEL sets the
+  // first), for measuring them side by side.
+  m.def("cuda_kernel_variant() -> str");
+  m.def("cuda_kernel_variants() -> str[]");
+  m.def("set_cuda_kernel_variant(str name) -> ()");
   // A bfloat16 linear layer for decoding: y = x W^T + bias with W in the
   // packed layout of csrc/cpu/bf16_linear.h (blendin_ext/models/bf16_linear.py
   // packs it). kernel_name: "auto" (the best this CPU runs) or one that
