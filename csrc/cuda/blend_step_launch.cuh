@@ -105,7 +105,9 @@ cudaError_t launch_cooperative(const D* base, const D* guide, const StepParams& 
                       reinterpret_cast<SlicePartial*>(scratch + plan.partial_offset),
                       reinterpret_cast<CoopDecision*>(scratch + plan.decision_offset),
                       reinterpret_cast<MixtureArgmax*>(scratch + plan.mixture_offset),
-                      reinterpret_cast<float*>(scratch + plan.subblock_offset)};
+                      reinterpret_cast<float*>(scratch + plan.subblock_offset),
+                      reinterpret_cast<unsigned long long*>(scratch + plan.kept_offset),
+                      reinterpret_cast<unsigned long long*>(scratch + plan.gather_offset)};
   cudaLaunchAttribute attribute;
   attribute.id = cudaLaunchAttributeCooperative;  // resident at once, or refused
   attribute.val.cooperative = 1;

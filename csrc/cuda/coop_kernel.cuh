@@ -22,6 +22,7 @@
 
 #include "blendin/philox.h"
 #include "coop_plan.h"
+#include "coop_sample.cuh"
 #include "coop_stats.cuh"
 #include "coop_sync.cuh"
 #include "device_common.cuh"
@@ -30,34 +31,6 @@
 #include "select_cut.cuh"
 
 namespace blendin::cuda {
-
-enum CoopMode : int32_t { kCoopDone = 0, kCoopGreedyScan = 1, kCoopWalk = 2 };
-
-struct CoopArgs {
-  int32_t team;
-  int64_t lanes;
-  int64_t base_subblocks;
-  int64_t guide_subblocks;
-  int64_t member_subblocks;
-  unsigned int* sync;         // lanes x kCoopSyncWords, zero between launches
-  SlicePartial* partials;     // lanes x (team base parts, then team guide parts)
-  CoopDecision* decisions;    // lanes
-  MixtureArgmax* mixtures;    // lanes x team
-  float* subblock_max;        // lanes x (base, then guide sub-blocks)
-};
-
-struct CoopShared {
-  union {
-    SliceScratch slice;
-    SelectShared select;
-    SliceMassShared slice_mass;
-  } u;
-  RowShared row;
-  SampleShared sample;
-  ReduceScratch reduce;
-  CoopDecision decision;
-  int flag;
-};
 
 // Sub-blocks [first, last) of one model row that belong to a member.
 struct PartRange {
@@ -138,7 +111,8 @@ __device__ __forceinline__ float greedy_scan_bound(const RowShared& rs) {
 // The leader: merge, decide, and publish the rest of the row's work.
 template <typename T>
 __device__ void lead_row(const RowContext<T>& ctx, const StepParams& p, const CoopArgs& args,
-                         Team team, CoopShared& sh, CoopDecision* published) {
+                         const Team& team, const float* row_sb_max, CoopShared& sh,
+                         CoopDecision* published) {
   merge_row_partials(ctx, sh.row);
   decide_row(ctx, p, sh.row);
   const RowShared& rs = sh.row;
@@ -153,46 +127,9 @@ __device__ void lead_row(const RowContext<T>& ctx, const StepParams& p, const Co
     d.threshold = greedy_scan_bound(rs);
     if (threadIdx.x == 0) BLENDIN_TRACE("coop_greedy_scan");
   } else if (rs.mode == kRowSample) {
-    if (threadIdx.x == 0) {
-      const RowUniforms u = row_uniforms(static_cast<uint64_t>(p.seed.at(ctx.row)),
-                                         static_cast<uint64_t>(p.offset.at(ctx.row)),
-                                         p.rng_stream(ctx.row));
-      sh.sample.u_token = u.token;
-      sh.sample.use_guide = u.component < rs.alpha;
-    }
-    __syncthreads();
-    const bool use_guide = sh.sample.use_guide;
-    const RowView<T> view = use_guide ? ctx.guide : ctx.base;
-    const float max = use_guide ? rs.guide.max : rs.base.max;
-    const int32_t top_k = p.top_k.at(ctx.row);
-    const float top_p = p.top_p.at(ctx.row);
-    if ((top_k > 0 && top_k < view.length) || top_p < 1.0f) {
-      const ComponentTop top{use_guide ? rs.guide_top_value : rs.base_top_value,
-                             use_guide ? rs.guide_top_id : rs.base_top_id,
-                             use_guide ? rs.guide.sum_tempered : rs.base.sum_tempered};
-#ifndef EXP_NO_FILTER
-      const int32_t token = draw_filtered(view, top, max, ctx.inv_temperature, top_k, top_p,
-                                          sh.sample.u_token, sh.u.select, sh.reduce);
-#else
-      const int32_t token = 0;
-#endif
-      if (threadIdx.x == 0) p.out.tokens[ctx.row] = token;
-    } else {
-      pick_slice(ctx.partials + (use_guide ? team.size : 0), team.size, max,
-                 ctx.inv_temperature, sh.sample.u_token, sh.u.slice_mass);
-      __syncthreads();
-      d.mode = kCoopWalk;
-      d.owner = sh.u.slice_mass.chosen;
-      d.remainder = sh.u.slice_mass.remainder;
-      d.use_guide = use_guide;
-      if (threadIdx.x == 0) BLENDIN_TRACE("coop_walk");
-    }
+    lead_sample(ctx, p, args, team, row_sb_max, sh, d);
   }
-  if (threadIdx.x == 0) {
-    *published = d;
-    sh.decision = d;
-  }
-  __syncthreads();
+  publish_decision(d, published, sh);
 }
 
 // A member's share of the greedy scan: base sub-blocks gw, gw + stride, ...
@@ -281,40 +218,38 @@ __device__ void coop_row(const T* base, const T* guide, const StepParams& p, con
   ctx.slice_elems = 0;  // parts are sub-block ranges (member_part), not fixed slices
   ctx.inv_temperature = inv_t;
 
-#ifndef EXP_ONLY_STATS
   CoopDecision* published = args.decisions + lane;
   if (team_arrive(team, 1u, sh.flag)) {
-    lead_row(ctx, p, args, team, sh, published);
+    lead_row(ctx, p, args, team, sb_max, sh, published);
     team_release(team, 1u);
   } else {
     team_wait(team, 1u);
-    // another block wrote it: read past L1, word by word
-    const volatile unsigned int* from = reinterpret_cast<const volatile unsigned int*>(published);
-    unsigned int* to = reinterpret_cast<unsigned int*>(&sh.decision);
-    for (int i = threadIdx.x; i < static_cast<int>(sizeof(CoopDecision) / 4); i += kThreads) {
-      to[i] = from[i];
-    }
-    __syncthreads();
+    read_decision(published, sh);
   }
   const CoopDecision d = sh.decision;
+  const RowView<T> component = d.use_guide ? ctx.guide : ctx.base;
   MixtureArgmax* slots = args.mixtures + lane * team.size;
   if (d.mode == kCoopGreedyScan) {
     const MixtureArgmax best = greedy_scan(ctx, args, team, d, sb_max, sh.reduce);
     if (threadIdx.x == 0) slots[team.member] = best;
   } else if (d.mode == kCoopWalk && d.owner == team.member) {
-    const RowView<T> view = d.use_guide ? ctx.guide : ctx.base;
     const PartRange part = member_part(args, team.member, d.use_guide);
     const int64_t sub = 32 * VecTraits<T>::kSize;
-    const int64_t end = part.last * sub < view.length ? part.last * sub : view.length;
+    const int64_t end = part.last * sub < component.length ? part.last * sub : component.length;
     const float max = d.use_guide ? d.guide.max : d.base.max;
-    const int32_t token = walk_storage_order(view, part.first * sub, end, d.remainder,
+    const int32_t token = walk_storage_order(component, part.first * sub, end, d.remainder,
                                              PlainWeight<T>{max, inv_t}, sh.reduce);
     if (threadIdx.x == 0) p.out.tokens[row] = token;
+  } else if (d.mode == kCoopSelect) {
+    team_select(component, p, args, team, lane, row, inv_t, sb_max, sh, published);
   }
-  if (team_finish(team, sh.flag) && d.mode == kCoopGreedyScan) {
-    finish_greedy_scan(slots, team.size, d, p.out, row);
+  if (team_finish(team, sh.flag)) {
+    if (d.mode == kCoopGreedyScan) finish_greedy_scan(slots, team.size, d, p.out, row);
+    if (d.mode == kCoopSelect) {
+      const int32_t token = finish_select(component, p, args, team, lane, row, inv_t, sh);
+      if (threadIdx.x == 0) p.out.tokens[row] = token;
+    }
   }
-#endif
   __syncthreads();  // shared memory is reused by the next row
 }
 
@@ -327,8 +262,8 @@ __global__ void __launch_bounds__(kThreads, 4)
                            const __grid_constant__ CoopArgs args) {
   BLENDIN_BLOCK_SHARED(CoopShared, sh);
   const int64_t lane = blockIdx.x / args.team;
-  Team team{nullptr, args.team, static_cast<int32_t>(blockIdx.x % args.team)};
-  if (args.team > 1) team.sync = reinterpret_cast<CoopSync*>(args.sync + lane * kCoopSyncWords);
+  const Team team{reinterpret_cast<CoopSync*>(args.sync + lane * kCoopSyncWords), args.team,
+                  static_cast<int32_t>(blockIdx.x % args.team)};
   for (int64_t row = lane; row < p.batch; row += args.lanes) {
     coop_row(base, guide, p, args, lane, row, team, sh);
   }

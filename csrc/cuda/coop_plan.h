@@ -43,29 +43,41 @@ struct CoopPartial {
 // What the leader of a row publishes for the rest of its team.
 struct CoopDecision {
   int32_t mode;          // CoopMode (coop_kernel.cuh)
-  int32_t owner;         // sampling: the member whose part holds the target
+  int32_t owner;         // walk: the member whose part holds the target
   int32_t use_guide;     // sampling: the component drawn from
   float alpha;
   float threshold;       // greedy scan: base logits below it cannot win
   MixtureArgmax best;    // greedy scan: the best of the candidates
-  double remainder;      // sampling: the target within the owner's part
+  float u_token;         // sampling: the token's uniform
+  int32_t bound_bin;     // select: sub-blocks whose max lies past it hold no kept entry
+  int32_t gather_lo;     // select: entries of bins below gather_lo are kept for sure,
+  int32_t gather_hi;     //   those of bins [gather_lo, gather_hi] are gathered
+  unsigned long long above_count;  // select: entries (and their mass) of the
+  unsigned long long above_mass;   //   bins below gather_lo
+  double remainder;      // walk: the target within the owner's part
   SoftmaxPartial base;   // the merged row statistics
   SoftmaxPartial guide;
 };
 static_assert(sizeof(CoopDecision) % 4 == 0, "copied as 32-bit words");
 
-// Per-row synchronisation words (the launcher's zeroed ticket buffer).
-// Barrier k of a row is passed once `arrived` reaches k * team; its leader
-// (the last to arrive) publishes and then sets `released` to k. Every member
-// takes a `finished` ticket when it is done with the row; the last one
-// resets all three, so the words are zero again between launches.
+// Per-row words that are zero between launches (the launcher's zeroed
+// ticket buffer). Barrier k of a row is passed once `arrived` reaches
+// k * team; its leader (the last to arrive) publishes and then sets
+// `released` to k. Every member takes a `finished` ticket when it is done
+// with the row; the last one completes the row's last phase and resets
+// everything here, so the words are zero again for the next launch.
+constexpr int kCoopSelectBins = 1024;   // = kSelectBins of select_cut.cuh
+constexpr int kCoopGatherCap = 2048;    // keys gathered for an exact top-k / top-p cut
 struct CoopSync {
   unsigned int arrived;
   unsigned int released;
   unsigned int finished;
-  unsigned int unused;
+  unsigned int gathered;  // keys in the row's gather buffer
+  unsigned int bin_count[kCoopSelectBins];         // the team's histogram of
+  unsigned long long bin_mass[kCoopSelectBins];    // distance bins (select)
 };
-constexpr int kCoopSyncWords = 4;  // unsigned ints per row lane
+constexpr int kCoopSyncWords = static_cast<int>(sizeof(CoopSync) / 4);  // per row lane
+static_assert(sizeof(CoopSync) % 8 == 0, "lanes stay 8-byte aligned");
 
 struct CoopPlan {
   int64_t batch = 0;
@@ -82,6 +94,8 @@ struct CoopPlan {
   size_t decision_offset = 0;    // lanes x CoopDecision
   size_t mixture_offset = 0;     // lanes x team x MixtureArgmax
   size_t subblock_offset = 0;    // lanes x (base + guide sub-blocks) floats
+  size_t kept_offset = 0;        // lanes x max(base, guide sub-blocks) u64: kept mass per sub-block
+  size_t gather_offset = 0;      // lanes x kCoopGatherCap u64 keys
   size_t scratch_bytes = 0;
 
   int64_t subblocks() const { return base_subblocks + guide_subblocks; }
@@ -124,6 +138,11 @@ inline CoopPlan make_coop_plan(int64_t batch, int64_t vocab, int64_t guide_vocab
   at = coop_align16(at + sizeof(MixtureArgmax) * plan.lanes * team);
   plan.subblock_offset = at;
   at = coop_align16(at + sizeof(float) * plan.lanes * total);
+  plan.kept_offset = at;
+  at = coop_align16(at + sizeof(unsigned long long) * plan.lanes *
+                             std::max(plan.base_subblocks, plan.guide_subblocks));
+  plan.gather_offset = at;
+  at = coop_align16(at + sizeof(unsigned long long) * plan.lanes * kCoopGatherCap);
   plan.scratch_bytes = at;
   return plan;
 }

@@ -11,8 +11,8 @@ namespace blendin::cuda {
 
 // The team of a row: its sync words, its size and this block's place.
 struct Team {
-  CoopSync* sync;  // null for a team of one (nothing to wait for)
-  int32_t size;
+  CoopSync* sync;  // the row's zeroed words
+  int32_t size;    // a team of one waits for nobody
   int32_t member;
 };
 
@@ -20,8 +20,8 @@ struct Team {
 // to arrive (the leader), which must publish and then call team_release().
 // Other blocks call team_wait() next.
 __device__ __forceinline__ bool team_arrive(const Team& team, unsigned int k, int& flag) {
-  if (team.sync == nullptr) return true;
   __syncthreads();  // the block's writes are done
+  if (team.size == 1) return true;
   if (threadIdx.x == 0) {
     __threadfence();
     const unsigned int before = atomicAdd(&team.sync->arrived, 1u);
@@ -35,7 +35,7 @@ __device__ __forceinline__ bool team_arrive(const Team& team, unsigned int k, in
 }
 
 __device__ __forceinline__ void team_release(const Team& team, unsigned int k) {
-  if (team.sync == nullptr) return;
+  if (team.size == 1) return;
   __syncthreads();  // what the leader publishes is written
   if (threadIdx.x == 0) {
     __threadfence();
@@ -44,7 +44,7 @@ __device__ __forceinline__ void team_release(const Team& team, unsigned int k) {
 }
 
 __device__ __forceinline__ void team_wait(const Team& team, unsigned int k) {
-  if (team.sync == nullptr) return;
+  if (team.size == 1) return;
   if (threadIdx.x == 0) {
     while (load_volatile(&team.sync->released) < k) spin_pause();
     __threadfence();
@@ -54,11 +54,12 @@ __device__ __forceinline__ void team_wait(const Team& team, unsigned int k) {
 
 // Every member takes this ticket when done with the row: true in every
 // thread of the last one, which may finish the row's last phase and has
-// reset the team's words for the next launch (everyone else has passed
-// every wait by then).
+// reset the barrier words for the next launch (everyone else has passed
+// every wait by then); it clears the select words itself once it has read
+// them (clear_select_words).
 __device__ __forceinline__ bool team_finish(const Team& team, int& flag) {
-  if (team.sync == nullptr) return true;
-  __syncthreads();
+  __syncthreads();  // a team of one still reads what all its threads wrote
+  if (team.size == 1) return true;
   if (threadIdx.x == 0) {
     __threadfence();
     const unsigned int before = atomicAdd(&team.sync->finished, 1u);
@@ -75,6 +76,21 @@ __device__ __forceinline__ bool team_finish(const Team& team, int& flag) {
   __syncthreads();
   if (last) __threadfence();
   return last;
+}
+
+}  // namespace blendin::cuda
+
+namespace blendin::cuda {
+
+// The row's histogram and gather counter back to zero (the finisher of a
+// select, after its last read of them).
+__device__ __forceinline__ void clear_select_words(CoopSync* sync) {
+  __syncthreads();
+  for (int b = threadIdx.x; b < kCoopSelectBins; b += kThreads) {
+    sync->bin_count[b] = 0u;
+    sync->bin_mass[b] = 0ull;
+  }
+  if (threadIdx.x == 0) sync->gathered = 0u;
 }
 
 }  // namespace blendin::cuda

@@ -218,6 +218,26 @@ __device__ inline bool cut_from_list(const ComponentTop& top, float max, float i
   return false;  // top-p not reached within the list
 }
 
+// The block alone: top-k, then top-p, each cut by an exact select over the
+// row, then the walk over the kept entries.
+template <typename T>
+__device__ int32_t draw_by_select(const RowView<T>& view, float max, float inv_t, int32_t top_k,
+                                  float top_p, float u, SelectShared& sh, ReduceScratch& reduce) {
+  const SelectRow<T> row{view, max, inv_t};
+  SelectResult kept{0ull, 0ull, kUnknownCount};
+  if (top_k > 0 && top_k < view.length) {
+    kept = select_cut(row, SelectQuery{0ull, kUnknownCount, false,
+                                       static_cast<unsigned long long>(top_k), 1.0f},
+                      sh, reduce);
+  }
+  if (top_p < 1.0f) {
+    kept = select_cut(row, SelectQuery{kept.cut, kept.count, true, 0ull, top_p}, sh, reduce);
+  }
+  const unsigned long long target = scale_by_uniform(u, kept.mass);
+  return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut},
+                            reduce);
+}
+
 // top-k, then top-p, then the walk over the kept entries.
 template <typename T>
 __device__ int32_t draw_filtered(const RowView<T>& view, const ComponentTop& top, float max,
@@ -230,20 +250,9 @@ __device__ int32_t draw_filtered(const RowView<T>& view, const ComponentTop& top
     if (found) BLENDIN_TRACE("select_from_list");
   }
   __syncthreads();
-  SelectResult kept = sh.result;
+  const SelectResult kept = sh.result;
   __syncthreads();
-  if (kept.count == 0ull) {
-    const SelectRow<T> row{view, max, inv_t};
-    kept = SelectResult{0ull, 0ull, kUnknownCount};
-    if (top_k > 0 && top_k < view.length) {
-      kept = select_cut(row, SelectQuery{0ull, kUnknownCount, false,
-                                         static_cast<unsigned long long>(top_k), 1.0f},
-                        sh, reduce);
-    }
-    if (top_p < 1.0f) {
-      kept = select_cut(row, SelectQuery{kept.cut, kept.count, true, 0ull, top_p}, sh, reduce);
-    }
-  }
+  if (kept.count == 0ull) return draw_by_select(view, max, inv_t, top_k, top_p, u, sh, reduce);
   const unsigned long long target = scale_by_uniform(u, kept.mass);
   return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut},
                             reduce);

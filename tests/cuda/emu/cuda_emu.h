@@ -259,6 +259,12 @@ inline bool step_block(BlockState& s) {
 [[noreturn]] inline void report_deadlock(const BlockState& s) {
   std::fprintf(stderr, "cuda_emu: deadlock in block %u (%d live threads; %d at the barrier)\n",
                s.index, s.live, s.barrier_arrived);
+  for (size_t w = 0; w < s.warps.size(); ++w) {
+    if (s.warps[w].arrived > 0) {
+      std::fprintf(stderr, "  warp %zu: %d lanes wait in a collective\n", w, s.warps[w].arrived);
+    }
+  }
+  for (const auto& [name, count] : traces()) std::fprintf(stderr, "  trace %s: %ld\n", name.c_str(), count);
   std::abort();
 }
 

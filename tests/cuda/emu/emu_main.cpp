@@ -114,15 +114,18 @@ void run_cooperative(const void* base, const void* guide, const StepParams& p,
                  static_cast<long long>(resident_blocks));
     std::exit(4);
   }
-  std::vector<unsigned> tickets(plan.tickets, 0u);
+  std::vector<unsigned long long> ticket_words((plan.tickets + 1) / 2, 0ull);  // 8-byte aligned
+  unsigned* tickets = reinterpret_cast<unsigned*>(ticket_words.data());
   std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
   char* at = reinterpret_cast<char*>(scratch.data());
   const bc::CoopArgs args{plan.team, plan.lanes, plan.base_subblocks, plan.guide_subblocks,
-                          plan.member_subblocks, tickets.data(),
+                          plan.member_subblocks, tickets,
                           reinterpret_cast<bc::SlicePartial*>(at + plan.partial_offset),
                           reinterpret_cast<bc::CoopDecision*>(at + plan.decision_offset),
                           reinterpret_cast<blendin::MixtureArgmax*>(at + plan.mixture_offset),
-                          reinterpret_cast<float*>(at + plan.subblock_offset)};
+                          reinterpret_cast<float*>(at + plan.subblock_offset),
+                          reinterpret_cast<unsigned long long*>(at + plan.kept_offset),
+                          reinterpret_cast<unsigned long long*>(at + plan.gather_offset)};
   std::fprintf(stderr, "coop plan: %lld blocks, team %d, lanes %lld, %lld+%lld sub-blocks\n",
                static_cast<long long>(plan.blocks), plan.team, static_cast<long long>(plan.lanes),
                static_cast<long long>(plan.base_subblocks),
@@ -132,7 +135,7 @@ void run_cooperative(const void* base, const void* guide, const StepParams& p,
     bc::blend_step_coop_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p,
                                   args);
   });
-  check_tickets_zero(tickets);
+  check_tickets_zero(std::vector<unsigned>(tickets, tickets + plan.tickets));
 }
 
 template <typename D>
