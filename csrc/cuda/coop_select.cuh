@@ -257,6 +257,7 @@ __device__ int32_t select_finish(const SelectRow<T>& row, const CoopDecision& d,
   for (int i = threadIdx.x; i < n; i += kThreads) sh.keys[i] = load_cg(gather + i);
   sort_keys_descending(sh.keys, n);
   unsigned long long cut = 0ull, kept_mass = d.above_mass;  // keep all: every valid key > 0
+  if (d.gather_lo >= kSelectBins && threadIdx.x == 0) BLENDIN_TRACE("coop_select_keep_all");
   if (d.gather_lo < kSelectBins) {
     const bool k_active = top_k > 0 && top_k < row.view.length;
     RankCut c;
