@@ -39,7 +39,7 @@ __device__ __forceinline__ uint4 load_lane_vector(const T* row, int64_t length, 
                                                   bool aligned) {
   constexpr int kVec = VecTraits<T>::kSize;
   if (aligned && first + kVec <= length) {
-    BLENDIN_COUNT_READ(16);
+    BLENDIN_COUNT_READ(row + first, 16);
     return __ldg(reinterpret_cast<const uint4*>(row + first));
   }
   // Built with shifts, not through a pointer into `raw`, which would put it
@@ -60,7 +60,7 @@ __device__ __forceinline__ uint4 load_lane_vector(const T* row, int64_t length, 
   const uint4 raw = make_uint4(w[0], w[1], w[2], w[3]);
 #if defined(BLENDIN_CUDA_EMULATION)
   const int64_t valid = length - first < kVec ? (length - first > 0 ? length - first : 0) : kVec;
-  BLENDIN_COUNT_READ(valid * static_cast<int64_t>(sizeof(T)));
+  BLENDIN_COUNT_READ(row + first, valid * static_cast<int64_t>(sizeof(T)));
 #endif
   return raw;
 }
@@ -147,6 +147,7 @@ __device__ SoftmaxPartial lean_part_pass(const RowView<T>& row, int64_t first, i
   const bool aligned = (reinterpret_cast<uintptr_t>(row.logits) & 15u) == 0u;
   LeanSums acc;
   int bad = 0;
+  // BEGIN STREAMING LOOP (tests/cuda/static_figures.py: no local memory in here)
   for (int64_t sb0 = first + warp_id(); sb0 < last; sb0 += kWarps * kCoopUnroll) {
     uint4 raw[kCoopUnroll];
 #pragma unroll
@@ -170,6 +171,7 @@ __device__ SoftmaxPartial lean_part_pass(const RowView<T>& row, int64_t first, i
       }
     }
   }
+  // END STREAMING LOOP
   // The block's max first, then every thread's sums rescaled to it.
   const uint32_t warp_key = __reduce_max_sync(kFullMask, order_key(acc.max));
   if (lane_id() == 0) scratch.top_value[warp_id()][0] = key_value(warp_key);

@@ -28,12 +28,12 @@
 #define BLENDIN_TRACE(name) ((void)0)
 #endif
 
-// Bytes of logits a block reads (the emulator's per-block read counters:
+// Bytes of logits a block reads, and where (the emulator's read counters:
 // tests check that no mode reads a row more than it must; nothing on a GPU).
 #if defined(BLENDIN_CUDA_EMULATION)
-#define BLENDIN_COUNT_READ(bytes) ::cuda_emu::count_read(bytes)
+#define BLENDIN_COUNT_READ(ptr, bytes) ::cuda_emu::count_read(ptr, bytes)
 #else
-#define BLENDIN_COUNT_READ(bytes) ((void)0)
+#define BLENDIN_COUNT_READ(ptr, bytes) ((void)0)
 #endif
 
 namespace blendin::cuda {

@@ -29,7 +29,7 @@ struct RowView {
     return (id >= 0 && id < base_vocab) ? static_cast<int32_t>(id) : -1;
   }
   __device__ __forceinline__ float at(int64_t j) const {
-    BLENDIN_COUNT_READ(sizeof(T));
+    BLENDIN_COUNT_READ(logits + j, sizeof(T));
     return to_float(logits[j]);
   }
 };
@@ -39,7 +39,7 @@ __device__ __forceinline__ void load_scalars(const T* row, int64_t start, int n,
                                              float (&x)[VecTraits<T>::kSize]) {
 #pragma unroll
   for (int k = 0; k < VecTraits<T>::kSize; ++k) x[k] = k < n ? to_float(row[start + k]) : -BLENDIN_INF;
-  BLENDIN_COUNT_READ(static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(T)));
+  BLENDIN_COUNT_READ(row + start, static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(T)));
 }
 
 // Calls f(x[kVec], first_index, count) over [begin, end) of a row, each
@@ -67,7 +67,7 @@ __device__ __forceinline__ void for_each_vector(const T* row, int64_t begin, int
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (v + u * kThreads < vectors) {
-        BLENDIN_COUNT_READ(16);
+        BLENDIN_COUNT_READ(vec + v + u * kThreads, 16);
         raw[u] = __ldg(vec + v + u * kThreads);
       }
     }
@@ -93,7 +93,7 @@ __device__ __forceinline__ void for_each_vector(const T* row, int64_t begin, int
 template <typename T, typename F>
 __device__ __forceinline__ void for_each_entry(const T* row, int64_t begin, int64_t end, F& f) {
   for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
-    BLENDIN_COUNT_READ(sizeof(T));
+    BLENDIN_COUNT_READ(row + j, sizeof(T));
     f(to_float(row[j]), j);
   }
 }

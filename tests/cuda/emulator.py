@@ -80,7 +80,8 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
     fits `resident_blocks` (SMs x occupancy); team_cap > 0 caps the blocks
     per row. order is the order blocks start in: natural, reverse or
     shuffle. `traces`, if given, receives how many blocks took each traced
-    path of the kernel; `reads` the bytes of logits each block read."""
+    path of the kernel; `reads` maps each block to (bytes of logits it read,
+    of which read first in the launch: what DRAM must deliver)."""
     batch, vocab = base.shape
     if batch == 0:
         empty = torch.empty(0)
@@ -125,8 +126,8 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
                 traces[name] = traces.get(name, 0) + int(count)
         if reads is not None:
             for line in (d / "reads.txt").read_text().splitlines():
-                block, count = line.split()
-                reads[int(block)] = int(count)
+                block, total, first = line.split()
+                reads[int(block)] = (int(total), int(first))
     tokens = torch.frombuffer(bytearray(raw[: 8 * batch]), dtype=torch.int64)
     pos = 8 * batch
     intervened = torch.frombuffer(bytearray(raw[pos: pos + batch]), dtype=torch.uint8).bool()

@@ -33,6 +33,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #undef __shared__
@@ -69,7 +71,8 @@ struct BlockState {
   std::vector<Fiber> fibers;
   std::unique_ptr<char[]> stacks;  // not zeroed: pages are touched only as used
   std::vector<long double> shared;  // BLENDIN_BLOCK_SHARED storage (aligned)
-  long bytes_read = 0;              // BLENDIN_COUNT_READ
+  long bytes_read = 0;              // BLENDIN_COUNT_READ: every byte read
+  long bytes_first = 0;             //   bytes no block of the launch had read before
   jmp_buf scheduler;
   int current = -1;
   int live = 0;
@@ -107,10 +110,16 @@ inline uint64_t next_random() {
   return x;
 }
 
-// Bytes each block read (BLENDIN_COUNT_READ), by blockIdx.x, for the last launch.
-inline std::map<unsigned, long>& block_reads() {
-  static std::map<unsigned, long> r;
+// Bytes each block read (BLENDIN_COUNT_READ), by blockIdx.x, for the last
+// launch: (all, first reads of the launch). First reads are what DRAM must
+// deliver; the rest may hit L1/L2.
+inline std::map<unsigned, std::pair<long, long>>& block_reads() {
+  static std::map<unsigned, std::pair<long, long>> r;
   return r;
+}
+inline std::unordered_set<uintptr_t>& bytes_seen() {
+  static std::unordered_set<uintptr_t> seen;
+  return seen;
 }
 
 // Path counters (BLENDIN_TRACE in the kernel sources).
@@ -197,7 +206,12 @@ inline void fiber_entry() {
   _longjmp(s.scheduler, 1);
 }
 
-inline void count_read(long bytes) { state()->bytes_read += bytes; }
+inline void count_read(const void* at, long bytes) {
+  BlockState& s = *state();
+  s.bytes_read += bytes;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(at);
+  for (long i = 0; i < bytes; ++i) s.bytes_first += bytes_seen().insert(first + i).second ? 1 : 0;
+}
 
 // The calling block's shared memory of type T (one declaration per kernel).
 template <typename T>
@@ -277,7 +291,7 @@ inline void run_block(unsigned index, int threads, const std::function<void()>& 
     idle_rounds = step_block(s) ? 0 : idle_rounds + 1;
     if (idle_rounds > 2) report_deadlock(s);
   }
-  block_reads()[index] = s.bytes_read;
+  block_reads()[index] = {s.bytes_read, s.bytes_first};
 }
 
 // Launches a 1-D grid; blocks run in `order` (all of them, any order).
@@ -286,6 +300,7 @@ inline void launch(const std::vector<unsigned>& order, unsigned grid, int thread
   grid_dim() = dim3(grid, 1, 1);
   block_dim() = dim3(static_cast<unsigned>(threads), 1, 1);
   block_reads().clear();
+  bytes_seen().clear();
   for (unsigned b : order) run_block(b, threads, kernel);
 }
 
@@ -298,6 +313,7 @@ inline void launch_resident(const std::vector<unsigned>& order, unsigned grid, i
   grid_dim() = dim3(grid, 1, 1);
   block_dim() = dim3(static_cast<unsigned>(threads), 1, 1);
   block_reads().clear();
+  bytes_seen().clear();
   std::vector<std::unique_ptr<BlockState>> blocks;
   for (unsigned b : order) {
     blocks.emplace_back(new BlockState());
@@ -323,7 +339,7 @@ inline void launch_resident(const std::vector<unsigned>& order, unsigned grid, i
       }
     }
   }
-  for (const auto& s : blocks) block_reads()[s->index] = s->bytes_read;
+  for (const auto& s : blocks) block_reads()[s->index] = {s->bytes_read, s->bytes_first};
 }
 
 }  // namespace cuda_emu

@@ -200,7 +200,9 @@ int main(int argc, char** argv) {
     }
   }
   std::ofstream reads(dir + "/reads.txt");
-  for (const auto& [block, bytes] : cuda_emu::block_reads()) reads << block << " " << bytes << "\n";
+  for (const auto& [block, bytes] : cuda_emu::block_reads()) {
+    reads << block << " " << bytes.first << " " << bytes.second << "\n";
+  }
   std::ofstream trace(dir + "/trace.txt");
   for (const auto& [name, count] : cuda_emu::traces()) trace << name << " " << count << "\n";
   std::ofstream out(dir + "/out.bin", std::ios::binary);
