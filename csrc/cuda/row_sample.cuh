@@ -173,7 +173,7 @@ struct ComponentTop {
 // The cut straight from the top-K list when it lies there: top-k <= kTopK
 // (then top-p within those), or top-p alone reached inside the list (its
 // threshold from the float mass of the statistics pass). False otherwise.
-__device__ bool cut_from_list(const ComponentTop& top, float max, float inv_t, int32_t top_k,
+inline __device__ bool cut_from_list(const ComponentTop& top, float max, float inv_t, int32_t top_k,
                               float top_p, int64_t length, SelectResult& out) {
   int n = 0;  // valid entries in the list; fewer than kTopK means all of the row's
   while (n < kTopK && top.value[n] != -BLENDIN_INF) ++n;

@@ -185,7 +185,7 @@ __device__ __forceinline__ int bin_at(int pos, int nbins, bool descending) {
   return descending ? nbins - 1 - pos : pos;
 }
 
-__device__ BinSums sum_bins_before(const SelectShared& sh, int nbins, bool descending, int end,
+inline __device__ BinSums sum_bins_before(const SelectShared& sh, int nbins, bool descending, int end,
                                    ReduceScratch& reduce) {
   unsigned long long count = 0ull, mass = 0ull;
   for (int pos = threadIdx.x; pos < end && pos < nbins; pos += kThreads) {
@@ -201,7 +201,7 @@ __device__ BinSums sum_bins_before(const SelectShared& sh, int nbins, bool desce
 
 // First position at which above + (metric of positions <= it) >= target,
 // or -1. nbins is a multiple of kThreads or at most kThreads.
-__device__ int find_position(const SelectShared& sh, int nbins, bool descending, bool by_mass,
+inline __device__ int find_position(const SelectShared& sh, int nbins, bool descending, bool by_mass,
                              unsigned long long above, unsigned long long target,
                              ReduceScratch& reduce) {
   const int per = nbins > kThreads ? nbins / kThreads : 1;
@@ -298,7 +298,7 @@ __device__ __forceinline__ BinSums gathered_above(const SelectShared& sh, unsign
 
 // Exact cut among the gathered entries still in play (at most kLocalCap):
 // each entry counts the entries that rank before it.
-__device__ SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned long long target,
+inline __device__ SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned long long target,
                                         const BinSums& above, SelectShared& sh,
                                         ReduceScratch& reduce) {
   const unsigned n = sh.gather_n < kGatherCap ? sh.gather_n : kGatherCap;
