@@ -1,13 +1,14 @@
 """Throughput of the BlendIn decode loop beside its baselines, same prompts,
 same run.
 
-Rows (greedy):
+Rows (greedy), for each batch size of --batch:
   hf_generate     transformers generate() of the base alone
   loop_base       our loop, base-only strategy (lazy: the guide never runs)
   blendin_eager   our loop, BlendIn, guide stepped every token
   blendin_lazy    our loop, BlendIn, guide only where a live row intervenes
-  eager_batch1, lazy_batch1   the same for the first prompt alone, where the
-                  lazy guide's forwards per step follow the intervention rate
+  eager_batch1, lazy_batch1   (when 1 is not among the batch sizes) the
+                  first prompt alone, where the lazy guide's forwards per
+                  step follow the intervention rate
 Columns: tokens/s (generated tokens over wall time, prefill included),
 intervention rate, guide forwards per step (decode steps), and for our loop
 the time outside the models' forwards relative to the forwards themselves
@@ -21,7 +22,11 @@ ids or folders instead (then --tokenizer, default: the base's).
 
     python benchmarks/bench_generate.py                    # CPU, a couple of minutes
     python benchmarks/bench_generate.py --quick --json out.json
-    python benchmarks/bench_generate.py --device cuda --batch 16 --new-tokens 128
+    python benchmarks/bench_generate.py --device cuda --batch 1,16 --new-tokens 128
+
+--profile DIR adds a torch.profiler view of a few B=1 decode steps of
+generate(), our base-only loop and lazy BlendIn (decode_profile.py: traces,
+top ops, launches / syncs / copies per token).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -45,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--base-size", default="4x512", help="LAYERSxHIDDEN of the random base")
     p.add_argument("--guide-size", default="2x256", help="LAYERSxHIDDEN of the random guide")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", default="4", help="batch size, or comma-separated sizes")
     p.add_argument("--prompt-words", default="16-48", help="MIN-MAX words per random prompt")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median)")
@@ -56,7 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="fewer tokens and repeats")
     p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--profile", metavar="DIR", help="also profile B=1 decode steps into DIR")
+    p.add_argument("--profile-tokens", type=int, default=8, help="new tokens per profiled run")
     args = p.parse_args(argv)
+    args.batch = [int(v) for v in str(args.batch).split(",")]
     if args.quick:
         args.new_tokens, args.repeats = min(args.new_tokens, 24), 1
     return args
@@ -140,15 +149,60 @@ def time_loop(name, generator, prompts, args, **options):
 
 
 def print_table(rows):
-    columns = [("row", "name", "<16", "s"), ("tok/s", "tokens_per_s", ">9", ".1f"),
+    columns = [("row", "name", "<16", "s"), ("B", "batch", ">4", "d"),
+               ("tok/s", "tokens_per_s", ">9", ".1f"),
                ("s", "seconds", ">7", ".2f"), ("interv.", "intervention_rate", ">9", ".2f"),
                ("guide fw/step", "guide_forwards_per_step", ">15", ".2f"),
                ("overhead", "loop_overhead", ">10", ".1%")]
     print("".join(format(title, align) for title, _, align, _ in columns))
-    print("-" * 66)
+    print("-" * 70)
     for r in rows:
         print("".join(format(format(r[key], spec) if r.get(key) is not None else "-", align)
                       for _, key, align, spec in columns))
+
+
+def batch_rows(generator, base, tokenizer, prompts, args, device):
+    """generate(), base-only and BlendIn (eager, lazy) on these prompts;
+    whether lazy and eager BlendIn gave the same tokens."""
+    rows = [time_hf_generate(base, tokenizer, prompts, args, device)]
+    rows.append(time_loop("loop_base", generator, prompts, args, strategy="base", lazy=True))
+    rows.append(time_loop("blendin_eager", generator, prompts, args, strategy="blendin"))
+    rows.append(time_loop("blendin_lazy", generator, prompts, args, strategy="blendin", lazy=True))
+    if len(prompts) > 1 and 1 not in args.batch:
+        # One row alone: lazy guide forwards per step then track its intervention rate.
+        rows.append(time_loop("eager_batch1", generator, prompts[:1], args, strategy="blendin"))
+        rows.append(time_loop("lazy_batch1", generator, prompts[:1], args, strategy="blendin",
+                              lazy=True))
+    ids = {r["name"]: r.pop("token_ids", None) for r in rows}
+    same = ids["blendin_eager"] == ids["blendin_lazy"] and \
+        ids.get("eager_batch1") == ids.get("lazy_batch1")
+    for r in rows:
+        r["batch"] = 1 if r["name"].endswith("_batch1") else len(prompts)
+    return rows, same
+
+
+def profile_batch1(generator, base, tokenizer, prompt, args, device):
+    from decode_profile import print_summaries, profile_runs
+
+    tokens = args.profile_tokens
+    inputs = tokenizer([prompt], return_tensors="pt").to(device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def hf_generate():
+        with torch.inference_mode():
+            base.generate(**inputs, do_sample=False, max_new_tokens=tokens,
+                          min_new_tokens=tokens, pad_token_id=pad)
+
+    def loop(**options):
+        return lambda: generator.generate([prompt], max_new_tokens=tokens, gamma=args.gamma,
+                                          **options)
+
+    runs = {"hf_generate": hf_generate, "loop_base": loop(strategy="base", lazy=True),
+            "blendin_lazy": loop(strategy="blendin", lazy=True)}
+    generator.time_forwards = False  # its per-forward syncs would show in the profile
+    summaries = profile_runs(runs, tokens, Path(args.profile), device)
+    print_summaries(summaries)
+    return summaries
 
 
 def main(argv=None):
@@ -162,28 +216,27 @@ def main(argv=None):
     build = hub_models if args.base else random_models
     base, guide, tokenizer = build(args, dtype, device)
     lo, hi = (int(v) for v in args.prompt_words.split("-"))
-    prompts = random_prompts(args.batch, min_words=lo, max_words=hi, vocab=min(args.vocab - 8, 5000))
+    prompts = random_prompts(max(args.batch), min_words=lo, max_words=hi,
+                             vocab=min(args.vocab - 8, 5000))
     generator = BlendInGenerator(base, guide, tokenizer)
 
-    rows = [time_hf_generate(base, tokenizer, prompts, args, device)]
-    rows.append(time_loop("loop_base", generator, prompts, args, strategy="base", lazy=True))
-    rows.append(time_loop("blendin_eager", generator, prompts, args, strategy="blendin"))
-    rows.append(time_loop("blendin_lazy", generator, prompts, args, strategy="blendin", lazy=True))
-    # One row alone: lazy guide forwards per step then track its intervention rate.
-    rows.append(time_loop("eager_batch1", generator, prompts[:1], args, strategy="blendin"))
-    rows.append(time_loop("lazy_batch1", generator, prompts[:1], args, strategy="blendin",
-                          lazy=True))
-    ids = {r["name"]: r.pop("token_ids", None) for r in rows}
-    same = ids["blendin_eager"] == ids["blendin_lazy"] and ids["eager_batch1"] == ids["lazy_batch1"]
+    rows, same = [], True
+    for batch in args.batch:
+        batch_results, batch_same = batch_rows(generator, base, tokenizer, prompts[:batch], args,
+                                               device)
+        rows += batch_results
+        same = same and batch_same
     print(f"device {device} ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads), dtype {args.dtype}, batch {args.batch}, "
+          f"{torch.get_num_threads()} threads), dtype {args.dtype}, "
           f"{args.new_tokens} new tokens, vocab {args.vocab}, base {args.base or args.base_size}, "
           f"guide {args.guide or args.guide_size}")
     print_table(rows)
     print(f"lazy tokens == eager tokens: {same}")
+    profiled = profile_batch1(generator, base, tokenizer, prompts[0], args, device) \
+        if args.profile else None
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), rows=rows, lazy_equals_eager=same,
+            json.dump(dict(args=vars(args), rows=rows, lazy_equals_eager=same, profile=profiled,
                            torch=torch.__version__), f, indent=2)
     return rows
 

@@ -7,7 +7,8 @@ so seeded tokens can be compared one for one.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -78,18 +79,32 @@ def component_cdf(logits, base_ids, temperature, top_k, top_p):
     """The tempered, top-k/top-p filtered distribution of one component as
     (base ids, normalised CDF) over its kept entries in storage order.
     logits: (n,) float32 with -inf for masked/unmapped; base_ids: (n,)."""
+    return component_cdfs(logits, base_ids, temperature, top_k, top_p)[0]
+
+
+def component_cdfs(logits, base_ids, temperature, top_k, top_p, slack: float = 0.0):
+    """component_cdf for every kept set the top-p cut can give when the
+    exclusive kept masses within `slack` of top_p may fall on either side
+    (sums taken in another order); the first is the exact cut's. A top-k cut
+    ranks exactly and has no such ambiguity."""
     valid = torch.nonzero(logits != -math.inf).flatten()
     x = logits[valid].double()
     w = torch.exp((x - x.max()) * inverse_temperature(temperature))
     order = _ranked(logits[valid], base_ids[valid])
     kept = order[:top_k] if 0 < top_k < len(order) else order
+    lengths = [len(kept)]
     if top_p < 1.0:
         r = w[kept] / w[kept].sum()
-        exclusive = torch.cumsum(r, 0) - r
-        kept = kept[exclusive < top_p]
-    kept = torch.sort(kept).values  # back to storage order
-    cdf = torch.cumsum(w[kept], 0)
-    return base_ids[valid[kept]], cdf / cdf[-1]
+        exclusive = torch.cumsum(r, 0) - r  # non-decreasing: each cut keeps a prefix
+        exact = int((exclusive < top_p).sum())
+        low, high = int((exclusive < top_p - slack).sum()), int((exclusive < top_p + slack).sum())
+        lengths = [exact] + [n for n in range(max(low, 1), high + 1) if n != exact]
+    cdfs = []
+    for n in lengths:
+        prefix = torch.sort(kept[:n]).values  # back to storage order
+        cdf = torch.cumsum(w[prefix], 0)
+        cdfs.append((base_ids[valid[prefix]], cdf / cdf[-1]))
+    return cdfs
 
 
 def _draw(ids, cdf, u) -> int:
@@ -101,29 +116,64 @@ def _draw(ids, cdf, u) -> int:
 def row_component(base, guide_raw, guide_to_base, alpha: float, u_component: float):
     """(logits, base ids) of the component a row samples from: the mapped
     guide when u_component < alpha, else the base."""
-    if u_component < alpha:
+    return component(base, guide_raw, guide_to_base, use_guide=u_component < alpha)
+
+
+def component(base, guide_raw, guide_to_base, use_guide: bool):
+    """(logits, base ids) of one component of a row: the guide's logits with
+    its unmapped tokens masked, or the base's."""
+    if use_guide:
         mapped = guide_to_base >= 0
         return torch.where(mapped, guide_raw, torch.tensor(-math.inf)), guide_to_base
     return base, torch.arange(base.numel())
 
 
+@dataclass(frozen=True)
+class SampledRow:
+    """How the reference drew one sampled row: its inputs, its uniforms and
+    the chosen component's kept ids with their CDF."""
+
+    base: torch.Tensor           # (V,) the row's base logits
+    guide: torch.Tensor          # (V_guide,) the row's guide logits, unmapped
+    guide_to_base: torch.Tensor  # (V_guide,) base id of each guide token, -1 unmapped
+    alpha: float                 # weight of the guide (0 where not intervened)
+    temperature: float
+    top_k: int                   # 0: no top-k filter
+    top_p: float                 # 1: no top-p filter
+    u_component: float           # the guide is drawn from when u_component < alpha
+    u_token: float               # the inverse-CDF draw
+    ids: torch.Tensor            # kept base ids of the chosen component, storage order
+    cdf: torch.Tensor            # their normalised CDF (float64)
+
+
 def blend_step(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> BlendStepResult:
     """The spec in float32 PyTorch; same arguments and result as
     blendin_ext.blend_step (outputs on the logits' device)."""
-    return _evaluate(base_logits, guide_logits, **kwargs)[0]
+    result = _evaluate(base_logits, guide_logits, dtype=torch.float32, **kwargs).result
+    return BlendStepResult(*(t.to(base_logits.device) for t in result))
 
 
-def sampling_plans(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> dict:
-    """For every sampled row: (kept base ids, their CDF, the token uniform).
-    Tests use it to tell a real mismatch from a draw that sits within float
-    rounding of a CDF boundary."""
-    return _evaluate(base_logits, guide_logits, **kwargs)[1]
+class Evaluation(NamedTuple):
+    """The reference's result with what it was derived from."""
+
+    result: BlendStepResult
+    mixture: torch.Tensor  # (B, V) q = a * p~_g + (1 - a) * p_b at temperature 1
+    sampled: dict          # row -> SampledRow, for every sampled (good) row
+
+
+def evaluate(base_logits: torch.Tensor, guide_logits: torch.Tensor, *,
+             dtype: torch.dtype = torch.float32, **kwargs) -> Evaluation:
+    """blend_step's arguments; computes in `dtype` (float32 like the kernels,
+    or float64 for the exact mixture that tests judge near ties by). Per-row
+    parameters keep the op's float32 values; outputs stay on the CPU."""
+    return _evaluate(base_logits, guide_logits, dtype=dtype, **kwargs)
 
 
 def _evaluate(
     base_logits: torch.Tensor,
     guide_logits: torch.Tensor,
     *,
+    dtype: torch.dtype,
     guide_to_base=None,
     gamma=0.4,
     alpha="auto",
@@ -134,16 +184,15 @@ def _evaluate(
     seed=0,
     offset=0,
 ):
-    device = base_logits.device
-    b = base_logits.detach().float().cpu()
-    g_raw = guide_logits.detach().float().cpu()
+    b = base_logits.detach().cpu().to(dtype)
+    g_raw = guide_logits.detach().cpu().to(dtype)
     batch, vocab = b.shape
     g2b = map_table(guide_to_base)
     if g2b is None:  # shared vocabulary
         g2b, g = torch.arange(vocab), g_raw
     else:  # guide probabilities moved to base ids, unmapped tokens dropped
         g2b = g2b.detach().cpu().long()
-        g = torch.full((batch, vocab), -math.inf)
+        g = torch.full((batch, vocab), -math.inf, dtype=dtype)
         g[:, g2b[g2b >= 0]] = g_raw[:, g2b >= 0]
 
     def has_bad(x):
@@ -172,15 +221,19 @@ def _evaluate(
 
     q = a[:, None] * p_g + (1 - a[:, None]) * p_b
     tokens = torch.argmax(q, -1)
-    plans = {}
+    sampled = {}
     for row in range(batch):
         if bad[row] or temps[row] <= 0:
             continue
         u_comp, u_tok = row_uniforms(int(seeds[row]), int(offsets[row]), 0 if per_row_seed else row)
         logits, ids = row_component(b[row], g_raw[row], g2b, float(a[row]), u_comp)
-        plans[row] = component_cdf(logits, ids, float(temps[row]), int(top_ks[row]),
-                                   float(top_ps[row])) + (u_tok,)
-        tokens[row] = _draw(*plans[row])
+        kept, cdf = component_cdf(logits, ids, float(temps[row]), int(top_ks[row]),
+                                  float(top_ps[row]))
+        sampled[row] = SampledRow(
+            base=b[row], guide=g_raw[row], guide_to_base=g2b, alpha=float(a[row]),
+            temperature=float(temps[row]), top_k=int(top_ks[row]), top_p=float(top_ps[row]),
+            u_component=u_comp, u_token=u_tok, ids=kept, cdf=cdf)
+        tokens[row] = _draw(kept, cdf, u_tok)
 
     nan = torch.full((batch,), math.nan)
     outputs = BlendStepResult(
@@ -191,4 +244,4 @@ def _evaluate(
         torch.where(bad, nan, c_g),
         torch.where(bad, nan, agree),
     )
-    return BlendStepResult(*(t.to(device) for t in outputs)), plans
+    return Evaluation(result=outputs, mixture=q, sampled=sampled)
