@@ -18,6 +18,10 @@ Columns, per (device, dtype, B, V):
              GB/s it implies and its share of the card's peak bandwidth
   fi_*       (cuda, when `import flashinfer` works) FlashInfer's softmax of
              both models and sampling_from_logits of the base, same shapes
+With --variants (cuda), a second table times each CUDA kernel variant
+(torch.ops.blendin_ext.cuda_kernel_variants()) in the same process, graph-
+timed like `kernel`: greedy, sampled (T=1, top_k=50, top_p=0.9) and top-p
+alone (T=1, top_p=0.95), each with its ratio to the first variant listed.
 Half of the rows intervene (base top-1 prob 0.2 vs 0.7). Timings are
 medians over interleaved repetitions after a warm-up (CUDA events on a GPU),
 so the ratios within one row are comparable even on a noisy machine.
@@ -26,6 +30,7 @@ so the ratios within one row are comparable even on a noisy machine.
     python benchmarks/bench_step.py --quick --json out.json
     python benchmarks/bench_step.py --no-compile     # skip torch.compile (about 20 s a case)
     python benchmarks/bench_step.py --device cuda    # GPU grid
+    python benchmarks/bench_step.py --device cuda --variants all   # + kernel variants
 """
 from __future__ import annotations
 
@@ -172,6 +177,35 @@ def cuda_columns(base, guide, fused, batch, vocab):
     return row
 
 
+VARIANT_STEPS = {
+    "greedy": dict(gamma=0.4, alpha="auto", temperature=0.0),
+    "sampled": dict(gamma=0.4, alpha="auto", temperature=1.0, top_k=50, top_p=0.9, seed=1),
+    "top_p": dict(gamma=0.4, alpha="auto", temperature=1.0, top_p=0.95, seed=1),
+}
+
+
+def variant_columns(base, guide, variants) -> dict:
+    """Graph-timed kernel of every step kind under each CUDA kernel variant,
+    and each time's ratio to the first variant's. The variant in use is
+    restored afterwards."""
+    before = torch.ops.blendin_ext.cuda_kernel_variant()
+    row = {}
+    try:
+        for variant in variants:
+            torch.ops.blendin_ext.set_cuda_kernel_variant(variant)
+            for kind, kwargs in VARIANT_STEPS.items():
+                step = StepArgs.build(**kwargs)
+                row[f"{variant}_{kind}_us"] = graph_step_seconds(
+                    lambda: run_step(base, guide, None, step)) * 1e6
+    finally:
+        torch.ops.blendin_ext.set_cuda_kernel_variant(before)
+    for variant in variants:
+        for kind in VARIANT_STEPS:
+            row[f"{variant}_{kind}_x"] = (row[f"{variant}_{kind}_us"]
+                                          / row[f"{variants[0]}_{kind}_us"])
+    return row
+
+
 def composed_greedy_step(base, guide, gamma: float = 0.4, agree_bonus: float = 0.1):
     """The greedy step (shared vocabulary, alpha "auto") as a user would
     compose it from batched PyTorch ops; the baseline torch.compile gets."""
@@ -194,7 +228,7 @@ def compiled_step(base, guide):
     return lambda: fn(base, guide)
 
 
-def bench_case(batch, vocab, dtype, device, budget_s, compile_baseline=True):
+def bench_case(batch, vocab, dtype, device, budget_s, compile_baseline=True, variants=()):
     base = step_logits(batch, vocab, dtype, device, seed=1, confidences=[0.2, 0.7])
     guide = step_logits(batch, vocab, dtype, device, seed=2, confidences=[0.8, 0.5])
     kwargs = dict(gamma=0.4, alpha="auto", temperature=0.0)
@@ -229,6 +263,8 @@ def bench_case(batch, vocab, dtype, device, budget_s, compile_baseline=True):
     }
     if torch.device(device).type == "cuda":
         row.update(cuda_columns(base, guide, fns["fused"], batch, vocab))
+        if variants:
+            row.update(variant_columns(base, guide, variants))
     return row
 
 
@@ -259,6 +295,34 @@ def print_table(rows):
               + "".join(f" {_cell(r.get(key), w, fmt)}" for _, key, w, fmt in columns))
 
 
+def print_variant_table(rows, variants):
+    """Each variant's graph-timed kernel per step kind, with its ratio to the
+    first variant's."""
+    cells = [(f"{v[:10]} {kind}", f"{v}_{kind}") for v in variants for kind in VARIANT_STEPS]
+    header = f"{'dtype':>8} {'B':>4} {'V':>7}" + "".join(f" {h:>22}" for h, _ in cells)
+    print(f"# kernel variants, graph-timed us (x {variants[0]})")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        line = f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7}"
+        for _, key in cells:
+            line += f" {r[key + '_us']:>13.1f} ({r[key + '_x']:>5.2f}x)"
+        print(line)
+
+
+def parse_variants(text):
+    """--variants: "all" or a comma list of names cuda_kernel_variants() knows."""
+    known = list(torch.ops.blendin_ext.cuda_kernel_variants())
+    if text == "all":
+        return known
+    names = [v for v in text.split(",") if v]
+    unknown = [v for v in names if v not in known]
+    if unknown or not names:
+        raise SystemExit(f"--variants: unknown {unknown or text!r}; choose from all, "
+                         + ", ".join(known))
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -270,10 +334,16 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="skip the torch.compile baseline (it compiles once per case)")
+    parser.add_argument("--variants", default=None,
+                        help="(cuda) also time these CUDA kernel variants side by side: 'all' or "
+                             "a comma list of torch.ops.blendin_ext.cuda_kernel_variants()")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for every column (default: torch's choice). On a "
                              "shared machine, 1 avoids thread-pool stalls that swamp the baselines")
     args = parser.parse_args(argv)
+    variants = parse_variants(args.variants) if args.variants else []
+    if variants and args.device != "cuda":
+        parser.error("--variants times CUDA kernels: add --device cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
     grid = dict(QUICK if args.quick else GRIDS[args.device])
@@ -287,16 +357,21 @@ def main(argv=None):
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
         meta["peak_gb_s"] = peak_bandwidth_gb_s()
+        meta["cuda_kernel_variant"] = torch.ops.blendin_ext.cuda_kernel_variant()
     rows = []
     for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
         for vocab in grid["vocabs"]:
             for batch in grid["batches"]:
-                rows.append(bench_case(batch, vocab, dtype, args.device, args.budget, args.compile))
+                rows.append(bench_case(batch, vocab, dtype, args.device, args.budget, args.compile,
+                                       variants))
                 if args.json:  # after every case, so a run cut short keeps its rows
                     with open(args.json, "w") as f:
                         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"# blend_step latency, median per call; {meta}")
     print_table(rows)
+    if variants:
+        print()
+        print_variant_table(rows, variants)
     return rows
 
 

@@ -156,6 +156,7 @@ class ReadFigures:
     read_x: float     # all bytes read / bytes of logits
     first_x: float    # bytes read first in the launch / bytes of logits
     busiest_x: float  # most bytes one block read / bytes of one model row
+    balance: float    # most bytes one block read / the blocks' mean
     blocks: int
 
 
@@ -182,11 +183,11 @@ def emulator_modes(vocab: int):
     ]
 
 
-def read_figures(exe: Path, batch: int = 2, vocab: int = 16384,
+def read_figures(exe: Path, batch: int = 2, vocab: int = 16384, resident_blocks: int = 32,
                  variants=("last_block", "cooperative")) -> List[ReadFigures]:
-    """Bytes read per mode, float32 logits, grids of a GPU with few SMs:
-    last_block on 8 SMs, cooperative with 32 resident blocks (a team of 16
-    per row at batch 2)."""
+    """Bytes read per mode, float32 logits, grids of a small GPU: last_block
+    on resident_blocks / 4 SMs, cooperative with resident_blocks resident
+    (a team of 16 per row at batch 2 and 32)."""
     from tests.cuda.emulator import run_emulated
 
     row_bytes = vocab * 4
@@ -195,14 +196,17 @@ def read_figures(exe: Path, batch: int = 2, vocab: int = 16384,
         base, guide = make(batch, 1), make(batch, 2)
         for variant in variants:
             reads: Dict[int, tuple] = {}
-            grid = dict(num_sms=8) if variant == "last_block" else dict(resident_blocks=32)
+            grid = (dict(num_sms=max(1, resident_blocks // 4)) if variant == "last_block"
+                    else dict(resident_blocks=resident_blocks))
             run_emulated(exe, base, guide, variant=variant, reads=reads, **grid, **kwargs)
             total = sum(r[0] for r in reads.values())
             first = sum(r[1] for r in reads.values())
             figures.append(ReadFigures(
                 variant=variant, mode=name, read_x=total / (2 * batch * row_bytes),
                 first_x=first / (2 * batch * row_bytes),
-                busiest_x=max(r[0] for r in reads.values()) / row_bytes, blocks=len(reads)))
+                busiest_x=max(r[0] for r in reads.values()) / row_bytes,
+                balance=max(r[0] for r in reads.values()) * len(reads) / total,
+                blocks=len(reads)))
     return figures
 
 
@@ -215,11 +219,13 @@ def print_tables(kernels: List[KernelFigures], reads: List[ReadFigures]) -> None
         print(f"{k.variant:<12} {k.dtype:<9} sm_{k.arch:<2} {k.registers:>4} {k.shared_bytes:>7} "
               f"{k.spill_store_bytes:>8} {k.blocks_per_sm:>9} {k.occupancy:>9.0%} {loop:>14}")
     print()
-    print("emulator: bytes of logits read (x all logits; busiest block x one model row)")
-    print(f"{'mode':<26} {'variant':<12} {'read x':>7} {'first x':>8} {'busiest x':>9} {'blocks':>6}")
+    print("emulator: bytes of logits read (read x, first x: x all logits; busiest x: the busiest"
+          " block, x one model row; balance: busiest / mean block)")
+    print(f"{'mode':<26} {'variant':<12} {'read x':>7} {'first x':>8} {'busiest x':>9} "
+          f"{'balance':>8} {'blocks':>6}")
     for r in reads:
         print(f"{r.mode:<26} {r.variant:<12} {r.read_x:>7.2f} {r.first_x:>8.2f} "
-              f"{r.busiest_x:>9.2f} {r.blocks:>6}")
+              f"{r.busiest_x:>9.2f} {r.balance:>8.1f} {r.blocks:>6}")
 
 
 def as_json(kernels, reads) -> dict:

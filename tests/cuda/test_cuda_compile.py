@@ -1,8 +1,8 @@
 """Every csrc/cuda/*.cu compiles with nvcc for sm_80 and sm_90 (torch-free,
 no GPU needed): no errors, no warnings (nvcc, host compiler and ptxas
-warnings are errors), and the kernel keeps everything in registers -- no
-local-memory spill and no stack frame, which would put the hot loop's state
-into (slow) local memory."""
+warnings are errors). The last_block kernel keeps everything in registers
+(no local-memory spill, no stack frame); the cooperative kernel fits 64
+registers (its streaming loop is checked in test_cuda_static_figures.py)."""
 import os
 import re
 import shutil
@@ -76,6 +76,11 @@ def test_compiles_without_warnings_or_spills(compiled, source, arch):
     assert result.returncode == 0, f"nvcc failed for {source} sm_{arch}:\n{log}"
     assert "warning" not in log.lower(), f"warnings for {source} sm_{arch}:\n{log}"
     for name, stack, stores, loads, regs in function_properties(log):
+        if "coop_kernel" in name:
+            # 64 registers for four blocks per SM: its cold phases (deciding,
+            # selecting) spill; its streaming loop may not (test_cuda_static_figures)
+            assert regs is None or regs <= 64, f"{name}: {regs} registers"
+            continue
         assert stores == 0 and loads == 0, \
             f"{name} spills to local memory on sm_{arch} ({stores} B stores, {loads} B loads)"
         if "blend_step_kernel" in name:
