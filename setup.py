@@ -168,7 +168,8 @@ def extension():
 
 
 setup(
-    packages=find_packages(include=["blendin_ext", "blendin_ext.*"]),
+    # blendin_ext/eval/data holds data files only (package-data in pyproject.toml).
+    packages=find_packages(include=["blendin_ext", "blendin_ext.*"]) + ["blendin_ext.eval.data"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

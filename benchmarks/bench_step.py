@@ -1,23 +1,31 @@
 """Latency of one BlendIn step: the fused op beside its baselines, same run.
 
-Columns, per (device, dtype, B, V):
-  fused      blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4), the
+Columns of the table (one row per dtype, batch B and vocabulary V; times
+are microseconds per call, "us"):
+  fused us   blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4), the
              public wrapper (argument checks in Python included)
-  op         the same step as the decode loop calls it: the raw op on
+  op us      the same step as the decode loop calls it: the raw op on
              prepared arguments (blendin_ext.ops.fused.run_step)
   sampled    the raw op sampling at T=1 with top_k=50, top_p=0.9
-  eager      blendin_ext.ops.reference.blend_step, the semantics composed of PyTorch ops
+  eager us   blendin_ext.ops.reference.blend_step, the semantics composed of
+             PyTorch ops
   compiled   torch.compile of the greedy step composed of batched PyTorch
              ops (softmax of both models, decision, mixture argmax)
-  lse        torch.logsumexp over both logit tensors (one read and an exp)
-  floor      the read floor: torch.amax over both logit tensors, the least
+  lse us     torch.logsumexp over both logit tensors (one read and an exp)
+  floor us   the read floor: torch.amax over both logit tensors, the least
              any exact method must do (one read of every logit)
-  x floor    fused / floor and op / floor; x greedy: sampled / op
-  kernel     (cuda) the fused step's GPU time alone: 20 steps captured in a
-             CUDA graph and replayed, so host overhead drops out; with the
-             GB/s it implies and its share of the card's peak bandwidth
+  x floor    fused / floor;  op x fl: op / floor (1.00 = at the read floor)
+  x greedy   sampled / op: what sampling costs over greedy
+  x eager    eager / fused;  x compl: compiled / fused (speed-ups, > 1 is faster)
+  GB/s       bytes of both logit tensors read by the fused call per second
+  kernel us  (cuda) the fused step's GPU time alone: 20 steps captured in a
+             CUDA graph and replayed, so host overhead drops out; kern GB/s
+             the bandwidth it implies and % peak its share of the card's peak
   fi_*       (cuda, when `import flashinfer` works) FlashInfer's softmax of
              both models and sampling_from_logits of the base, same shapes
+The table is printed; --json PATH also writes its rows (and the run's
+machine, threads and versions) as JSON, after every case.
+
 Half of the rows intervene (base top-1 prob 0.2 vs 0.7). Timings are
 medians over interleaved repetitions after a warm-up (CUDA events on a GPU),
 so the ratios within one row are comparable even on a noisy machine.
@@ -260,7 +268,8 @@ def print_table(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtypes", default="float32,bfloat16,float16")
     parser.add_argument("--quick", action="store_true", help="a small grid for smoke runs")
