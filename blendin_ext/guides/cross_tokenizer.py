@@ -29,9 +29,9 @@ from typing import List, Optional, Sequence, Set
 
 import torch
 
-from blendin_ext.guides.synced import SyncedGuide, common_prefix, plan_sync  # noqa: F401
+from blendin_ext.guides.synced import SyncedGuide
 from blendin_ext.guides.token_sync import TOKENS, RowSync, TwinSync
-from blendin_ext.guides.vocab_map import TokenBytes, mapped_mass, vocab_map
+from blendin_ext.guides.vocab_map import TokenBytes, mapped_mask, mapped_mass, vocab_map
 from blendin_ext.models.prompts import stop_token_ids
 from blendin_ext.ops.maps import GuideMap, guide_map
 from blendin_ext.ops.validate import check_guide_sync
@@ -65,7 +65,7 @@ class CrossTokenizerGuide(SyncedGuide):
         elif not isinstance(guide_to_base, GuideMap):
             guide_to_base = guide_map(guide_to_base, max(base_vocab or 0, len(base_tokenizer)))
         self.guide_to_base = guide_to_base
-        self._mapped = guide_to_base.guide_to_base >= 0
+        self._mapped = mapped_mask(guide_to_base)
         self._twins = TwinSync(guide_to_base.base_to_guide.tolist(), TokenBytes(base_tokenizer),
                                TokenBytes(guide_tokenizer), self._tokenise, guide_sync)
 
@@ -114,7 +114,7 @@ class CrossTokenizerGuide(SyncedGuide):
         if table.numel() < width:
             table = torch.cat([table, table.new_full((width - table.numel(),), -1)])
             self.guide_to_base = guide_map(table, self.guide_to_base.base_to_guide.numel())
-            self._mapped = table >= 0
+            self._mapped = mapped_mask(table)
 
     def _record_run(self, logits: torch.Tensor) -> None:
         """The share of the guide's probability on mapped tokens, per live row."""
