@@ -150,7 +150,7 @@ def flashinfer_fns(base, guide):
     """FlashInfer's nearest kernels on the same logits, when installed."""
     try:
         import flashinfer.sampling as fi
-    except Exception:  # not installed, or built for another torch/CUDA
+    except Exception:  # noqa: BLE001 - not installed, or built for another torch/CUDA
         return {}
     fns = {"fi_softmax": lambda: (fi.softmax(base), fi.softmax(guide)),
            "fi_sample": lambda: fi.sampling_from_logits(base)}
@@ -159,7 +159,7 @@ def flashinfer_fns(base, guide):
         try:
             fn()
             usable[name] = fn
-        except Exception as exc:  # e.g. a dtype this version does not take
+        except Exception as exc:  # noqa: BLE001 - e.g. a dtype this version does not take
             print(f"# {name} skipped: {type(exc).__name__}: {exc}")
     return usable
 
@@ -175,7 +175,7 @@ def cuda_columns(base, guide, fused, batch, vocab):
     for name, fn in flashinfer_fns(base, guide).items():
         try:
             row[f"{name}_us"] = graph_step_seconds(fn) * 1e6
-        except Exception:  # not capturable in this version: time it eagerly
+        except Exception:  # noqa: BLE001 - not capturable in this version: time it eagerly
             row[f"{name}_us"] = median_times({name: fn}, torch.device("cuda"), 0.2)[name] * 1e6
     return row
 

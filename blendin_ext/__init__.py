@@ -21,7 +21,7 @@ work where it is not.
 from blendin_ext._lazy import lazy_exports
 
 try:
-    from blendin_ext.ops import fused as _fused  # noqa: F401  (registers the ops)
+    from blendin_ext.ops import fused as _fused  # registers the ops
 except ImportError:  # not built: blend_step raises the build hint when used
     _fused = None
 

@@ -22,11 +22,11 @@ def checked(parse: Callable, check: Callable) -> Callable:
         try:
             value = parse(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}")
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
         try:
             return check(value, "")
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc))
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return convert
 
 

@@ -14,10 +14,13 @@ import sys
 import textwrap
 import time
 
-from blendin_ext.cli.args import (add_decode_arguments, add_model_arguments, decode_options,
-                                  strategy_choices)
-from blendin_ext.cli.common import (Style, coverage_by_row, fmt, load_pair, map_summary,
-                                    result_json)
+from blendin_ext.cli.args import (
+    add_decode_arguments,
+    add_model_arguments,
+    decode_options,
+    strategy_choices,
+)
+from blendin_ext.cli.common import Style, coverage_by_row, fmt, load_pair, map_summary, result_json
 from blendin_ext.eval.tasks import QUESTION_STOP
 from blendin_ext.models.builtins import BUILTIN_MODELS, MissingModelPackage, builtin_chunks
 from blendin_ext.models.progress import progress_bar

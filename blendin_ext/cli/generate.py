@@ -7,8 +7,7 @@ import sys
 import time
 
 from blendin_ext.cli.args import add_decode_arguments, add_model_arguments, decode_options
-from blendin_ext.cli.common import (Style, coverage_by_row, fmt, load_pair, map_summary,
-                                    result_json)
+from blendin_ext.cli.common import Style, coverage_by_row, fmt, load_pair, map_summary, result_json
 from blendin_ext.models.progress import progress_bar
 
 

@@ -28,8 +28,14 @@ from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from blendin_ext.decode.batch import (HostStep, StepHook, _Run, compact,  # noqa: F401 (re-exported)
-                                      per_call_guide, save_guide_stats)
+from blendin_ext.decode.batch import (
+    HostStep,
+    StepHook,
+    _Run,
+    compact,
+    per_call_guide,
+    save_guide_stats,
+)
 from blendin_ext.decode.diagnostics import LoopStats, SequenceDiagnostics, TokenEvent
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.decode.text import RowText

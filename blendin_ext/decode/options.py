@@ -14,9 +14,18 @@ import torch
 
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
-from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma,
-                                      check_guide_sync, check_seed, check_stop, check_temperature,
-                                      check_token_budget, check_top_k, check_top_p)
+from blendin_ext.ops.validate import (
+    check_agree_bonus,
+    check_alpha,
+    check_gamma,
+    check_guide_sync,
+    check_seed,
+    check_stop,
+    check_temperature,
+    check_token_budget,
+    check_top_k,
+    check_top_p,
+)
 
 Value = Union[None, str, float, int, Sequence]
 

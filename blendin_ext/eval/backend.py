@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Optional, Sequence
 
-from blendin_ext.eval.runner import Generation, Request
+from blendin_ext.eval.runner import Generation
 
 
 def row_seed(seed: int, example_id: str) -> int:

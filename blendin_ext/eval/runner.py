@@ -15,9 +15,9 @@ from typing import Callable, Optional
 
 from blendin_ext.eval import scoring, summary
 from blendin_ext.eval.results import ResultsFolder
-from blendin_ext.ops.strategies import StrategyChoice
 from blendin_ext.eval.tasks import Example, Task, base_prompt
 from blendin_ext.models.progress import progress_bar
+from blendin_ext.ops.strategies import StrategyChoice
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,12 @@ from typing import List, Optional, Sequence, Set
 
 import torch
 
-from blendin_ext.models.prompts import base_prompt_ids, chat_prompt_ids, pad_token_id, stop_token_ids
+from blendin_ext.models.prompts import (
+    base_prompt_ids,
+    chat_prompt_ids,
+    pad_token_id,
+    stop_token_ids,
+)
 from blendin_ext.models.streams import TokenStream
 from blendin_ext.ops.maps import GuideMap
 

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-from blendin_ext.models.builtins import (BUILTIN_MODELS, BuiltinModel, assemble_gguf,
-                                         builtin_chunks)
+from blendin_ext.models.builtins import BUILTIN_MODELS, BuiltinModel, assemble_gguf, builtin_chunks
 from blendin_ext.models.cache import CONVERTED_MARKER, cache_dir, is_converted, models_dir
 from blendin_ext.models.cpu_flags import cpu_has_native_bf16
 from blendin_ext.models.hub import UnknownModel, hub_source, name_forms
@@ -107,7 +106,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool 
     Hugging Face folder in `dtype` (float32 or, by default, bfloat16). Writes
     into a temporary sibling folder and renames it, so an interrupted
     conversion never leaves a half folder behind."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))

@@ -8,7 +8,6 @@
   each give what they give alone.
 """
 import pytest
-import torch
 
 from blendin_ext import BlendInGenerator
 from blendin_ext.models.streams import cache_argument, returned_cache
