@@ -69,7 +69,7 @@ def run_prompts(generator, prompts, strategies: list, args):
                       unit="prompt", leave=False) as bar:
         for prompt in prompts:
             started = time.perf_counter()
-            output = generator.generate([prompt] * len(strategies), **decode_options(
+            output = generator.generate([prompt] * len(strategies), options=decode_options(
                 args, strategy=strategies, stop=[QUESTION_STOP]))
             seconds = time.perf_counter() - started
             with bar.external_write_mode():

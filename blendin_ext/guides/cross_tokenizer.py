@@ -77,10 +77,10 @@ class CrossTokenizerGuide(SyncedGuide):
     @guide_sync.setter
     def guide_sync(self, value: str) -> None:
         # A copy, not the object a per-call copy of this guide shares with
-        # the generator's (blendin_ext.decode.batch.per_call_guide).
+        # the generator's (GuideStream.for_call).
         self._twins = copy.copy(self._twins)
         self._twins.mode = check_guide_sync(value)
-        if getattr(self, "_row_state", None):   # rows derived the other way start over
+        if self._row_state:   # rows derived the other way start over
             self._row_state = [RowSync() for _ in self._row_state]
 
     def stop_token_ids(self) -> Set[int]:
@@ -119,19 +119,9 @@ class CrossTokenizerGuide(SyncedGuide):
     def _record_run(self, logits: torch.Tensor) -> None:
         """The share of the guide's probability on mapped tokens, per live row."""
         self._fit_map(logits.shape[-1])
-        live = torch.tensor(self._live, dtype=torch.float32, device=self._coverage_sum.device)
-        self._coverage_sum += mapped_mass(logits, self._mapped).float().to(live.device) * live
-        self._coverage_runs += live
+        self._coverage.record(mapped_mass(logits, self._mapped), self._live)
 
     # ------------------------------------------------------------ reporting
-    def coverage_by_row(self) -> List[Optional[float]]:
-        """Mean mapped guide mass per row over the guide runs while the row
-        was live (None for a row the guide never ran for)."""
-        if self._coverage_sum is None:
-            return [None] * self.rows
-        sums, runs = self._coverage_sum.cpu().tolist(), self._coverage_runs.cpu().tolist()
-        return [s / n if n else None for s, n in zip(sums, runs)]
-
     def twin_share_by_row(self, rows: Optional[Sequence[int]] = None) -> List[Optional[float]]:
         """Share of each row's guide ids (after its prompt) fed as base
         tokens' twins, over the base tokens pushed so far (None: no ids yet).

@@ -52,8 +52,8 @@ def test_generate_argument_errors(extra, match, capsys):
 def test_strategy_aliases_and_lazy_default():
     parsed = cli.build_parser().parse_args(["generate", "--prompt", "hi", "--strategy", "nudge"])
     options = cli_args.decode_options(parsed)
-    assert options["strategy"] == "nudge" and options["lazy"] is True
-    assert options["guide_sync"] == "tokens"
+    assert options.strategy == "nudge" and options.lazy is True
+    assert options.guide_sync == "tokens"
     eager = cli.build_parser().parse_args(["demo", "--eager", "--strategies", "base,nudge"])
     assert not eager.lazy
     assert [c.name for c in cli_args.strategy_choices(eager)] == ["base", "nudging"]
