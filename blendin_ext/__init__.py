@@ -29,8 +29,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "blend_step": "ops.fused", "raise_on_bad_rows": "ops.fused",
     "BlendStepResult": "ops.args", "StepArgs": "ops.args",
     "GuideMap": "ops.maps", "guide_map": "ops.maps",
-    "BlendInGenerator": "decode.loop", "GenerationOutput": "decode.loop",
-    "GenerationResult": "decode.loop", "generate": "decode.loop",
+    "BlendInGenerator": "decode.loop", "GenerationOutput": "decode.records",
+    "GenerationResult": "decode.records", "generate": "decode.loop",
+    "DecodeOptions": "decode.options",
 })
 __all__ = ["blend_step", "raise_on_bad_rows", "BlendStepResult", "StepArgs", "GuideMap",
-           "guide_map", "BlendInGenerator", "GenerationOutput", "GenerationResult", "generate"]
+           "guide_map", "BlendInGenerator", "GenerationOutput", "GenerationResult", "generate",
+           "DecodeOptions"]
