@@ -198,3 +198,13 @@ def test_a_hub_id_the_hub_has_is_loaded_by_its_id(monkeypatch):
     _hub_answers(monkeypatch)
     assert hub.hub_source("someone/some-model") == "someone/some-model"
     loading.check_model_name("someone/some-model")
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    from blendin_ext.models import progress
+
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    assert progress.progress_bar(True, total=3).disable   # piped: no bar in the output
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    assert not progress.progress_bar(True, total=3, leave=False).disable
+    assert progress.progress_bar(False, total=3).disable  # --quiet
