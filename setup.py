@@ -4,7 +4,9 @@ Environment switches:
   BLENDIN_CUDA=auto|1|0   auto (default): CUDA sources join the build when
                           torch was built with CUDA and nvcc is found; 1 forces
                           them (and fails loudly if impossible); 0 leaves them out.
-  BLENDIN_CPU_ARCH=portable  the CPU kernel's variants (csrc/cpu/cpu_variant.h):
+  BLENDIN_CPU_ARCH=portable  the CPU kernel's variants (csrc/cpu/cpu_variant.h; their
+                          flags in csrc/cpu/variant_flags.txt, which CMakeLists.txt
+                          reads too):
                           portable (default): on x86-64 compiled three times,
                             generic (default flags), avx2 (the x86-64-v3
                             level: AVX2, FMA, F16C, BMI1/2, LZCNT, MOVBE) and
@@ -37,18 +39,20 @@ CPU_KERNEL = "csrc/cpu/blend_step_cpu.cpp"  # compiled once per variant
 # The bfloat16 linear layer's AVX-512 BF16 kernel (csrc/cpu/bf16_linear.h):
 # compiled with its own flags on x86-64, called only on CPUs that have them.
 LINEAR_KERNEL = "csrc/cpu/bf16_linear_avx512_bf16.cpp"
-LINEAR_KERNEL_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"]
-# Flags of every variant of the kernel. -fno-trapping-math lets the
-# vectoriser evaluate both arms of fast_exp's selects (GCC will not
-# speculate a float op that might trap, and AVX2 has no masked lanes:
-# without it the AVX2 exp loops stay scalar, 5x slower). Values are
-# unchanged; only floating-point exception flags may differ.
-CPU_KERNEL_FLAGS = ["-fno-trapping-math"]
-# The x86-64-v3 and -v4 levels feature by feature (-march=x86-64-v3 needs
-# GCC 11); the dispatcher checks for the whole level at run time.
-AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mmovbe"]
-AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"]
+# The CPU kernels' flags, shared with CMakeLists.txt (why each: in the file).
+CPU_FLAGS_FILE = "csrc/cpu/variant_flags.txt"
 
+
+def cpu_flags() -> dict:
+    """CPU_FLAGS_FILE as {name: [flags]}."""
+    flags = {}
+    with open(os.path.join(ROOT, CPU_FLAGS_FILE)) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                name, _, value = line.partition(":")
+                flags[name.strip()] = value.split()
+    return flags
 
 def cuda_wanted() -> bool:
     mode = os.environ.get("BLENDIN_CUDA", "auto").lower()
@@ -74,7 +78,8 @@ def cpu_variants():
     arch = os.environ.get("BLENDIN_CPU_ARCH", "portable")
     if arch == "portable":
         if is_x86_64():
-            variants = [("generic", []), ("avx2", AVX2_FLAGS), ("avx512", AVX512_FLAGS)]
+            flags = cpu_flags()
+            variants = [("generic", []), ("avx2", flags["avx2"]), ("avx512", flags["avx512"])]
             return variants, "-DBLENDIN_CPU_X86_VARIANTS"
         return [("generic", [])], None
     if arch in ("", "generic"):
@@ -89,10 +94,9 @@ def is_x86_64() -> bool:
 
 def cxx_flags() -> list:
     # -fopenmp: at::parallel_for is an inline OpenMP loop in torch's headers;
-    # without the flag it silently runs on one thread. -ffp-contract=off: GCC
-    # would otherwise fuse a * b + c wherever FMA exists, and the variants
-    # would round differently; the kernel writes fmaf where it wants one.
-    return ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wextra",
+    # without the flag it silently runs on one thread. -std=c++20: torch's
+    # own standard (its headers warn under C++17 since torch 2.10).
+    return ["-O3", "-std=c++20", "-fopenmp", *cpu_flags()["all"], "-Wall", "-Wextra",
             "-Wno-unused-parameter"]
 
 
@@ -126,18 +130,19 @@ class BuildExtension(cpp_extension.BuildExtension):
         # extension's flags; the variants get the same ones.
         base = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) \
             else ext.extra_compile_args
+        flags_of = cpu_flags()
         objects = []
         if is_x86_64():
             objects += self.compiler.compile(
                 [LINEAR_KERNEL], output_dir=os.path.join(self.build_temp, "linear_avx512_bf16"),
                 include_dirs=ext.include_dirs, depends=ext.depends,
-                extra_postargs=list(base) + LINEAR_KERNEL_FLAGS)
+                extra_postargs=list(base) + flags_of["bf16_linear"])
         for name, flags in cpu_variants()[0]:
             objects += self.compiler.compile(
                 [CPU_KERNEL],
                 output_dir=os.path.join(self.build_temp, f"cpu_{name}"),  # its own build.ninja
                 include_dirs=ext.include_dirs,
-                extra_postargs=list(base) + CPU_KERNEL_FLAGS + flags
+                extra_postargs=list(base) + flags_of["kernel"] + flags
                 + [f"-DBLENDIN_CPU_VARIANT={name}"],
                 depends=ext.depends,
             )
@@ -154,8 +159,8 @@ def extension():
     cxx = cxx_flags() + ([dispatch_define] if dispatch_define else []) + (
         ["-DBLENDIN_BF16_LINEAR_AVX512"] if is_x86_64() else [])
     # Headers as depends, so that editing one rebuilds the extension.
-    depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h")
-                     + ["csrc/cuda/kernel_variant.h"])
+    depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h")) + [
+        CPU_FLAGS_FILE, "csrc/cuda/kernel_variant.h"]
     if cuda_wanted():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + ["csrc/torch/blend_step_cuda_op.cpp"]
         depends += sorted(glob.glob("csrc/cuda/*.cuh") + glob.glob("csrc/cuda/*.h"))
@@ -170,7 +175,8 @@ def extension():
 
 
 setup(
-    packages=find_packages(include=["blendin_ext", "blendin_ext.*"]),
+    # blendin_ext/eval/data holds data files only (package-data in pyproject.toml).
+    packages=find_packages(include=["blendin_ext", "blendin_ext.*"]) + ["blendin_ext.eval.data"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -30,6 +30,7 @@ def child(threads: int, dtypes: str, batches: str, vocabs: str, budget: float) -
 
     sys.path.insert(0, HERE)
     import bench_step as bs
+
     from blendin_ext.ops.args import StepArgs
 
     torch.set_num_threads(threads)
@@ -42,9 +43,9 @@ def child(threads: int, dtypes: str, batches: str, vocabs: str, budget: float) -
             for batch in map(int, batches.split(",")):
                 base = bs.step_logits(batch, vocab, getattr(torch, dtype), "cpu", 1, [0.2, 0.7])
                 guide = bs.step_logits(batch, vocab, getattr(torch, dtype), "cpu", 2, [0.8, 0.5])
-                fns = {"greedy": lambda: op(base, guide, None, None, *greedy),
-                       "sampled": lambda: op(base, guide, None, None, *sampled),
-                       "floor": lambda: (torch.amax(base, -1), torch.amax(guide, -1))}
+                fns = {"greedy": lambda b=base, g=guide: op(b, g, None, None, *greedy),
+                       "sampled": lambda b=base, g=guide: op(b, g, None, None, *sampled),
+                       "floor": lambda b=base, g=guide: (torch.amax(b, -1), torch.amax(g, -1))}
                 out[f"{dtype} {batch} {vocab}"] = bs.median_times(fns, torch.device("cpu"), budget)
     print(json.dumps(out))
 
@@ -81,7 +82,7 @@ def main(argv=None):
     print(f"{'case':>22} {'floor us':>9} {'old us':>9} {'old x fl':>8} {'new us':>9} {'new x fl':>8}"
           f" {'new/old':>7} {'x greedy':>8}")
     for case in runs["old"][0]:
-        def ratio(name, a, b):
+        def ratio(name, a, b, case=case):
             return med(x[case][a] / x[case][b] for x in runs[name])
         new_old = med(n[case]["greedy"] / o[case]["greedy"] for n, o in zip(runs["new"], runs["old"]))
         print(f"{case:>22} {med(x[case]['floor'] for x in runs['new']) * 1e6:9.1f}"

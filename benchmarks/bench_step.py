@@ -1,27 +1,35 @@
 """Latency of one BlendIn step: the fused op beside its baselines, same run.
 
-Columns, per (device, dtype, B, V):
-  fused      blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4), the
+Columns of the table (one row per dtype, batch B and vocabulary V; times
+are microseconds per call, "us"):
+  fused us   blendin_ext.blend_step (greedy, alpha="auto", gamma=0.4), the
              public wrapper (argument checks in Python included)
-  op         the same step as the decode loop calls it: the raw op on
+  op us      the same step as the decode loop calls it: the raw op on
              prepared arguments (blendin_ext.ops.fused.run_step)
   sampled    the raw op sampling at T=1 with top_k=50, top_p=0.9
-  eager      blendin_ext.ops.reference.blend_step, the semantics composed of PyTorch ops
+  eager us   blendin_ext.ops.reference.blend_step, the semantics composed of
+             PyTorch ops
   compiled   torch.compile of the greedy step composed of batched PyTorch
              ops (softmax of both models, decision, mixture argmax)
-  lse        torch.logsumexp over both logit tensors (one read and an exp)
-  floor      the read floor: torch.amax over both logit tensors, the least
+  lse us     torch.logsumexp over both logit tensors (one read and an exp)
+  floor us   the read floor: torch.amax over both logit tensors, the least
              any exact method must do (one read of every logit)
-  x floor    fused / floor and op / floor; x greedy: sampled / op
-  kernel     (cuda) the fused step's GPU time alone: 20 steps captured in a
-             CUDA graph and replayed, so host overhead drops out; with the
-             GB/s it implies and its share of the card's peak bandwidth
+  x floor    fused / floor;  op x fl: op / floor (1.00 = at the read floor)
+  x greedy   sampled / op: what sampling costs over greedy
+  x eager    eager / fused;  x compl: compiled / fused (speed-ups, > 1 is faster)
+  GB/s       bytes of both logit tensors read by the fused call per second
+  kernel us  (cuda) the fused step's GPU time alone: 20 steps captured in a
+             CUDA graph and replayed, so host overhead drops out; kern GB/s
+             the bandwidth it implies and % peak its share of the card's peak
   fi_*       (cuda, when `import flashinfer` works) FlashInfer's softmax of
              both models and sampling_from_logits of the base, same shapes
 With --variants (cuda), a second table times each CUDA kernel variant
 (torch.ops.blendin_ext.cuda_kernel_variants()) in the same process, graph-
 timed like `kernel`: greedy, sampled (T=1, top_k=50, top_p=0.9) and top-p
 alone (T=1, top_p=0.95), each with its ratio to the first variant listed.
+The table is printed; --json PATH also writes its rows (and the run's
+machine, threads and versions) as JSON, after every case.
+
 Half of the rows intervene (base top-1 prob 0.2 vs 0.7). Timings are
 medians over interleaved repetitions after a warm-up (CUDA events on a GPU),
 so the ratios within one row are comparable even on a noisy machine.
@@ -147,7 +155,7 @@ def flashinfer_fns(base, guide):
     """FlashInfer's nearest kernels on the same logits, when installed."""
     try:
         import flashinfer.sampling as fi
-    except Exception:  # not installed, or built for another torch/CUDA
+    except Exception:  # noqa: BLE001 - not installed, or built for another torch/CUDA
         return {}
     fns = {"fi_softmax": lambda: (fi.softmax(base), fi.softmax(guide)),
            "fi_sample": lambda: fi.sampling_from_logits(base)}
@@ -156,7 +164,7 @@ def flashinfer_fns(base, guide):
         try:
             fn()
             usable[name] = fn
-        except Exception as exc:  # e.g. a dtype this version does not take
+        except Exception as exc:  # noqa: BLE001 - e.g. a dtype this version does not take
             print(f"# {name} skipped: {type(exc).__name__}: {exc}")
     return usable
 
@@ -172,7 +180,7 @@ def cuda_columns(base, guide, fused, batch, vocab):
     for name, fn in flashinfer_fns(base, guide).items():
         try:
             row[f"{name}_us"] = graph_step_seconds(fn) * 1e6
-        except Exception:  # not capturable in this version: time it eagerly
+        except Exception:  # noqa: BLE001 - not capturable in this version: time it eagerly
             row[f"{name}_us"] = median_times({name: fn}, torch.device("cuda"), 0.2)[name] * 1e6
     return row
 
@@ -324,7 +332,8 @@ def parse_variants(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtypes", default="float32,bfloat16,float16")
     parser.add_argument("--quick", action="store_true", help="a small grid for smoke runs")

@@ -21,7 +21,7 @@ work where it is not.
 from blendin_ext._lazy import lazy_exports
 
 try:
-    from blendin_ext.ops import fused as _fused  # noqa: F401  (registers the ops)
+    from blendin_ext.ops import fused as _fused  # registers the ops
 except ImportError:  # not built: blend_step raises the build hint when used
     _fused = None
 
@@ -29,8 +29,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "blend_step": "ops.fused", "raise_on_bad_rows": "ops.fused",
     "BlendStepResult": "ops.args", "StepArgs": "ops.args",
     "GuideMap": "ops.maps", "guide_map": "ops.maps",
-    "BlendInGenerator": "decode.loop", "GenerationOutput": "decode.loop",
-    "GenerationResult": "decode.loop", "generate": "decode.loop",
+    "BlendInGenerator": "decode.loop", "GenerationOutput": "decode.records",
+    "GenerationResult": "decode.records", "generate": "decode.loop",
+    "DecodeOptions": "decode.options",
 })
 __all__ = ["blend_step", "raise_on_bad_rows", "BlendStepResult", "StepArgs", "GuideMap",
-           "guide_map", "BlendInGenerator", "GenerationOutput", "GenerationResult", "generate"]
+           "guide_map", "BlendInGenerator", "GenerationOutput", "GenerationResult", "generate",
+           "DecodeOptions"]

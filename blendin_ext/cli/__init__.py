@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from blendin_ext.cli import bench, demo, eval as eval_command, generate, models
+from blendin_ext.cli import bench, demo, generate, models
+from blendin_ext.cli import eval as eval_command
 from blendin_ext.cli.extras import MissingExtra
 from blendin_ext.models.builtins import MissingModelPackage
 

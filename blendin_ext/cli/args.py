@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from blendin_ext.decode.options import DecodeOptions
 from blendin_ext.ops import validate
 from blendin_ext.ops.strategies import NAMES_HELP, choose, choose_many
 
@@ -22,11 +23,11 @@ def checked(parse: Callable, check: Callable) -> Callable:
         try:
             value = parse(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}")
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
         try:
             return check(value, "")
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc))
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return convert
 
 
@@ -87,6 +88,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int
     if strategies:
         group.add_argument("--strategies", default=strategies,
                            help=f"comma-separated: {NAMES_HELP} (default %(default)s)")
+        parser.set_defaults(strategy=None)   # the command sets one per row
     else:
         group.add_argument("--strategy", default="blendin", type=STRATEGY,
                            help=f"one of {NAMES_HELP} (default %(default)s)")
@@ -108,6 +110,8 @@ def add_decode_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int
         group.add_argument("--stop", action="append", default=None, metavar="TEXT",
                            type=STOP,
                            help="stop string (repeatable); it is cut from the text")
+    else:
+        parser.set_defaults(stop=None)   # the command decides
     lazy = group.add_mutually_exclusive_group()
     lazy.add_argument("--lazy", dest="lazy", action="store_true", default=True,
                       help="run the guide only at steps where the base is unsure (the default; "
@@ -128,12 +132,12 @@ def strategy_choices(args) -> list:
         args.command_parser.error(str(exc))
 
 
-def decode_options(args, **overrides) -> dict:
-    """DecodeOptions keyword arguments from the parsed decoding options."""
-    options = dict(strategy=getattr(args, "strategy", None), gamma=args.gamma, alpha=args.alpha,
-                   agree_bonus=args.agree_bonus, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                   stop=getattr(args, "stop", None), lazy=args.lazy,
-                   guide_sync=args.guide_sync)
-    options.update(overrides)
-    return options
+def decode_options(args, **overrides) -> DecodeOptions:
+    """The parsed decoding options as one DecodeOptions (`overrides`:
+    fields the command sets itself)."""
+    fields = dict(strategy=args.strategy, gamma=args.gamma, alpha=args.alpha,
+                  agree_bonus=args.agree_bonus, temperature=args.temperature, top_k=args.top_k,
+                  top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                  stop=args.stop, lazy=args.lazy, guide_sync=args.guide_sync)
+    fields.update(overrides)
+    return DecodeOptions(**fields)

@@ -18,7 +18,9 @@ def add_parser(subparsers):
         description="Runs benchmarks/bench_step.py (the fused op), bench_generate.py (the loop, "
                     "random models), bench_pair.py (a real pair) or bench_linear.py (the "
                     "packed linear kernels) with this Python; arguments "
-                    "after WHICH go to the script.")
+                    "after WHICH go to the script. Each prints a table; --json PATH also "
+                    "writes it as JSON, and `blendin bench WHICH --help` explains the script's "
+                    "options and every column.")
     parser.add_argument("which", choices=[*BENCHMARKS, "all"])
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     parser.set_defaults(func=run, command_parser=parser)

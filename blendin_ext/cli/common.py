@@ -48,12 +48,13 @@ def load_pair(args):
     base, guide = load_model(args.base, **load), load_model(args.guide, **load)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
                                  system_prompt=args.system_prompt,
-                                 compile=getattr(args, "compile", False))
+                                 compile=args.compile)
     return generator, base, guide
 
 
 def map_summary(generator) -> Optional[str]:
-    report = getattr(generator.guide, "map_report", None)
+    """The guide->base map in one line (None for a guide of the base's vocabulary)."""
+    report = generator.guide.map_report
     return report.summary() if report is not None else None
 
 

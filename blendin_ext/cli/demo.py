@@ -14,12 +14,16 @@ import sys
 import textwrap
 import time
 
-from blendin_ext.cli.args import (add_decode_arguments, add_model_arguments, decode_options,
-                                  strategy_choices)
-from blendin_ext.cli.common import (Style, coverage_by_row, fmt, load_pair, map_summary,
-                                    result_json)
+from blendin_ext.cli.args import (
+    add_decode_arguments,
+    add_model_arguments,
+    decode_options,
+    strategy_choices,
+)
+from blendin_ext.cli.common import Style, coverage_by_row, fmt, load_pair, map_summary, result_json
 from blendin_ext.eval.tasks import QUESTION_STOP
 from blendin_ext.models.builtins import BUILTIN_MODELS, MissingModelPackage, builtin_chunks
+from blendin_ext.models.progress import progress_bar
 
 DEMO_PROMPTS = (
     "Question: What is the capital of France?\nAnswer:",
@@ -58,16 +62,19 @@ def install_missing(names) -> None:
 
 
 def run_prompts(generator, prompts, strategies: list, args):
-    """One batch per prompt (rows = strategy names); yields (prompt, output, seconds, coverage)."""
-    from tqdm.auto import tqdm
-
-    for prompt in tqdm(prompts, desc="demo prompts", unit="prompt", disable=args.quiet,
-                       file=sys.stderr):
-        started = time.perf_counter()
-        output = generator.generate([prompt] * len(strategies), **decode_options(
-            args, strategy=strategies, stop=[QUESTION_STOP]))
-        seconds = time.perf_counter() - started
-        yield prompt, output, seconds, coverage_by_row(output)
+    """One batch per prompt (rows = strategy names); yields (prompt, output, seconds, coverage).
+    The caller prints while the bar (a terminal's only) is cleared, so the
+    two never share a line."""
+    with progress_bar(not args.quiet, total=len(prompts), desc="demo prompts",
+                      unit="prompt", leave=False) as bar:
+        for prompt in prompts:
+            started = time.perf_counter()
+            output = generator.generate([prompt] * len(strategies), options=decode_options(
+                args, strategy=strategies, stop=[QUESTION_STOP]))
+            seconds = time.perf_counter() - started
+            with bar.external_write_mode():
+                yield prompt, output, seconds, coverage_by_row(output)
+            bar.update(1)
 
 
 def print_prompt(prompt, strategies, output, seconds, coverage, style: Style) -> None:

@@ -15,7 +15,13 @@ import re
 import sys
 from pathlib import Path
 
-from blendin_ext.cli.args import COUNT, add_decode_arguments, add_model_arguments, strategy_choices
+from blendin_ext.cli.args import (
+    COUNT,
+    add_decode_arguments,
+    add_model_arguments,
+    decode_options,
+    strategy_choices,
+)
 from blendin_ext.cli.common import load_pair
 from blendin_ext.cli.extras import PLOTS, PROGRESS, optional, require
 from blendin_ext.eval.tasks import DATA_ENV, PROMPT_STYLES, QUESTION_STOP, load_task
@@ -97,11 +103,8 @@ def build_generator(args):
     from blendin_ext.eval.backend import EvalGenerator
 
     blend, _, _ = load_pair(args)
-    return EvalGenerator(blend, max_new_tokens=args.max_new_tokens,
-                         stop=() if args.no_stop_at_question else (QUESTION_STOP,),
-                         lazy=args.lazy, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, agree_bonus=args.agree_bonus, seed=args.seed,
-                         guide_sync=args.guide_sync)
+    stop = None if args.no_stop_at_question else [QUESTION_STOP]
+    return EvalGenerator(blend, decode_options(args, stop=stop))
 
 
 def run(args) -> int:

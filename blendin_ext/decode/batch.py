@@ -1,23 +1,25 @@
 """The state of one decode call and the batch's shape over it.
 
-`_Run` holds everything one `generate` / `stream` call changes: its own
-streams over the generator's models, per-row parameters and bookkeeping.
+`DecodeRun` holds everything one `generate` / `stream` call changes: its
+own streams over the generator's models, per-row parameters and
+bookkeeping; `DecodeRun.create` checks a call's arguments and builds it.
 `compact` drops finished rows from the batch between steps.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, FrozenSet, List, Optional, Sequence, Union
 
 import torch
 
 from blendin_ext.decode.diagnostics import LoopStats, SequenceDiagnostics
-from blendin_ext.decode.options import RowParams
+from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.decode.text import RowText
-from blendin_ext.guides.stream import GuideStream
+from blendin_ext.guides.stream import GuideStream, guide_row_stats
 from blendin_ext.models.streams import TokenStream
 from blendin_ext.ops.args import BlendStepResult
+
+Prompts = Union[str, Sequence[str]]
 
 # Called after every step with its tokens (all rows) and which rows were live
 # before it; returns per row whether it stops now (finish reason "stop"), or
@@ -53,14 +55,16 @@ class HostStep:
     def select(self, index: List[int]) -> "HostStep":
         """Rows `index` only (what the next step feeds after a compaction)."""
         rows = torch.tensor(index, dtype=torch.long, device=self.tokens_device.device)
-        pick = lambda values: [values[i] for i in index]  # noqa: E731
+
+        def pick(values):
+            return [values[i] for i in index]
         return HostStep(self.tokens_device.index_select(0, rows), pick(self.tokens),
                         pick(self.intervened), pick(self.alpha), pick(self.agree),
                         pick(self.base_confidence), pick(self.base_top), pick(self.guide_top))
 
 
-@dataclass
-class _Run:
+@dataclass(kw_only=True)
+class DecodeRun:
     """State of one call: its own streams over the generator's models, the
     options, per-row bookkeeping and counters. Nothing of a call lives on
     the generator, so calls may interleave.
@@ -78,7 +82,7 @@ class _Run:
     lazy: bool
     compact: bool
     stop_strings: tuple
-    stop_ids: frozenset
+    stop_ids: FrozenSet[int]
     texts: List[RowText]
     diagnostics: List[SequenceDiagnostics]
     rows: List[int]
@@ -91,39 +95,52 @@ class _Run:
     stats: LoopStats = field(default_factory=LoopStats)
     previous: Optional[HostStep] = None
 
+    @classmethod
+    def create(cls, prompts: Prompts, options: DecodeOptions, *, base: TokenStream,
+               guide: GuideStream, tokenizer, stop_ids: FrozenSet[int], text_deltas: bool,
+               prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+               step_hook: Optional[StepHook] = None) -> "DecodeRun":
+        """A call's run after checking its prompts (a string or a non-empty
+        list of them) and prompt ids: fresh streams over `base` and
+        `guide`, per-row parameters, empty texts and diagnostics.
+        text_deltas: the caller wants each token's text as it comes."""
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise ValueError("prompts must be a non-empty list of strings")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise TypeError(f"prompts[{i}] must be a string, got {type(p).__name__}")
+        n = len(prompts)
+        if prompt_ids is not None:
+            prompt_ids = [[int(t) for t in ids] for ids in prompt_ids]
+            if len(prompt_ids) != n or any(not ids for ids in prompt_ids):
+                raise ValueError(f"prompt_ids must hold one non-empty id list per prompt ({n})")
+        params = RowParams.build(n, base.device, options)
+        guide = guide.for_call()
+        guide.guide_sync = options.guide_sync
+        stops = options.stop_strings
+        return cls(prompts=list(prompts), base=base.fresh(), guide=guide, params=params,
+                   max_new_tokens=options.max_new_tokens, lazy=bool(options.lazy),
+                   compact=bool(options.compact), stop_strings=stops, stop_ids=stop_ids,
+                   texts=[RowText(tokenizer, stops) for _ in prompts],
+                   diagnostics=[SequenceDiagnostics() for _ in prompts],
+                   rows=list(range(n)), live=[True] * n, finish=[None] * n,
+                   needs_text=text_deltas or bool(stops), coverage=[None] * n,
+                   prompt_ids=prompt_ids, step_hook=step_hook)
 
-def per_call_guide(template: GuideStream) -> GuideStream:
-    """A guide stream for one call: a shallow copy of the generator's with a
-    fresh TokenStream (the model, tokenizer and map are shared; `start`
-    resets the rest). A custom GuideStream without a `stream` is used as is."""
-    stream = getattr(template, "stream", None)
-    if not isinstance(stream, TokenStream):
-        return template
-    guide = copy.copy(template)
-    guide.stream = stream.fresh()
-    return guide
 
-
-def save_guide_stats(run: _Run, positions) -> None:
-    """Copies the guide's per-row statistics of batch `positions` to their
-    prompts (before they leave the batch, or at the end): the map coverage
-    and the share of guide ids fed as twins of the chosen tokens."""
+def save_guide_stats(run: DecodeRun, positions) -> None:
+    """Copies the guide's statistics of batch `positions` to their prompts
+    (before they leave the batch, or at the end): the map coverage and the
+    share of guide ids fed as twins of the chosen tokens."""
     positions = list(positions)
-    coverage = getattr(run.guide, "coverage_by_row", None)
-    shares = getattr(run.guide, "twin_share_by_row", None)
-    if not positions or (coverage is None and shares is None):
-        return
-    coverage = coverage() if coverage is not None else None
-    shares = shares(positions) if shares is not None else None   # syncs these rows only
-    for i, pos in enumerate(positions):
+    for pos, stats in zip(positions, guide_row_stats(run.guide, positions)):
         row = run.rows[pos]
-        if coverage is not None:
-            run.coverage[row] = coverage[pos]
-        if shares is not None:
-            run.diagnostics[row].guide_twin_share = shares[i]
+        run.coverage[row] = stats.map_coverage
+        run.diagnostics[row].guide_twin_share = stats.twin_share
 
 
-def compact(run: _Run) -> None:
+def compact(run: DecodeRun) -> None:
     """Drops the finished rows from the batch: both streams (caches, masks,
     pending tokens), the op's per-row arguments and the step to feed.
     Seeds are per row and the RNG offset is the step, so no draw changes.

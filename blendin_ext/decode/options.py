@@ -6,17 +6,26 @@ side by side: each row gets its own gamma and alpha.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
-from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma,
-                                      check_guide_sync, check_seed, check_stop, check_temperature,
-                                      check_token_budget, check_top_k, check_top_p)
+from blendin_ext.ops.validate import (
+    check_agree_bonus,
+    check_alpha,
+    check_gamma,
+    check_guide_sync,
+    check_seed,
+    check_stop,
+    check_temperature,
+    check_token_budget,
+    check_top_k,
+    check_top_p,
+)
 
 Value = Union[None, str, float, int, Sequence]
 
@@ -65,6 +74,16 @@ class DecodeOptions:
         self.max_new_tokens = check_token_budget(self.max_new_tokens)
         self.stop_strings = check_stop(self.stop)
         self.agree_bonus = check_agree_bonus(self.agree_bonus)
+
+    @classmethod
+    def of(cls, options: Optional["DecodeOptions"] = None, **fields) -> "DecodeOptions":
+        """`options` with `fields` replaced (checked again), or new options
+        from `fields` alone: how callers hand options on whole."""
+        if options is None:
+            return cls(**fields)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be a DecodeOptions, got {type(options).__name__}")
+        return replace(options, **fields) if fields else options
 
 
 def per_row(name: str, value, n: int) -> list:
@@ -119,11 +138,19 @@ class RowParams:
             top_ps.append(1.0 if top_p is None else top_p)
             seeds[i] = check_seed(seeds[i], where=where)
         seed = torch.tensor(seeds, dtype=torch.int64, device=device)
-        args = StepArgs(*_pair(gammas, torch.float32, device), *_pair(alphas, torch.float32, device),
-                        options.agree_bonus, *_pair(temps, torch.float32, device),
-                        *_pair(top_ks, torch.int32, device), *_pair(top_ps, torch.float32, device),
-                        seed, 0, None, 0)
-        return cls(gammas, alphas, temps, seed, args)
+        gamma_t, gamma_v = _pair(gammas, torch.float32, device)
+        alpha_t, alpha_v = _pair(alphas, torch.float32, device)
+        temp_t, temp_v = _pair(temps, torch.float32, device)
+        top_k_t, top_k_v = _pair(top_ks, torch.int32, device)
+        top_p_t, top_p_v = _pair(top_ps, torch.float32, device)
+        args = StepArgs(gamma_tensor=gamma_t, gamma_value=gamma_v,
+                        alpha_tensor=alpha_t, alpha_value=alpha_v,
+                        agree_bonus=options.agree_bonus,
+                        temperature_tensor=temp_t, temperature_value=temp_v,
+                        top_k_tensor=top_k_t, top_k_value=top_k_v,
+                        top_p_tensor=top_p_t, top_p_value=top_p_v,
+                        seed_tensor=seed, seed_value=0, offset_tensor=None, offset_value=0)
+        return cls(gamma=gammas, alpha=alphas, temperature=temps, seed=seed, args=args)
 
     def select(self, index: Sequence[int]) -> "RowParams":
         """The parameters of rows `index` only (a batch whose finished rows
@@ -132,6 +159,7 @@ class RowParams:
         sliced = {name: value.index_select(0, rows.to(value.device))
                   for name, value in self.args._asdict().items()
                   if name.endswith("_tensor") and value is not None}
-        return RowParams([self.gamma[i] for i in index], [self.alpha[i] for i in index],
-                         [self.temperature[i] for i in index], sliced["seed_tensor"],
-                         self.args._replace(**sliced))
+        return RowParams(gamma=[self.gamma[i] for i in index],
+                         alpha=[self.alpha[i] for i in index],
+                         temperature=[self.temperature[i] for i in index],
+                         seed=sliced["seed_tensor"], args=self.args._replace(**sliced))

@@ -9,9 +9,9 @@ nor on whether the run was resumed.
 from __future__ import annotations
 
 import zlib
-from typing import Optional, Sequence
 
-from blendin_ext.eval.runner import Generation, Request
+from blendin_ext.decode.options import DecodeOptions
+from blendin_ext.eval.runner import Generation
 
 
 def row_seed(seed: int, example_id: str) -> int:
@@ -20,26 +20,21 @@ def row_seed(seed: int, example_id: str) -> int:
 
 
 class EvalGenerator:
-    """Callable `requests -> list[Generation]` over a BlendInGenerator."""
+    """Callable `requests -> list[Generation]` over a BlendInGenerator.
+    options: the run's DecodeOptions; each batch replaces gamma and alpha
+    (its rows' strategies) and the seed (`row_seed` of options.seed)."""
 
-    def __init__(self, blend, *, max_new_tokens: int, stop: Sequence[str] = (), lazy: bool = True,
-                 temperature: float = 0.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, agree_bonus: float = 0.1, seed: int = 0,
-                 guide_sync: str = "tokens"):
+    def __init__(self, blend, options: DecodeOptions):
         self.blend = blend
-        self.stop = tuple(stop)
-        self.options = dict(max_new_tokens=max_new_tokens, lazy=lazy, temperature=temperature,
-                            top_k=top_k, top_p=top_p, agree_bonus=agree_bonus,
-                            stop=list(self.stop) or None, guide_sync=guide_sync)
-        self.seed = seed
+        self.options = options
+        self.stop = options.stop_strings
 
     def __call__(self, requests: list) -> list:
         output = self.blend.generate(
-            [r.prompt for r in requests],
+            [r.prompt for r in requests], options=self.options,
             gamma=[r.strategy.gamma for r in requests],
             alpha=[r.strategy.alpha for r in requests],
-            seed=[row_seed(self.seed, r.example.id) for r in requests],
-            **self.options)
+            seed=[row_seed(self.options.seed, r.example.id) for r in requests])
         coverage = [res.map_coverage for res in output.results]
         # The batch's decode steps and guide forwards serve all its rows; they
         # are shared out by tokens (the guide's only among rows whose strategy

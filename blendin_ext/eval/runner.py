@@ -9,15 +9,15 @@ any callable with the same contract.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 from blendin_ext.eval import scoring, summary
 from blendin_ext.eval.results import ResultsFolder
-from blendin_ext.ops.strategies import StrategyChoice
 from blendin_ext.eval.tasks import Example, Task, base_prompt
+from blendin_ext.models.progress import progress_bar
+from blendin_ext.ops.strategies import StrategyChoice
 
 
 @dataclass(frozen=True)
@@ -122,16 +122,14 @@ def run_eval(task: Task, generator: Generator, settings: EvalSettings, folder: R
              title: str = "", log=print) -> dict:
     """Runs what is missing, then summarises everything in the folder that
     belongs to this task and these strategies. Returns the summary dict."""
-    from tqdm.auto import tqdm
-
     done = folder.done_keys()
     batches = plan_batches(task, settings, done)
     wanted = {(s.name, e.id) for s in settings.strategies for e in task.examples}
     already = len(wanted & done)
     if already:
         log(f"resuming: {already} of {len(wanted)} answers already in {folder.examples_path}")
-    with tqdm(total=len(wanted), initial=already, desc="eval", unit="answer",
-              disable=not settings.progress, file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(settings.progress, total=len(wanted), initial=already, desc="eval",
+                      unit="answer", dynamic_ncols=True) as bar:
         for batch in batches:
             bar.set_postfix_str(",".join(sorted({r.strategy.name for r in batch})), refresh=False)
             folder.append(_run_batch(task, batch, generator))

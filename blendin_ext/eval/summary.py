@@ -154,7 +154,8 @@ def diagnose(lines: list, kind: str) -> str:
     notes += _comparison_notes(by_name, score)
     base = by_name.get("base")
     if base and base["invented_question"] >= HIGH_INVENTED_QUESTION:
-        helped = [n for n, l in by_name.items() if n != "base" and l["invented_question"] < base["invented_question"]]
+        helped = [n for n, line in by_name.items()
+                  if n != "base" and line["invented_question"] < base["invented_question"]]
         note = (f"The base alone writes a new 'Question:' after {base['invented_question']:.0%} of its answers "
                 "(it is a pretrained model continuing a document).")
         if helped:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Optional
 
@@ -157,9 +157,3 @@ def base_prompt(example: Example, style: str = "zero-shot") -> str:
     if style == "few-shot":
         shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
     return f"{shots}Question: {example.question}\nAnswer:"
-
-
-def check_prompt_style(style: str) -> str:
-    if style not in PROMPT_STYLES:
-        raise ValueError(f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
-    return style

@@ -29,9 +29,9 @@ from typing import List, Optional, Sequence, Set
 
 import torch
 
-from blendin_ext.guides.synced import SyncedGuide, common_prefix, plan_sync  # noqa: F401
+from blendin_ext.guides.synced import SyncedGuide
 from blendin_ext.guides.token_sync import TOKENS, RowSync, TwinSync
-from blendin_ext.guides.vocab_map import TokenBytes, mapped_mass, vocab_map
+from blendin_ext.guides.vocab_map import TokenBytes, mapped_mask, mapped_mass, vocab_map
 from blendin_ext.models.prompts import stop_token_ids
 from blendin_ext.ops.maps import GuideMap, guide_map
 from blendin_ext.ops.validate import check_guide_sync
@@ -65,7 +65,7 @@ class CrossTokenizerGuide(SyncedGuide):
         elif not isinstance(guide_to_base, GuideMap):
             guide_to_base = guide_map(guide_to_base, max(base_vocab or 0, len(base_tokenizer)))
         self.guide_to_base = guide_to_base
-        self._mapped = guide_to_base.guide_to_base >= 0
+        self._mapped = mapped_mask(guide_to_base)
         self._twins = TwinSync(guide_to_base.base_to_guide.tolist(), TokenBytes(base_tokenizer),
                                TokenBytes(guide_tokenizer), self._tokenise, guide_sync)
 
@@ -77,10 +77,10 @@ class CrossTokenizerGuide(SyncedGuide):
     @guide_sync.setter
     def guide_sync(self, value: str) -> None:
         # A copy, not the object a per-call copy of this guide shares with
-        # the generator's (blendin_ext.decode.batch.per_call_guide).
+        # the generator's (GuideStream.for_call).
         self._twins = copy.copy(self._twins)
         self._twins.mode = check_guide_sync(value)
-        if getattr(self, "_row_state", None):   # rows derived the other way start over
+        if self._row_state:   # rows derived the other way start over
             self._row_state = [RowSync() for _ in self._row_state]
 
     def stop_token_ids(self) -> Set[int]:
@@ -114,24 +114,14 @@ class CrossTokenizerGuide(SyncedGuide):
         if table.numel() < width:
             table = torch.cat([table, table.new_full((width - table.numel(),), -1)])
             self.guide_to_base = guide_map(table, self.guide_to_base.base_to_guide.numel())
-            self._mapped = table >= 0
+            self._mapped = mapped_mask(table)
 
     def _record_run(self, logits: torch.Tensor) -> None:
         """The share of the guide's probability on mapped tokens, per live row."""
         self._fit_map(logits.shape[-1])
-        live = torch.tensor(self._live, dtype=torch.float32, device=self._coverage_sum.device)
-        self._coverage_sum += mapped_mass(logits, self._mapped).float().to(live.device) * live
-        self._coverage_runs += live
+        self._coverage.record(mapped_mass(logits, self._mapped), self._live)
 
     # ------------------------------------------------------------ reporting
-    def coverage_by_row(self) -> List[Optional[float]]:
-        """Mean mapped guide mass per row over the guide runs while the row
-        was live (None for a row the guide never ran for)."""
-        if self._coverage_sum is None:
-            return [None] * self.rows
-        sums, runs = self._coverage_sum.cpu().tolist(), self._coverage_runs.cpu().tolist()
-        return [s / n if n else None for s, n in zip(sums, runs)]
-
     def twin_share_by_row(self, rows: Optional[Sequence[int]] = None) -> List[Optional[float]]:
         """Share of each row's guide ids (after its prompt) fed as base
         tokens' twins, over the base tokens pushed so far (None: no ids yet).

@@ -38,15 +38,30 @@ Writing a cross-tokenizer `GuideStream` (the contract in detail):
 - ``stop_token_ids()``: base ids that end a row under the guide's convention.
 - counters ``forwards``, ``tokens_fed``, ``forward_seconds`` (delegate to
   the `TokenStream`) and ``time_forwards`` (a flag the benchmarks set).
+
+Optional features have a default on `GuideStream` that fits a guide of the
+base's vocabulary (no map, no statistics, rows that cannot be dropped), so
+a guide overrides only what it supports; the loop and the vLLM plug-in
+call them without asking: ``for_call()``, ``can_keep_rows()`` /
+``keep_rows(rows)``, ``coverage_by_row()``, ``twin_share_by_row(rows)``,
+``map_report``, ``guide_sync``, ``rebuilds``. `guide_row_stats` reads a
+row's statistics, `pair_logits` fits the guide's logits to the base's.
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from typing import List, Optional, Sequence, Set
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Set, Tuple
 
 import torch
 
-from blendin_ext.models.prompts import base_prompt_ids, chat_prompt_ids, pad_token_id, stop_token_ids
+from blendin_ext.models.prompts import (
+    base_prompt_ids,
+    chat_prompt_ids,
+    pad_token_id,
+    stop_token_ids,
+)
 from blendin_ext.models.streams import TokenStream
 from blendin_ext.ops.maps import GuideMap
 
@@ -64,11 +79,49 @@ def mapped_argmax(logits: torch.Tensor, guide_to_base: Optional[GuideMap]) -> to
     return best.masked_fill(best == none, -1)  # a row with no mapped logit
 
 
+def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Guide logits of a model whose output layer is padded differently from
+    the base's (same tokenizer): drop extra columns or pad with -inf."""
+    if logits.shape[-1] > vocab:
+        return logits[:, :vocab].contiguous()
+    pad = logits.new_full((logits.shape[0], vocab - logits.shape[-1]), float("-inf"))
+    return torch.cat([logits, pad], -1)
+
+
+def pair_logits(base_logits: torch.Tensor, guide_logits: torch.Tensor,
+                guide_to_base: Optional[GuideMap]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(base, guide) logits as one op call takes them: without a map (the
+    same tokenizer) the guide's are fitted to the base's width (`fit_vocab`),
+    and logits of two dtypes or devices both become float32 on the base's
+    device (the op takes one dtype; float32 loses nothing of either)."""
+    if guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
+        guide_logits = fit_vocab(guide_logits, base_logits.shape[-1])
+    if guide_logits.dtype != base_logits.dtype or guide_logits.device != base_logits.device:
+        base_logits = base_logits.float()
+        guide_logits = guide_logits.to(base_logits.device, torch.float32)
+    return base_logits, guide_logits
+
+
 class GuideStream(ABC):
-    """The guide as the decode loop sees it (contract: module docstring)."""
+    """The guide as the decode loop and the vLLM plug-in see it (contract:
+    module docstring). Every feature either of them uses is declared here;
+    the optional ones have the defaults of a guide that shares the base's
+    vocabulary and keeps no statistics. A subclass that can drop rows
+    overrides both `can_keep_rows` and `keep_rows`."""
 
     guide_to_base: Optional[GuideMap] = None
     stream: TokenStream  # the guide model's token stream, for the counters
+    # The vocabulary map's report (blendin_ext.guides.vocab_map.MapReport)
+    # when the guide built its map from both tokenizers, else None.
+    map_report = None
+    # How a guide with another tokenizer follows the chosen tokens: "tokens"
+    # (feed their twins) or "text" (re-tokenise); the loop sets it from
+    # DecodeOptions.guide_sync before `start`. Guides whose ids are base ids
+    # feed them as they are and ignore it.
+    guide_sync: str = "tokens"
+    # Times the guide rebuilt its cache from its rows' ids (SyncedGuide);
+    # guides that never rebuild keep 0.
+    rebuilds: int = 0
 
     @abstractmethod
     def start(self, prompts: Sequence[str], capacity: int) -> None: ...
@@ -82,9 +135,34 @@ class GuideStream(ABC):
     def top_base_token(self, logits: torch.Tensor) -> torch.Tensor:
         return mapped_argmax(logits, self.guide_to_base)
 
+    def for_call(self) -> "GuideStream":
+        """The guide for one generate / stream call, which `start`s it and
+        changes its state; by default this same object (a guide that holds
+        per-call state overrides it, as `SameTokenizerGuide` does)."""
+        return self
+
     def can_keep_rows(self) -> bool:
-        """Whether ``keep_rows(index)`` works (the loop drops finished rows)."""
-        return hasattr(self, "keep_rows")
+        """Whether ``keep_rows`` works now (the loop drops finished rows
+        only when it does); by default False."""
+        return False
+
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """Keeps batch rows `rows`, in that order (finished rows leave)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop rows "
+                                  "(its can_keep_rows() is False)")
+
+    def coverage_by_row(self) -> Optional[List[Optional[float]]]:
+        """Per row, the mean share of the guide's probability on tokens with
+        a base twin over the guide runs while the row was live (None for a
+        row the guide never ran for); None: the guide keeps no coverage (by
+        default: its ids are base ids)."""
+        return None
+
+    def twin_share_by_row(self, rows: Sequence[int]) -> List[Optional[float]]:
+        """For rows `rows`, the share of each row's guide ids (after its
+        prompt) fed as the chosen base tokens' twins (None: no ids yet, or,
+        by default, a guide fed the base ids themselves)."""
+        return [None] * len(rows)
 
     @abstractmethod
     def stop_token_ids(self) -> Set[int]: ...
@@ -136,6 +214,13 @@ class SameTokenizerGuide(GuideStream):
     def logits(self):
         return self.stream.logits()
 
+    def for_call(self) -> "SameTokenizerGuide":
+        """A shallow copy with a fresh TokenStream: the model, tokenizer and
+        map are shared, `start` resets the rest."""
+        guide = copy.copy(self)
+        guide.stream = self.stream.fresh()
+        return guide
+
     def can_keep_rows(self):
         return self.stream.can_keep_rows()
 
@@ -144,3 +229,25 @@ class SameTokenizerGuide(GuideStream):
 
     def stop_token_ids(self):
         return stop_token_ids(self.tokenizer, self.model, chat=self.chat)
+
+
+@dataclass(frozen=True)
+class GuideRowStats:
+    """A row's guide statistics (None where the guide keeps none)."""
+
+    map_coverage: Optional[float]   # see GuideStream.coverage_by_row
+    twin_share: Optional[float]     # see GuideStream.twin_share_by_row
+
+
+def guide_row_stats(guide: GuideStream, rows: Sequence[int]) -> List[GuideRowStats]:
+    """The statistics of the guide's rows `rows`, in that order: what the
+    decode loop and the vLLM plug-in record for a row, read while the guide
+    still holds it (before it leaves the batch, or at the end). Brings only
+    these rows' twin shares up to date."""
+    rows = list(rows)
+    if not rows:
+        return []
+    coverage = guide.coverage_by_row()
+    shares = guide.twin_share_by_row(rows)
+    return [GuideRowStats(map_coverage=None if coverage is None else coverage[row],
+                          twin_share=share) for row, share in zip(rows, shares)]

@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from blendin_ext.guides.coverage import RowCoverage
 from blendin_ext.guides.stream import SameTokenizerGuide
 
 # Rebuild the cache when its length exceeds this factor times the longest
@@ -76,6 +77,10 @@ class SyncedGuide(SameTokenizerGuide):
     """A GuideStream whose rows are synced by their wanted ids (module
     docstring); for a shared vocabulary the base ids are fed as they are."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._row_state: list = []   # per row, see `_new_row_state`; `start` sets the rest
+
     # ------------------------------------------------------------ the stream
     def start(self, prompts, capacity):
         self._capacity = capacity
@@ -86,8 +91,8 @@ class SyncedGuide(SameTokenizerGuide):
         self._columns: List[List[int]] = []
         self._row_state: list = []                 # per row, see `_new_row_state`
         self._row_logits: Optional[torch.Tensor] = None
-        self._coverage_sum: Optional[torch.Tensor] = None   # per row, see `_record_run`
-        self._coverage_runs: Optional[torch.Tensor] = None
+        # Per-row statistics (`_record_run`); None until the first forward.
+        self._coverage: Optional[RowCoverage] = None
         self.rollbacks = 0      # times the cache was cut back to a common prefix
         self.refed_tokens = 0   # guide tokens dropped by those cuts (fed again)
         self.rebuilds = 0       # times the cache was rebuilt from the rows' ids
@@ -140,10 +145,8 @@ class SyncedGuide(SameTokenizerGuide):
             self._columns.append([])
             self._row_state.append(self._new_row_state())
         count = len(ids)
-        if self._coverage_sum is not None:
-            zeros = self._coverage_sum.new_zeros(count)
-            self._coverage_sum = torch.cat([self._coverage_sum, zeros])
-            self._coverage_runs = torch.cat([self._coverage_runs, zeros])
+        if self._coverage is not None:
+            self._coverage.add_rows(count)
         if self._row_logits is None:
             return
         if not self.stream.can_edit_rows():
@@ -160,10 +163,8 @@ class SyncedGuide(SameTokenizerGuide):
         for name in ("_prompt_ids", "_base_ids", "_live", "_held", "_columns", "_row_state"):
             old = getattr(self, name)
             setattr(self, name, [old[i] for i in index])
-        if self._coverage_sum is not None:
-            rows = torch.tensor(index, dtype=torch.long, device=self._coverage_sum.device)
-            self._coverage_sum = self._coverage_sum.index_select(0, rows)
-            self._coverage_runs = self._coverage_runs.index_select(0, rows)
+        if self._coverage is not None:
+            self._coverage.keep(index)
         if self._row_logits is None:
             return
         if not index or not self.stream.can_edit_rows():
@@ -180,6 +181,14 @@ class SyncedGuide(SameTokenizerGuide):
     @property
     def rows(self) -> int:
         return len(self._prompt_ids)
+
+    def coverage_by_row(self) -> List[Optional[float]]:
+        """Per row, the mean mapped guide mass over the guide runs while the
+        row was live (None for a row never recorded: every row of a guide
+        whose ids are base ids, whose `_record_run` records nothing)."""
+        if self._coverage is None:
+            return [None] * self.rows
+        return self._coverage.by_row()
 
     # ------------------------------------------------------------- internals
     def _new_row_state(self):
@@ -226,16 +235,15 @@ class SyncedGuide(SameTokenizerGuide):
 
     def _first_forward(self, wanted: List[List[int]]) -> bool:
         """Every row from scratch, left-padded like any prompt, in one forward."""
-        if self._coverage_sum is not None:
+        if self._coverage is not None:   # not the first forward
             self.rebuilds += 1
         self.stream.start(wanted, self._capacity)
         width = max(len(w) for w in wanted)
         self._held = [list(w) for w in wanted]
         self._columns = [list(range(width - len(w), width)) for w in wanted]
         self._row_logits = self.stream.logits().clone()
-        if self._coverage_sum is None:
-            self._coverage_sum = torch.zeros(len(wanted), device=self._row_logits.device)
-            self._coverage_runs = torch.zeros(len(wanted), device=self._row_logits.device)
+        if self._coverage is None:
+            self._coverage = RowCoverage(len(wanted), self._row_logits.device)
         return True
 
     def _sync(self, wanted: List[List[int]]) -> bool:
@@ -278,4 +286,4 @@ class SyncedGuide(SameTokenizerGuide):
 
     def _record_run(self, logits: torch.Tensor) -> None:
         """Hook after each guide forward (the cross-tokenizer guide records
-        the share of its probability on mapped tokens)."""
+        the share of its probability on mapped tokens in `_coverage`)."""

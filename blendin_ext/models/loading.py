@@ -21,16 +21,18 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from blendin_ext.models.builtins import (BUILTIN_MODELS, BuiltinModel, assemble_gguf,
-                                         builtin_chunks)
+from blendin_ext.models.builtins import BUILTIN_MODELS, BuiltinModel, assemble_gguf, builtin_chunks
 from blendin_ext.models.cache import CONVERTED_MARKER, cache_dir, is_converted, models_dir
 from blendin_ext.models.cpu_flags import cpu_has_native_bf16
+from blendin_ext.models.hub import UnknownModel, hub_source, name_forms
 from blendin_ext.models.packing import LINEAR_KERNELS, pack_linear_weights, packed_kernels
+from blendin_ext.models.progress import on_terminal
 
 
 @dataclass
@@ -82,13 +84,29 @@ def _log(message: str, enabled: bool) -> None:
         print(f"[blendin] {message}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def transformers_bars(enabled: bool):
+    """transformers' own bars ("Loading weights", "Writing model shards")
+    only when asked for and on a terminal (blendin_ext.models.progress)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    if not (enabled and on_terminal()):
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool = True,
                  dtype: torch.dtype = torch.bfloat16) -> dict:
     """Dequantises a GGUF file with transformers and saves model + tokenizer as a
     Hugging Face folder in `dtype` (float32 or, by default, bfloat16). Writes
     into a temporary sibling folder and renames it, so an interrupted
     conversion never leaves a half folder behind."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
@@ -181,30 +199,58 @@ def pending_conversion(name_or_path: str) -> bool:
             and not is_converted(models_dir() / _gguf_cache_name(path)))
 
 
-def resolve(name_or_path: str, progress: bool = True,
-            dtype: torch.dtype = torch.bfloat16) -> tuple[str, str, bool, dict]:
-    """Returns (what from_pretrained should read, source kind, converted now, timings),
-    converting a GGUF into the cache first where needed (see `_cache_dtype`
-    for the dtype of the conversion, from the dtype of the load)."""
+def _kind(name_or_path: str) -> str:
+    """"builtin", "gguf", "folder" or "hub" for a model name, raising for
+    names that cannot be any of them (nothing is loaded or converted)."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
-        raise ValueError("model must be a built-in name, a GGUF file, a folder or a hub id; got "
-                         f"{name_or_path!r}")
+        raise UnknownModel(f"no model name given ({name_or_path!r}).\n{name_forms()}")
     if name_or_path in BUILTIN_MODELS:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        folder, converted, timings = _ensure_builtin(BUILTIN_MODELS[name_or_path], progress,
-                                                     _cache_dtype(dtype))
-        return str(folder), "builtin", converted, timings
+        return "builtin"
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"GGUF file {name_or_path!r} does not exist")
-        folder, converted, timings = _ensure_gguf(path, progress, _cache_dtype(dtype))
-        return str(folder), "gguf", converted, timings
+            raise FileNotFoundError(f"GGUF file {name_or_path!r} does not exist.\n{name_forms()}")
+        return "gguf"
     if path.is_dir():
-        return str(path), "folder", False, {}
+        return "folder"
     if path.exists() or name_or_path.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {name_or_path!r} is not a model folder or .gguf file")
-    return name_or_path, "hub", False, {}
+        raise FileNotFoundError(f"model path {name_or_path!r} is not a model folder or .gguf "
+                                f"file.\n{name_forms()}")
+    return "hub"
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Raises, within seconds, what loading this name would raise about the
+    name itself: a built-in name's missing package (MissingModelPackage), a
+    missing file or folder, a hub id the hub does not have or, with the hub
+    unreachable, one the local hub cache does not hold (UnknownModel).
+    Loads and converts nothing."""
+    kind = _kind(name_or_path)
+    if kind == "builtin":
+        builtin_chunks(BUILTIN_MODELS[name_or_path])
+    elif kind == "hub":
+        hub_source(name_or_path)
+
+
+def resolve(name_or_path: str, progress: bool = True,
+            dtype: torch.dtype = torch.bfloat16) -> tuple[str, str, bool, dict]:
+    """Returns (the name or folder to load, source kind, converted now, timings),
+    converting a GGUF into the cache first where needed (see `_cache_dtype`
+    for the dtype of the conversion, from the dtype of the load). A hub id
+    comes back as it is (`hub_source` checks it before the load)."""
+    kind = _kind(name_or_path)
+    if kind == "builtin":
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        folder, converted, timings = _ensure_builtin(BUILTIN_MODELS[name_or_path], progress,
+                                                     _cache_dtype(dtype))
+        return str(folder), kind, converted, timings
+    if kind == "gguf":
+        path = Path(name_or_path).expanduser()
+        folder, converted, timings = _ensure_gguf(path, progress, _cache_dtype(dtype))
+        return str(folder), kind, converted, timings
+    if kind == "folder":
+        return str(Path(name_or_path).expanduser()), kind, False, {}
+    return name_or_path, kind, False, {}
 
 
 def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
@@ -220,8 +266,6 @@ def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
     "onednn")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transformers.utils import logging as hf_logging
-
     if not isinstance(pack_weights, bool):
         raise TypeError(f"pack_weights must be True or False, got {pack_weights!r}")
     if linear_kernel not in LINEAR_KERNELS:
@@ -229,16 +273,12 @@ def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
                          f"got {linear_kernel!r}")
     dtype = resolve_dtype(dtype, device, log=progress)
     start = time.perf_counter()
-    where, source, converted, timings = resolve(name_or_path, progress, dtype)
-    bars = hf_logging.is_progress_bar_enabled()
-    if not progress:  # transformers' own "Loading weights" bars
-        hf_logging.disable_progress_bar()
-    try:
+    with transformers_bars(progress):
+        where, source, converted, timings = resolve(name_or_path, progress, dtype)
+        if source == "hub":
+            where = hub_source(where)   # one look-up, not transformers' retries
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     model = model.to(device).eval()
     packed = pack_linear_weights(model, linear_kernel) if pack_weights else 0
     elapsed = time.perf_counter() - start

@@ -56,8 +56,12 @@ from typing import Optional
 
 import torch
 
-from blendin_ext.models.bf16_linear import (bf16_linear, fast_bf16_linear, pack_bf16_weight,
-                                             unpack_bf16_weight)
+from blendin_ext.models.bf16_linear import (
+    bf16_linear,
+    fast_bf16_linear,
+    pack_bf16_weight,
+    unpack_bf16_weight,
+)
 from blendin_ext.models.cpu_flags import cpu_has_amx_bf16
 
 PACKED_DTYPES = (torch.bfloat16, torch.float32)

@@ -43,6 +43,19 @@ def _last_position(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, -1] if logits.dim() == 3 else logits
 
 
+def cache_argument(model) -> str:
+    """The keyword a transformers model's forward takes its KV cache by:
+    ``cache`` (transformers 5; ``past_key_values`` is deprecated there) or
+    ``past_key_values`` (4.x)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def returned_cache(output):
+    """The KV cache in a transformers model output, under either name."""
+    return output["cache"] if "cache" in output else output.get("past_key_values")
+
+
 class HFStepModel:
     """A transformers causal LM with a KV cache. Works across the renames of
     transformers 4.x / 5.x (``past_key_values`` -> ``cache``, ``logits_to_keep``)."""
@@ -50,7 +63,7 @@ class HFStepModel:
     def __init__(self, model):
         self.model = model
         params = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_arg = cache_argument(model)
         self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else (
             "num_logits_to_keep" if "num_logits_to_keep" in params else None)
 
@@ -64,8 +77,7 @@ class HFStepModel:
             kwargs[self._keep_arg] = 1  # the loop only reads the last position
         out = self.model(input_ids=input_ids, attention_mask=attention_mask,
                          position_ids=position_ids, **kwargs)
-        cache = out["cache"] if "cache" in out else out.get("past_key_values")
-        return _last_position(out.logits), cache
+        return _last_position(out.logits), returned_cache(out)
 
     def truncate(self, state, length: int):
         removed = state.get_seq_length() - length

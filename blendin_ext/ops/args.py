@@ -14,8 +14,15 @@ from typing import NamedTuple, Optional, Union
 import torch
 
 from blendin_ext.ops.strategies import AUTO
-from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma, check_seed,
-                                      check_temperature, check_top_k, check_top_p)
+from blendin_ext.ops.validate import (
+    check_agree_bonus,
+    check_alpha,
+    check_gamma,
+    check_seed,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+)
 
 RowValue = Union[float, int, torch.Tensor]
 

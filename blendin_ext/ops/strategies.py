@@ -69,7 +69,8 @@ def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
         try:
             alpha = check_alpha(float(key[len("blend-"):]), name, where)
         except ValueError:
-            raise ValueError(f"{name}: {spec!r} needs a weight in [0, 1] after 'blend-'{where}")
+            raise ValueError(f"{name}: {spec!r} needs a weight in [0, 1] after 'blend-'{where}") \
+                from None
         key, label = "blend", f"blend-{alpha:g}"
     strategy = STRATEGIES.get(key)
     if strategy is None:

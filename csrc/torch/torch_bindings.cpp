@@ -7,7 +7,9 @@
 // `import blendin_ext._C` loads this library, which runs the registrations
 // below; the module itself exposes nothing.
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  // Every member spelled out (-Wextra warns about a missing initializer).
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr,
+                                          nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module_def);
 }
 

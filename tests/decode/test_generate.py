@@ -12,8 +12,8 @@ import torch
 import blendin_ext
 from blendin_ext import BlendInGenerator
 from blendin_ext.guides.stream import GuideStream, SameTokenizerGuide
-from blendin_ext.models.streams import TokenStream
 from blendin_ext.models.prompts import chat_prompt_ids
+from blendin_ext.models.streams import TokenStream
 from blendin_ext.testing import random_prompts, tiny_llama, tiny_tokenizer
 
 VOCAB = 200

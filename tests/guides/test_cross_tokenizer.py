@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from blendin_ext import BlendInGenerator
-from blendin_ext.guides.cross_tokenizer import CrossTokenizerGuide, common_prefix, plan_sync
+from blendin_ext.guides.cross_tokenizer import CrossTokenizerGuide
+from blendin_ext.guides.synced import common_prefix, plan_sync
 from blendin_ext.testing import tiny_llama, tiny_llama_for, tiny_tokenizer
 from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 

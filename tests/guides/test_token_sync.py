@@ -7,8 +7,8 @@ import pytest
 from blendin_ext.decode.options import DecodeOptions
 from blendin_ext.guides.factory import make_guide_stream
 from blendin_ext.guides.token_sync import RowSync, TwinSync, decodable
-from blendin_ext.ops.validate import check_guide_sync
 from blendin_ext.guides.vocab_map import TokenBytes
+from blendin_ext.ops.validate import check_guide_sync
 from blendin_ext.testing import tiny_llama
 from tests.helpers.tokenizer_fixtures import hand_byte_level, hand_sentencepiece
 

@@ -4,8 +4,12 @@ import pytest
 import torch
 
 from blendin_ext.guides import vocab_map as vm
-from tests.helpers.tokenizer_fixtures import (hand_byte_level, hand_sentencepiece, trained_byte_level,
-                                trained_sentencepiece)
+from tests.helpers.tokenizer_fixtures import (
+    hand_byte_level,
+    hand_sentencepiece,
+    trained_byte_level,
+    trained_sentencepiece,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,13 @@ product, its kernels against each other, its layout, errors and tracing."""
 import pytest
 import torch
 
-from blendin_ext.models.bf16_linear import (bf16_linear, bf16_linear_kernels, fast_bf16_linear,
-                                            pack_bf16_weight, unpack_bf16_weight)
+from blendin_ext.models.bf16_linear import (
+    bf16_linear,
+    bf16_linear_kernels,
+    fast_bf16_linear,
+    pack_bf16_weight,
+    unpack_bf16_weight,
+)
 
 KERNELS = bf16_linear_kernels()
 needs_fast = pytest.mark.skipif(not fast_bf16_linear(), reason="this CPU has no AVX512_BF16")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from blendin_ext.models import builtins, cpu_flags, loading
+from blendin_ext.models import builtins, cpu_flags, hub, loading
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +139,72 @@ def test_load_model_packs_cpu_linears_unless_told_not_to(tmp_path):
     assert loaded.packed_linears == 0   # oneDNN packing is for bf16 and float32
     with pytest.raises(TypeError, match="pack_weights must be True or False"):
         loading.load_model(str(folder), pack_weights="yes", progress=False)
+
+
+def _hub_answers(monkeypatch, error=None):
+    """The hub's one look-up, answered here (no network): `error` raised, or found."""
+    from huggingface_hub import HfApi
+
+    calls = []
+
+    def model_info(self, repo_id, timeout=None, **kwargs):
+        calls.append((repo_id, timeout))
+        if error is not None:
+            raise error
+    monkeypatch.setattr(HfApi, "model_info", model_info)
+    monkeypatch.setattr(hub, "_checked", {})
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    return calls
+
+
+def _not_found():
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+    Exception.__init__(error, "404 Client Error")
+    return error
+
+
+def test_an_unknown_hub_id_fails_at_once_naming_every_form(monkeypatch):
+    calls = _hub_answers(monkeypatch, _not_found())
+    with pytest.raises(ValueError, match="the Hugging Face hub has no such model") as info:
+        loading.check_model_name("no-such-model")
+    for form in ("built-in name", "gemma3-270m", "folder", ".gguf file", "hub id"):
+        assert form in str(info.value)
+    assert calls == [("no-such-model", hub.HUB_TIMEOUT)]   # one look-up, short timeout
+
+
+def test_an_unreachable_hub_is_said_once_and_the_cache_is_used(monkeypatch, tmp_path):
+    calls = _hub_answers(monkeypatch, ConnectionError("no route to host"))
+    with pytest.raises(ValueError, match="could not be reached") as info:
+        loading.check_model_name("someone/some-model")
+    assert str(info.value).count("could not be reached") == 1
+    assert "no route to host" in str(info.value) and len(calls) == 1
+    monkeypatch.setattr(hub, "_checked", {})
+    monkeypatch.setattr(hub, "cached_snapshot", lambda repo_id: str(tmp_path))
+    assert hub.hub_source("someone/some-model") == str(tmp_path)
+
+
+def test_offline_hub_reads_only_the_cache(monkeypatch):
+    calls = _hub_answers(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set"):
+        loading.check_model_name("someone/some-model")
+    assert calls == []
+
+
+def test_a_hub_id_the_hub_has_is_loaded_by_its_id(monkeypatch):
+    _hub_answers(monkeypatch)
+    assert hub.hub_source("someone/some-model") == "someone/some-model"
+    loading.check_model_name("someone/some-model")
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    from blendin_ext.models import progress
+
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    assert progress.progress_bar(True, total=3).disable   # piped: no bar in the output
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    assert not progress.progress_bar(True, total=3, leave=False).disable
+    assert progress.progress_bar(False, total=3).disable  # --quiet

@@ -5,8 +5,14 @@ import pytest
 import torch
 
 import blendin_ext
-from blendin_ext.testing.op_cases import (DTYPES, STRATEGIES, assert_matches_reference, confident_logits,
-                      mask_some, random_guide_map)
+from blendin_ext.testing.op_cases import (
+    DTYPES,
+    STRATEGIES,
+    assert_matches_reference,
+    confident_logits,
+    mask_some,
+    random_guide_map,
+)
 
 VOCABS = [1, 7, 50257, 128256, 262144]
 BATCHES = [0, 1, 3, 64]

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-import blendin_ext  # noqa: F401  (loads the ops)
+import blendin_ext  # loads the ops
 
 OPS = torch.ops.blendin_ext
 X86_VARIANTS = ["avx512", "avx2", "generic"]  # best first, as the dispatcher orders them

@@ -12,8 +12,11 @@ import torch
 import blendin_ext
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.maps import as_guide_map
-from blendin_ext.testing.op_cases import (assert_matches_reference, confident_logits,
-                                          random_guide_map)
+from blendin_ext.testing.op_cases import (
+    assert_matches_reference,
+    confident_logits,
+    random_guide_map,
+)
 
 OP = torch.ops.blendin_ext.blend_step
 B, V = 4, 50
