@@ -16,6 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# In CI each stage is its own shell: use the venv .ci/main.sh made.
+if [ -z "${PYTHON:-}" ] && [ -f .venv/bin/activate ]; then
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
 PY=${PYTHON:-python}
 TORCH_CUDA_VERSION=${BLENDIN_CUDA_TORCH_VERSION:-2.11.0}  # a CUDA 13.0 build on PyPI
 WORK=build/cuda-ci
