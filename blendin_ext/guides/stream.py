@@ -69,6 +69,10 @@ class GuideStream(ABC):
 
     guide_to_base: Optional[GuideMap] = None
     stream: TokenStream  # the guide model's token stream, for the counters
+    # How a guide with another tokenizer follows the chosen tokens ("tokens"
+    # or "text"); a guide of the base's vocabulary feeds them as they are.
+    guide_sync: str = "tokens"
+    rebuilds: int = 0    # times the guide's cache was rebuilt from its rows' ids
 
     @abstractmethod
     def start(self, prompts: Sequence[str], capacity: int) -> None: ...
@@ -84,7 +88,23 @@ class GuideStream(ABC):
 
     def can_keep_rows(self) -> bool:
         """Whether ``keep_rows(index)`` works (the loop drops finished rows)."""
-        return hasattr(self, "keep_rows")
+        return False
+
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """Keeps rows `rows`, in that order (see `can_keep_rows`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop rows")
+
+    def coverage_by_row(self) -> Optional[List[Optional[float]]]:
+        """A guide with another tokenizer: its mean probability on mapped
+        tokens per row. None: guide ids are base ids (nothing unmapped)."""
+        return None
+
+    def twin_share_by_row(self, rows: Optional[Sequence[int]] = None
+                          ) -> Optional[List[Optional[float]]]:
+        """A guide with another tokenizer: per row (`rows`, default all), the
+        share of its ids fed as the chosen tokens' twins. None: guide ids
+        are base ids."""
+        return None
 
     @abstractmethod
     def stop_token_ids(self) -> Set[int]: ...
