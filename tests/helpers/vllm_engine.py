@@ -32,3 +32,15 @@ def tokens(batch) -> list:
     if isinstance(batch, dict):
         raise AssertionError(f"the batch failed: {batch['error']}")
     return [r["tokens"] for r in batch]
+
+
+def fake_params(blendin=None, *, temperature=0.0, top_k=0, top_p=1.0, seed=None, max_tokens=None,
+                min_tokens=0, stop_token_ids=None, ignore_eos=True):
+    """The fields of vLLM's SamplingParams the plug-in reads, for tests that
+    drive it by hand (no vLLM needed); blendin: the extra_args entry."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(extra_args=None if blendin is None else {"blendin": blendin},
+                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                           max_tokens=max_tokens, min_tokens=min_tokens,
+                           stop_token_ids=stop_token_ids, ignore_eos=ignore_eos)
