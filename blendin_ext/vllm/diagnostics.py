@@ -171,13 +171,18 @@ def current() -> Dict[str, dict]:
     return merged
 
 
-def read_diagnostics(path) -> Dict[str, dict]:
-    """The diagnostics file as {key: summary} (the last line of each key
-    wins: a preempted request is written again when it ends)."""
-    result: Dict[str, dict] = {}
+def last_line_by(path, key: str) -> dict:
+    """A JSON-lines file as {entry[key]: the last entry with that key}."""
+    result: dict = {}
     with open(path) as lines:
         for line in lines:
             if line.strip():
                 entry = json.loads(line)
-                result[entry["request_id"]] = entry
+                result[entry[key]] = entry
     return result
+
+
+def read_diagnostics(path) -> Dict[str, dict]:
+    """The diagnostics file as {key: summary} (the last line of each key
+    wins: a preempted request is written again when it ends)."""
+    return last_line_by(path, "request_id")

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from blendin_ext.vllm.diagnostics import last_line_by
+
 
 @dataclass(frozen=True)
 class EngineStats:
@@ -50,10 +52,4 @@ class StatsLog:
 
 def read_stats(path) -> Dict[int, dict]:
     """The stats file as {rank: the rank's last line}."""
-    result: Dict[int, dict] = {}
-    with open(path) as lines:
-        for line in lines:
-            if line.strip():
-                entry = json.loads(line)
-                result[entry["rank"]] = entry
-    return result
+    return last_line_by(path, "rank")

@@ -1,6 +1,7 @@
 """Running a vLLM engine for a test: one engine per subprocess
 (tests/vllm/engine_run.py), results back as JSON."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,12 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_engine(engine: dict, batches: list, timeout: int = 900) -> dict:
+def run_engine(engine: dict, batches: list, timeout: int = 900, env: dict = None) -> dict:
     """Starts an engine with LLM(**engine), runs each batch of
-    {"prompt", "sampling"} requests; returns {"batches", "diagnostics"}."""
+    {"prompt", "sampling"} requests; returns {"batches", "diagnostics"}.
+    env: extra environment variables for the engine's process."""
     spec = json.dumps({"engine": engine, "batches": batches})
     done = subprocess.run([sys.executable, "-m", "tests.vllm.engine_run"], input=spec,
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
     for line in done.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
