@@ -22,4 +22,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "BlendInLogitsProcessor": "processor", "EngineConfig": "config",
     "RequestConfig": "config", "read_diagnostics": "diagnostics", "read_stats": "stats",
 })
-__all__ = ["BlendInLogitsProcessor", "EngineConfig", "RequestConfig", "read_diagnostics", "read_stats"]
+__all__ = ["BlendInLogitsProcessor", "EngineConfig", "RequestConfig", "read_diagnostics",
+           "read_stats"]

@@ -35,7 +35,6 @@ import blendin_ext  # noqa: E402
 from blendin_ext.testing import random_prompts  # noqa: E402
 from blendin_ext.vllm.diagnostics import read_diagnostics  # noqa: E402
 from blendin_ext.vllm.processor import BlendInLogitsProcessor  # noqa: E402
-from blendin_ext.vllm.stats import read_stats  # noqa: E402
 from tests.helpers.tiny_folders import VOCAB, save_tiny  # noqa: E402
 from tests.vllm.mrv2_runner import MRV2Runner  # noqa: E402
 
@@ -166,12 +165,13 @@ def test_the_entry_point_cannot_stop_an_engine(block):
 
 def test_the_module_imports_without_mrv2():
     """A vLLM without Model Runner V2: our class is a V1 processor only."""
-    code = ("import sys; sys.modules['vllm.v1.worker.gpu.sample.logits_processor.interface'] = None\n"
+    interface = "vllm.v1.worker.gpu.sample.logits_processor.interface"
+    code = (f"import sys; sys.modules['{interface}'] = None\n"
             "from blendin_ext.vllm.processor import BlendInLogitsProcessor as P\n"
             "from vllm.v1.sample.logits_processor import LogitsProcessor as V1\n"
             "assert issubclass(P, V1); print('IMPORTED', [c.__name__ for c in P.__mro__])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, VLLM_TARGET_DEVICE="cpu"))
+                          timeout=300, cwd=ROOT, env=dict(os.environ, VLLM_TARGET_DEVICE="cpu"))
     assert "IMPORTED" in done.stdout, done.stderr[-3000:]
 
 

@@ -18,8 +18,8 @@ pytest.importorskip("vllm")
 import torch  # noqa: E402
 
 import blendin_ext  # noqa: E402
-from blendin_ext.testing import random_prompts, tiny_tokenizer  # noqa: E402
-from tests.helpers.tiny_folders import VOCAB, save_tiny  # noqa: E402
+from blendin_ext.testing import random_prompts  # noqa: E402
+from tests.helpers.tiny_folders import save_tiny  # noqa: E402
 from tests.helpers.vllm_engine import request, run_engine, tokens  # noqa: E402
 
 PROMPTS = random_prompts(4, min_words=1, max_words=9, seed=3)   # ragged on purpose
