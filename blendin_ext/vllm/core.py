@@ -51,7 +51,6 @@ class BlendCore:
         self.stepper = BlendStep(self.guide_rows, config.lazy)
         self.book = DiagnosticsBook(config.diagnostics if writes_diagnostics else None)
         self.stats_log = StatsLog(config.stats)
-        self._logged: Set[int] = set()   # id(request) whose summary is logged as it stands
         self._stats_steps = 0             # steps when the stats line was last written
 
     # ------------------------------------------------------------ requests
@@ -102,10 +101,8 @@ class BlendCore:
         while the guide still holds their rows, then they are logged."""
         self.guide_rows.save_stats(requests)
         for request in requests:
-            logged = id(request) in self._logged
-            self._logged.discard(id(request))
             self.book.leave(request.diagnostics, request.prompt_ids, request.tokens,
-                            write=not logged)
+                            write=not request.logged)
 
     def _set_away(self, indices: Sequence[int]) -> None:
         """Requests that finished or sat a step out: logged as they stand,
@@ -114,15 +111,15 @@ class BlendCore:
         self.guide_rows.save_stats(requests)
         for index, request in zip(indices, requests):
             self.away.add(index)
-            if id(request) not in self._logged:
+            if not request.logged:
                 self.book.log.left(request.diagnostics)
-                self._logged.add(id(request))
+                request.logged = True
 
     def _return(self, indices: Sequence[int]) -> None:
         for index in indices:
             request = self.requests[index]
             self.away.discard(index)
-            self._logged.discard(id(request))
+            request.logged = False
             self.book.log.track(request.diagnostics)
 
     # ----------------------------------------------------------------- step

@@ -17,6 +17,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence
 
 from blendin_ext.ops.strategies import StrategyChoice
 from blendin_ext.vllm.config import EngineConfig, RequestConfig
+from blendin_ext.vllm.diagnostics import RequestDiagnostics
 
 logger = logging.getLogger("blendin_ext.vllm")
 
@@ -54,7 +55,8 @@ class BlendRequest:
     min_tokens: int = 0
     stop_ids: FrozenSet[int] = frozenset()
     decided: Dict[int, int] = field(default_factory=dict)   # position -> the op's token
-    diagnostics: Optional[object] = None   # RequestDiagnostics, set when it joins
+    diagnostics: Optional[RequestDiagnostics] = None   # set when it joins the batch
+    logged: bool = False   # its summary is in the log as it stands (finished, sat out)
 
     @property
     def uses_guide(self) -> bool:
