@@ -40,10 +40,16 @@ def load_base_tokenizer(model_config):
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of a model's weights (parameters and buffers: packed layers
-    keep theirs as buffers)."""
-    return sum(t.numel() * t.element_size()
-               for t in itertools.chain(model.parameters(), model.buffers()))
+    """Bytes of a model's weights: parameters, buffers, and the packed copies
+    that packed linear layers keep as plain tensor attributes (each tensor
+    once)."""
+    tensors = {}
+    for module in model.modules():
+        held = itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False),
+                               (v for v in vars(module).values() if isinstance(v, torch.Tensor)))
+        for tensor in held:
+            tensors[id(tensor)] = tensor
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def cache_bytes_per_token(model: torch.nn.Module) -> int:
