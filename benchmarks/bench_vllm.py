@@ -26,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional
 
@@ -46,33 +47,49 @@ def child(spec: dict) -> dict:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import LLM, SamplingParams
 
-    from blendin_ext.vllm.core import engine_stats
     from blendin_ext.vllm.diagnostics import current
+    from blendin_ext.vllm.stats import read_stats
 
     llm = LLM(**spec["engine"])
+    stats_file = spec.get("stats")
     plain = SamplingParams(temperature=0, max_tokens=spec["tokens"], ignore_eos=True)
-    blended = SamplingParams(temperature=0, max_tokens=spec["tokens"], ignore_eos=True,
-                             extra_args={"blendin": {"strategy": "blendin"}})
+
+    def blended(tag: str, count: int) -> list:
+        """One SamplingParams per prompt, each with its diagnostics key."""
+        return [SamplingParams(temperature=0, max_tokens=spec["tokens"], ignore_eos=True,
+                               extra_args={"blendin": {"strategy": "blendin",
+                                                       "request_id": f"{tag}-{i}"}})
+                for i in range(count)]
+
+    def counters() -> dict:
+        """The plug-in's counters (rank 0), from the stats file it writes
+        each time its requests are all done."""
+        return read_stats(stats_file).get(0, {}) if stats_file else {}
+
     cells = {}
     for batch in spec["batches"]:
         prompts = spec["prompts"][:batch] if spec.get("prompts") else prompts_for(batch)
-        for params in (plain, blended) if spec["blend"] else (plain,):
-            llm.generate(prompts, params, use_tqdm=False)   # warm-up
+        llm.generate(prompts, plain, use_tqdm=False)   # warm-up
+        if spec["blend"]:
+            llm.generate(prompts, blended(f"warm{batch}", batch), use_tqdm=False)
         times, plain_times, guide = [], [], []
-        for _ in range(spec["repeats"]):
+        for repeat in range(spec["repeats"]):
             if spec["blend"]:
                 # the same engine's plain requests, timed between the blended
                 # runs: a baseline that shares this process's moment of load
                 started = time.perf_counter()
                 llm.generate(prompts, plain, use_tqdm=False)
                 plain_times.append(time.perf_counter() - started)
-            before = engine_stats()
+            before = counters()
+            params = blended(f"b{batch}-{repeat}", batch) if spec["blend"] else plain
             started = time.perf_counter()
-            outputs = llm.generate(prompts, blended if spec["blend"] else plain, use_tqdm=False)
+            llm.generate(prompts, params, use_tqdm=False)
             times.append(time.perf_counter() - started)
-            guide.append(_delta(before, engine_stats()))
+            guide.append(_delta(before, counters()))
         diag = current()
-        rates = [diag[o.request_id]["intervention_rate"] for o in outputs if o.request_id in diag]
+        last = f"b{batch}-{spec['repeats'] - 1}"
+        rates = [diag[f"{last}-{i}"]["intervention_rate"] for i in range(batch)
+                 if f"{last}-{i}" in diag]
         # Each blended run against the plain run just before it: neighbours
         # share the machine's moment of load, so their difference is steadier
         # than a difference of medians.
@@ -93,11 +110,9 @@ def _median_by_time(guide: list, times: list) -> dict:
     return guide[order[len(order) // 2]]
 
 
-def _delta(before: list, after: list) -> dict:
-    if not after:
-        return {}
-    b = before[0] if before else {k: 0 for k in after[0]}
-    return {k: after[0][k] - b.get(k, 0) for k in after[0]}
+def _delta(before: dict, after: dict) -> dict:
+    """Counters of one run: after minus before (numbers only)."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if k != "rank"}
 
 
 RUNS = {"alone": "vLLM alone", "lazy": "vLLM + BlendIn lazy",
@@ -116,7 +131,11 @@ def run_engine(args, blend: str) -> dict:
             "guide_sync": "text" if blend.endswith("-text") else "tokens"}}
     spec = {"engine": engine, "blend": bool(blend), "tokens": args.tokens,
             "batches": args.batch, "repeats": args.repeats}
-    return engine_cells(sys.executable, spec)
+    with tempfile.TemporaryDirectory() as folder:
+        if blend:
+            spec["stats"] = engine["additional_config"]["blendin"]["stats"] = \
+                os.path.join(folder, "stats.jsonl")
+        return engine_cells(sys.executable, spec)
 
 
 def engine_cells(python: str, spec: dict) -> dict:

@@ -23,6 +23,11 @@ REQUEST_KEY = "blendin"         # SamplingParams.extra_args["blendin"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def has_blendin(extra_args: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a request asks for BlendIn (without checking its arguments)."""
+    return bool(extra_args) and REQUEST_KEY in extra_args
+
+
 def _mapping(value, name: str) -> Mapping:
     """A JSON object, or a JSON string holding one (vllm_xargs values may
     arrive as strings from the command line)."""
@@ -63,6 +68,8 @@ class EngineConfig:
         tokens: "tokens" (feed their twins; default) or "text" (re-tokenise).
     diagnostics: a JSON-lines file; a line per request each time it
         leaves the batch (blendin_ext.vllm.diagnostics.read_diagnostics).
+    stats: a JSON-lines file; a line of each rank's counters each time its
+        blended requests are all done (blendin_ext.vllm.stats.read_stats).
     """
 
     guide: str
@@ -77,6 +84,7 @@ class EngineConfig:
     guide_chat: bool = True
     guide_sync: str = "tokens"
     diagnostics: Optional[str] = None
+    stats: Optional[str] = None
 
     @classmethod
     def parse(cls, additional_config: Optional[Mapping]) -> Optional["EngineConfig"]:
@@ -94,10 +102,14 @@ class EngineConfig:
         if config.guide_dtype not in DTYPES:
             raise ValueError(f"{name}.guide_dtype must be one of {', '.join(DTYPES)}, got "
                              f"{config.guide_dtype!r}")
-        for flag in ("lazy", "guide_chat"):
-            if not isinstance(getattr(config, flag), bool):
-                raise ValueError(f"{name}.{flag} must be true or false, "
-                                 f"got {getattr(config, flag)!r}")
+        for flag, value in (("lazy", config.lazy), ("guide_chat", config.guide_chat)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}.{flag} must be true or false, got {value!r}")
+        for key, value in (("diagnostics", config.diagnostics), ("stats", config.stats),
+                           ("guide_device", config.guide_device),
+                           ("system_prompt", config.system_prompt)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name}.{key} must be a string, got {value!r}")
         gamma = check_gamma(config.gamma, f"{name}.gamma")
         alpha = check_alpha(config.alpha, f"{name}.alpha")
         choose(config.strategy, gamma, alpha, name=f"{name}.strategy")
@@ -109,12 +121,15 @@ class EngineConfig:
 @dataclass(frozen=True)
 class RequestConfig:
     """``extra_args["blendin"]``: per-request choices; None: the engine's.
-    ``{}`` or ``true`` means "BlendIn with the engine's defaults"."""
+    ``{}`` or ``true`` means "BlendIn with the engine's defaults".
+    request_id: the key of the request's diagnostics (default: made up,
+    see blendin_ext/vllm/diagnostics.py)."""
 
     strategy: Optional[str] = None
     gamma: Optional[float] = None
     alpha: Optional[AlphaValue] = None
     agree_bonus: Optional[float] = None
+    request_id: Optional[str] = None
 
     @classmethod
     def parse(cls, extra_args: Optional[Mapping[str, Any]]) -> Optional["RequestConfig"]:
@@ -139,6 +154,10 @@ class RequestConfig:
                 raise ValueError(f"{name}.strategy must be a strategy name, "
                                  f"got {config.strategy!r}")
             choose(config.strategy, name=f"{name}.strategy")
+        if config.request_id is not None and (not isinstance(config.request_id, str)
+                                              or not config.request_id):
+            raise ValueError(f"{name}.request_id must be a non-empty string, "
+                             f"got {config.request_id!r}")
         return config
 
     def resolve(self, engine: EngineConfig) -> tuple:

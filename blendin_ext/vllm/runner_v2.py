@@ -1,176 +1,151 @@
-"""BlendIn under vLLM's Model Runner V2 (``vllm.v1.worker.gpu``).
+"""BlendIn under vLLM's Model Runner V2 (``vllm.v1.worker.gpu``), onto
+`BlendCore` (no vLLM import; the interface is vLLM's
+``vllm/v1/worker/gpu/sample/logits_processor/interface.py``).
 
-V2 talks to a logits processor differently from the V1 persistent batch:
+What V2 hands a processor, and how it is used here:
 
-- a request gets a *slot* (``add_request(slot, params)``), recycled through
-  a free list; nothing says when a request leaves;
-- the token history lives in the runner's per-slot buffers
-  (``req_states.all_token_ids`` up to ``total_len``), not in lists handed
-  to the processor;
-- ``apply(logits, ctx)`` gets the step's layout: ``ctx.idx_mapping_np``
-  maps each logits row to its slot, and rows are reordered every step.
+- ``add_request(slot, params)``: a request enters a slot, recycled through
+  a free list; nothing says when it leaves, so a slot given to a new
+  request ends its previous one, and a blended slot that a step leaves out
+  sits that step out (`BlendCore.begin_step`);
+- ``apply_staged_writes()``, once per step after the runner flushed its
+  buffers: requests admitted since the last step join the core, with their
+  prompt and (after preemption) the output they already have, read from
+  ``req_states`` (``all_token_ids`` up to ``prefill_len``);
+- ``apply(logits, ctx)``: ``ctx.expanded_idx_mapping`` maps each logits row
+  to its slot (rows are reordered every step), ``ctx.pos`` is the position
+  of each row's input token and ``ctx.input_ids`` that token. Committed
+  tokens are ``all_token_ids[slot, :total_len]``; under speculative
+  decoding a request owns one row per draft position
+  (``ctx.expanded_local_pos``), and row j sees the committed tokens plus
+  its first j draft tokens, which are only in ``ctx.input_ids``.
 
-`SlotRequests` turns that into what `BlendCore` already understands: the
-core's batch index is the slot, a step passes ``positions`` (slot -> row),
-a request's prompt and output ids are read from the runner's buffers, and
-a slot whose request is no longer the runner's leaves the core. Request ids
-(for diagnostics) and departures are read from the runner's own request
-table when the runner exposes it (``req_states.index_to_req_id``), found
-through the caller of ``add_request``; without it a request leaves when its
-slot is given to another one.
+So the context of a row is the committed tokens up to its position, then
+the inputs of its request's rows up to it. The core decides one draft
+position at a time (`BlendCore.run`), each request's token list set to
+that row's output, so that the guide sees each row's own context: rejected
+draft tokens are rolled back by the guide's common-prefix sync. A row
+before the end of its request's prefill (chunked prefill) produces no
+token and is left alone.
 """
 from __future__ import annotations
 
-import logging
-import sys
-from dataclasses import dataclass
+from collections import defaultdict
 from typing import Dict, List, Optional
 
 import torch
 
-from blendin_ext.vllm.config import RequestConfig
-from blendin_ext.vllm.core import BlendCore, BlendRequest, Sampling
-
-logger = logging.getLogger("blendin_ext.vllm")
-
-
-@dataclass
-class _Admitted:
-    """A request seen by add_request whose ids are read at its first step
-    (V2 writes the slot's tokens after add_request returns)."""
-
-    request: RequestConfig
-    sampling: Sampling
-    request_id: Optional[str]
+from blendin_ext.vllm.config import has_blendin
+from blendin_ext.vllm.core import BlendCore
+from blendin_ext.vllm.requests import request_from_params
 
 
-def _caller_request(max_depth: int = 5):
-    """(request id, runner's request table) from the frames that called
-    add_request: the runner's ``add_requests`` holds ``req_id`` and ``self``
-    with ``req_states.index_to_req_id``. (None, None) where this vLLM does
-    not call it that way."""
-    frame = sys._getframe(2)
-    for _ in range(max_depth):
-        if frame is None:
-            break
-        table = getattr(getattr(frame.f_locals.get("self"), "req_states", None),
-                        "index_to_req_id", None)
-        request_id = frame.f_locals.get("req_id")
-        if isinstance(request_id, str) and isinstance(table, dict):
-            return request_id, table
-        frame = frame.f_back
-    return None, None
-
-
-class SlotRequests:
+class SlotRows:
     """The blended requests of a V2 runner, by slot, driving a `BlendCore`."""
 
     def __init__(self, core: BlendCore, req_states):
         self.core = core
         self.req_states = req_states            # LogitsProcRequestState (read-only)
-        self.admitted: Dict[int, _Admitted] = {}
-        self.outputs: Dict[int, List[int]] = {}  # slot -> the request's output ids
-        self.prompt_lens: Dict[int, int] = {}
-        self.table: Optional[dict] = None        # the runner's slot -> request id
+        self.admitted: Dict[int, object] = {}   # slot -> SamplingParams, joining next step
+        self.committed: Dict[int, List[int]] = {}   # slot -> committed output ids
 
     # ------------------------------------------------------------ requests
     def add(self, slot: int, params) -> bool:
-        """A request enters `slot` (the slot's previous occupant has left)."""
-        self._release([slot])
-        request = RequestConfig.parse(params.extra_args)
-        if request is None:
-            self.admitted.pop(slot, None)
+        """A request enters `slot` (its previous occupant has left); True
+        when BlendIn decides its tokens."""
+        self.admitted.pop(slot, None)
+        if slot in self.core.requests:
+            self.committed.pop(slot, None)
+            self.core.update([slot], [], [])
+        if not has_blendin(params.extra_args):
             return False
-        request_id, table = _caller_request()
-        self.table = table if table is not None else self.table
-        self.admitted[slot] = _Admitted(
-            request, Sampling.of(params.temperature, params.top_k, params.top_p, params.seed),
-            request_id)
+        self.admitted[slot] = params
         return True
 
-    def _release(self, slots) -> None:
-        gone = [s for s in slots if s in self.core.slots]
-        for slot in gone:
-            self.outputs.pop(slot, None)
-            self.prompt_lens.pop(slot, None)
-        if gone:
-            self.core.update(gone, [], [])
-
-    def _departed(self) -> List[int]:
-        """Slots whose request the runner no longer holds (finished,
-        aborted or preempted); none known without the runner's table."""
-        if self.table is None:
-            return []
-        return [slot for slot, request in self.core.slots.items()
-                if self.table.get(slot) != request.key]
+    def join_admitted(self) -> None:
+        """Admitted requests join the core (their slot's ids are flushed)."""
+        if not self.admitted:
+            return
+        joining = []
+        for slot, params in self.admitted.items():
+            prompt_len = int(self.req_states.prompt_len.np[slot])
+            prefill_len = int(self.req_states.prefill_len.np[slot])
+            ids = self._tokens(slot, 0, prefill_len)
+            request = request_from_params(self.core.config, params, ids[:prompt_len],
+                                          ids[prompt_len:], self.core.eos_ids)
+            if request is not None:
+                self.committed[slot] = list(request.tokens)
+            joining.append((slot, request))
+        self.admitted.clear()
+        self.core.update([], joining, [])
 
     # ----------------------------------------------------------------- step
     def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
-        slots = [int(s) for s in ctx.idx_mapping_np.tolist()]
-        if logits.shape[0] != len(slots):
-            raise RuntimeError("BlendIn: speculative decoding (several logits rows per "
-                               "request) is not supported by the plug-in")
-        self._release(self._departed())
-        totals = self.req_states.total_len.gpu[ctx.idx_mapping].tolist()
-        self._admit([s for s in slots if s in self.admitted], slots, totals)
-        seen = (ctx.pos + 1).tolist()   # tokens visible to each row's next token
-        fed = None
-        positions = {}
-        for row, (slot, total) in enumerate(zip(slots, totals)):
-            if slot not in self.core.slots:
-                continue
-            if seen[row] > total and fed is None:
-                fed = ctx.input_ids.tolist()
-            if self._refresh(slot, total, seen[row], fed[row] if fed else None):
-                positions[slot] = row
-        return self.core.apply(logits, positions)
-
-    def _admit(self, new: List[int], slots: List[int], totals: List[int]) -> None:
-        """Admitted requests join the core at their first step, with the
-        prompt (and, after preemption, the output so far) from the slot."""
-        if not new:
-            return
-        added = []
-        for slot in new:
-            entry = self.admitted.pop(slot)
+        self.join_admitted()
+        if not self.core.requests or not any(int(s) in self.core.requests
+                                             for s in ctx.idx_mapping_np):
+            self.core.begin_step(())
+            return logits   # no blended request in this step: no device sync
+        slots, local, pos, fed = torch.stack([
+            ctx.expanded_idx_mapping.long(), ctx.expanded_local_pos.long(), ctx.pos.long(),
+            ctx.input_ids.long()]).tolist()
+        rows_of = defaultdict(list)   # slot -> its rows, by draft position
+        for row, slot in enumerate(slots):
+            if slot in self.core.requests:
+                rows_of[slot].append(row)
+        self.core.begin_step(rows_of)
+        totals = self._totals(list(rows_of))
+        levels: Dict[int, Dict[int, tuple]] = defaultdict(dict)   # draft position -> slot -> row
+        for slot, rows in rows_of.items():
+            rows.sort(key=lambda r: local[r])
+            committed = self._committed(slot, totals[slot])
             prompt_len = int(self.req_states.prompt_len.np[slot])
-            ids = self._tokens(slot, 0, totals[slots.index(slot)])
-            self.prompt_lens[slot] = prompt_len
-            self.outputs[slot] = ids[prompt_len:]
-            request = self.core.new_request(entry.request, entry.sampling, ids[:prompt_len],
-                                            self.outputs[slot])
-            added.append((slot, request, entry.request_id))
-        ids_by_slot = {slot: request_id for slot, _, request_id in added}
-        self.core.update([], [(slot, request) for slot, request, _ in added], [],
-                         _IdsBySlot(ids_by_slot))
+            prefill_len = int(self.req_states.prefill_len.np[slot])
+            for row in rows:
+                if pos[row] + 1 < prefill_len:
+                    continue       # a prefill chunk: its sample is discarded
+                output = row_output(committed, prompt_len, totals[slot], pos, fed, rows, row)
+                if output is not None:
+                    levels[local[row]][slot] = (row, output)
+        for level in sorted(levels):
+            for slot, (_, output) in levels[level].items():
+                self.core.requests[slot].tokens[:] = output   # in place: the guide reads it
+            self.core.run(logits, {slot: row for slot, (row, _) in levels[level].items()})
+        self.core.end_step(rows_of)
+        return logits
 
-    def _refresh(self, slot: int, total: int, seen: int, fed: Optional[int]) -> bool:
-        """Brings the request's output ids up to the row's position: the
-        tokens committed since the last step, and the token fed this step
-        when the runner commits it only after sampling (`fed`). False while
-        the request is still prefilling (the row's token is dropped)."""
-        output = self.outputs[slot]
-        have = self.prompt_lens[slot] + len(output)
+    def _totals(self, slots: List[int]) -> Dict[int, int]:
+        index = torch.tensor(slots, dtype=torch.long, device=self.req_states.total_len.gpu.device)
+        return dict(zip(slots, self.req_states.total_len.gpu.index_select(0, index).tolist()))
+
+    def _committed(self, slot: int, total: int) -> List[int]:
+        """The slot's committed output ids (read from the runner's buffer
+        only where they grew since the last step)."""
+        prompt_len = int(self.req_states.prompt_len.np[slot])
+        committed = self.committed[slot]
+        have = prompt_len + len(committed)
         if total > have:
-            output.extend(self._tokens(slot, have, total))
-            have = total
-        if seen == have + 1 and fed is not None:
-            output.append(fed)
-            have += 1
-        return seen == have
+            committed.extend(self._tokens(slot, have, total))
+        elif total < have:
+            del committed[max(total - prompt_len, 0):]
+        return committed
 
     def _tokens(self, slot: int, start: int, stop: int) -> List[int]:
         return self.req_states.all_token_ids.gpu[slot, start:stop].tolist()
 
 
-class _IdsBySlot:
-    """`BlendCore.update`'s request_ids for slots: index -> id or None."""
-
-    def __init__(self, ids: Dict[int, Optional[str]]):
-        self.ids = ids
-
-    def __getitem__(self, slot: int) -> Optional[str]:
-        return self.ids.get(slot)
-
-    def __bool__(self) -> bool:
-        return True
+def row_output(committed: List[int], prompt_len: int, total: int, pos: List[int],
+               fed: List[int], rows: List[int], row: int) -> Optional[List[int]]:
+    """The output ids a row's logits follow: the committed ones up to its
+    position, then the tokens its request's rows feed from `total` up to
+    it (a runner's last sampled token not yet committed, draft tokens).
+    None when some position is not known."""
+    seen = pos[row] + 1               # tokens visible to the row's next token
+    output = committed[: max(min(total, seen) - prompt_len, 0)]
+    if seen > total:
+        inputs = {pos[r]: fed[r] for r in rows if total <= pos[r] <= pos[row]}
+        extra = [inputs.get(p) for p in range(total, seen)]
+        if None in extra:
+            return None
+        output = output + extra
+    return output if prompt_len + len(output) == seen else None

@@ -18,8 +18,8 @@ pytest.importorskip("vllm")
 import torch  # noqa: E402
 
 import blendin_ext  # noqa: E402
-from blendin_ext.testing import random_prompts, tiny_tokenizer  # noqa: E402
-from tests.helpers.tiny_folders import VOCAB, save_tiny  # noqa: E402
+from blendin_ext.testing import random_prompts  # noqa: E402
+from tests.helpers.tiny_folders import save_tiny  # noqa: E402
 from tests.helpers.vllm_engine import request, run_engine, tokens  # noqa: E402
 
 PROMPTS = random_prompts(4, min_words=1, max_words=9, seed=3)   # ragged on purpose
@@ -56,7 +56,8 @@ def common_batches():
 
 
 def blend_batches():
-    mixed = [request(p, blendin={"strategy": s}) for p, s in zip(PROMPTS, STRATEGIES)]
+    mixed = [request(p, blendin={"strategy": s, "request_id": f"mixed-{i}"})
+             for i, (p, s) in enumerate(zip(PROMPTS, STRATEGIES))]
     untouched_sampled = [request(PROMPTS[0], seed=11, **SAMPLED)]
     seeded = [request(p, blendin={"strategy": "blendin"}, seed=7 + i, **SAMPLED)
               for i, p in enumerate(PROMPTS)]
@@ -170,15 +171,28 @@ def test_bad_arguments_name_the_field_and_the_engine_survives(blend):
 
 
 def test_diagnostics_by_request_id(blend):
+    """Keyed by extra_args.blendin.request_id; requests without one get
+    request-N; requests without BlendIn get none."""
     diagnostics = blend["diagnostics"]
-    mixed = blend["batches"][3]
-    for result, strategy in zip(mixed, STRATEGIES):
-        diag = diagnostics[result["id"]]
+    for i, strategy in enumerate(STRATEGIES):
+        diag = diagnostics[f"mixed-{i}"]
         assert diag["strategy"] == strategy and diag["tokens"] == STEPS
-    assert diagnostics[mixed[0]["id"]]["interventions"] == 0
-    assert diagnostics[mixed[1]["id"]]["intervention_rate"] == 1.0
-    untouched = blend["batches"][0][0]["id"]
-    assert untouched not in diagnostics
+    assert diagnostics["mixed-0"]["interventions"] == 0
+    assert diagnostics["mixed-1"]["intervention_rate"] == 1.0
+    assert any(key.startswith("request-") for key in diagnostics)
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])
+def test_async_scheduling_changes_nothing(folders, blend, models, async_scheduling):
+    """vLLM's asynchronous scheduling leaves placeholders in the engine's
+    output lists; the plug-in fills them with its own tokens and never feeds
+    one to the guide: greedy and seeded tokens are the same either way."""
+    config = engine(folders, "guide") | dict(async_scheduling=async_scheduling)
+    batches = blend_batches()
+    run = run_engine(config, [batches[3], batches[5]])
+    assert tokens(run["batches"][0]) == tokens(blend["batches"][3])
+    assert tokens(run["batches"][1]) == tokens(blend["batches"][5])
+    assert same_prefix(tokens(run["batches"][0]), loop(models, strategy=STRATEGIES))
 
 
 def test_logprobs_are_the_base_models(blend, models):

@@ -1,55 +1,59 @@
 """The processor class against both of vLLM's processor interfaces: vLLM
 loads entry-point plug-ins into every engine, and Model Runner V2 refuses a
 class that is not its kind, so ours is both; without BlendIn configured it
-is inert in either runner, and under V2 a BlendIn engine stops with our
-message (V2 is not implemented)."""
+is inert in either runner; each runner gets its adapter; registered twice
+(entry point and logits_processors=[...]) it blends once."""
 import pytest
 
 pytest.importorskip("vllm")
 
+from types import SimpleNamespace  # noqa: E402
+
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1  # noqa: E402
 
 from blendin_ext.vllm.processor import BlendInLogitsProcessor  # noqa: E402
-from blendin_ext.vllm.runner_v2 import SlotRequests  # noqa: E402
+from tests.helpers.vllm_engine import fake_params  # noqa: E402
 
 
-class Config:
-    def __init__(self, additional_config):
-        self.additional_config = additional_config
+def config(additional_config):
+    return SimpleNamespace(additional_config=additional_config)
 
 
 def test_both_interfaces():
     assert issubclass(BlendInLogitsProcessor, V1)
-    try:
-        from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2
-    except ImportError:
-        pytest.skip("this vLLM has no Model Runner V2 interface")
+    from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2
     assert issubclass(BlendInLogitsProcessor, V2)
 
 
 def test_inert_without_blendin_config():
-    v1 = BlendInLogitsProcessor(Config({}), "cpu", False)
+    v1 = BlendInLogitsProcessor(config({}), "cpu", False)
     assert v1.core is None and not v1.is_argmax_invariant()
     v1.update_state(None)
+    v1.update_state(SimpleNamespace(added=[(0, fake_params({"gamma": -1}), [1], [])],
+                                    removed=[], moved=[]))   # even bad arguments: no raise
     logits = object()
     assert v1.apply(logits) is logits
-    v2 = BlendInLogitsProcessor(Config(None), object())
-    assert v2.add_request(0, None) is False and v2.apply(logits, None) is logits
+    v2 = BlendInLogitsProcessor(config(None), object())
+    assert v2.add_request(0, fake_params({"strategy": "guide"})) is False
+    v2.apply_staged_writes()
+    assert v2.apply(logits, None) is logits
 
 
 def test_each_runner_gets_its_adapter(monkeypatch):
     """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""
-    import blendin_ext.vllm.processor as processor
+    import blendin_ext.vllm.engine as engine
+    from blendin_ext.vllm.runner_v1 import BatchRows
+    from blendin_ext.vllm.runner_v2 import SlotRows
 
     built = []
-    monkeypatch.setattr(processor, "build_core",
+    monkeypatch.setattr(engine, "build_core",
                         lambda config, vllm_config, device: built.append(device) or "core")
-    engines = [Config({"blendin": {"guide": "g"}}) for _ in range(2)]   # alive: ids differ
+    engines = [config({"blendin": {"guide": "g"}}) for _ in range(2)]   # alive: ids differ
     v1 = BlendInLogitsProcessor(engines[0], "cpu", False)
-    assert v1.core == "core" and v1.slots is None
-    states = type("States", (), {"device": "cuda:1"})()
+    assert isinstance(v1.batch, BatchRows) and v1.slots is None and v1.core == "core"
+    states = SimpleNamespace(device="cuda:1")
     v2 = BlendInLogitsProcessor(engines[1], states)
-    assert isinstance(v2.slots, SlotRequests) and v2.slots.req_states is states
+    assert isinstance(v2.slots, SlotRows) and v2.slots.req_states is states
     assert built == ["cpu", "cuda:1"]
 
 
@@ -63,11 +67,10 @@ def test_validate_params_names_the_field():
 
 
 def test_registered_twice_blends_once(monkeypatch):
-    """The entry point and logits_processors=[...] both construct it."""
-    import blendin_ext.vllm.processor as processor
+    import blendin_ext.vllm.engine as engine
 
-    monkeypatch.setattr(processor, "build_core", lambda config, vllm_config, device: "core")
-    config = Config({"blendin": {"guide": "g"}})
-    first = BlendInLogitsProcessor(config, "cpu", False)
-    second = BlendInLogitsProcessor(config, "cpu", False)
+    monkeypatch.setattr(engine, "build_core", lambda config, vllm_config, device: "core")
+    shared = config({"blendin": {"guide": "g"}})
+    first = BlendInLogitsProcessor(shared, "cpu", False)
+    second = BlendInLogitsProcessor(shared, "cpu", False)
     assert first.core == "core" and second.core is None

@@ -37,8 +37,8 @@ def test_default_pair_equals_our_loop(pair):
         dict(model=base.path, max_model_len=512, enforce_eager=True, dtype="float32",
              max_num_seqs=8, seed=0, additional_config={"blendin": {"guide": "smollm2-135m-instruct",
                                                                 "guide_dtype": "float32"}}),
-        [[request(p, blendin={"strategy": s}, max_tokens=STEPS)
-          for p, s in zip(PROMPTS, STRATEGIES)]])
+        [[request(p, blendin={"strategy": s, "request_id": f"r{i}"}, max_tokens=STEPS)
+          for i, (p, s) in enumerate(zip(PROMPTS, STRATEGIES))]])
     expected = blendin_ext.generate(base.model, guide.model, PROMPTS, tokenizer=base.tokenizer,
                                     guide_tokenizer=guide.tokenizer, strategy=STRATEGIES,
                                     max_new_tokens=STEPS, lazy=True)
@@ -46,5 +46,5 @@ def test_default_pair_equals_our_loop(pair):
     for engine_tokens, result in zip(got, expected):
         assert engine_tokens[: len(result.token_ids)] == result.token_ids
     by_id = run["diagnostics"]
-    rates = [by_id[r["id"]]["intervention_rate"] for r in run["batches"][0]]
+    rates = [by_id[f"r{i}"]["intervention_rate"] for i in range(len(PROMPTS))]
     assert rates[0] == 0.0 and rates[1] == 1.0

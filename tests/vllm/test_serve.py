@@ -1,7 +1,9 @@
-"""`vllm serve` with the plug-in on 127.0.0.1 (tiny saved models): a
-completions request with vllm_xargs gives the offline engine's tokens and
-its diagnostics land in the configured file under the response's id; a
-bad argument gets HTTP 400 naming the field, and the server keeps serving."""
+"""`python -m vllm.entrypoints.openai.api_server` with the plug-in on
+127.0.0.1 (tiny saved models): a completions request with vllm_xargs gives
+the offline engine's tokens and its diagnostics land in the configured file
+under its request_id; a bad argument gets HTTP 400 naming the field; and
+under load (200 requests, 16 concurrent clients, BlendIn, plain and bad
+arguments mixed) every answer is right and the server stays up."""
 import json
 import os
 import socket
@@ -84,24 +86,30 @@ def server(tmp_path_factory):
         log.close()
 
 
-def completion(server, xargs):
-    return post(server["url"] + "/v1/completions", {
-        "model": str(server["base"]), "prompt": PROMPT, "max_tokens": STEPS, "temperature": 0,
-        "ignore_eos": True, "return_token_ids": True, "vllm_xargs": xargs})
+def completion(server, xargs, prompt=PROMPT, **sampling):
+    body = {"model": str(server["base"]), "prompt": prompt, "max_tokens": STEPS,
+            "temperature": 0, "ignore_eos": True, "return_token_ids": True, **sampling}
+    if xargs is not None:
+        body["vllm_xargs"] = xargs
+    return post(server["url"] + "/v1/completions", body)
+
+
+def offline_engine(server) -> dict:
+    return dict(model=str(server["base"]), max_model_len=256, enforce_eager=True,
+                dtype="float32", seed=0, max_num_seqs=8,
+                additional_config={"blendin": {"guide": str(server["guide"])}})
 
 
 def test_completion_equals_offline_and_logs_diagnostics(server):
-    status, body = completion(server, {"blendin": json.dumps({"strategy": "nudging"})})
+    blendin = {"strategy": "nudging", "request_id": "served-1"}
+    status, body = completion(server, {"blendin": json.dumps(blendin)})
     assert status == 200, body
-    offline = run_engine(
-        dict(model=str(server["base"]), max_model_len=256, enforce_eager=True, dtype="float32",
-             seed=0, additional_config={"blendin": {"guide": str(server["guide"])}}),
-        [[request(PROMPT, blendin={"strategy": "nudging"}, max_tokens=STEPS)]])
+    offline = run_engine(offline_engine(server),
+                         [[request(PROMPT, blendin={"strategy": "nudging"}, max_tokens=STEPS)]])
     assert body["choices"][0]["token_ids"] == tokens(offline["batches"][0])[0]
     diagnostics = read_diagnostics(server["diag"])
-    key = body["id"] + "-0"   # /v1/completions: the response id, "-", the prompt's index
-    assert diagnostics[key]["strategy"] == "nudging"
-    assert diagnostics[key]["tokens"] == STEPS
+    assert diagnostics["served-1"]["strategy"] == "nudging"
+    assert diagnostics["served-1"]["tokens"] == STEPS
 
 
 def test_bad_argument_is_a_400_naming_the_field(server):
@@ -110,3 +118,90 @@ def test_bad_argument_is_a_400_naming_the_field(server):
     assert "extra_args.blendin.gamma" in json.dumps(body)
     status, _ = completion(server, {"blendin": json.dumps({"strategy": "guide"})})
     assert status == 200
+
+
+# ------------------------------------------------------------ under load
+LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 200, 16, 600
+LOAD_PROMPTS = random_prompts(4, min_words=2, max_words=6, seed=11)
+SAMPLED = {"temperature": 0.8, "top_p": 0.9, "top_k": 50}
+# (strategy, seed): greedy without a seed, sampled with one
+GOOD = [(s, seed) for s in ("blendin", "nudging", "guide") for seed in (None, 5)]
+BAD = [  # vllm_xargs["blendin"] as sent, and the field the 400 must name
+    (json.dumps({"gamma": "high"}), "extra_args.blendin.gamma"),           # wrong type
+    (json.dumps({"strategy": 3}), "extra_args.blendin.strategy"),          # wrong type
+    (json.dumps({"request_id": 5}), "extra_args.blendin.request_id"),      # wrong type
+    (json.dumps({"gamma": -0.5}), "extra_args.blendin.gamma"),             # out of range
+    (json.dumps({"alpha": 1.5}), "extra_args.blendin.alpha"),              # out of range
+    (json.dumps({"strategy": "nope"}), "extra_args.blendin.strategy"),     # unknown strategy
+    ('{"strategy": "blendin"', "extra_args.blendin"),                      # malformed JSON
+    (7, "extra_args.blendin"),                                             # not an object
+]
+
+
+def load_plan():
+    """The requests: (kind, prompt index, what to send)."""
+    plan = []
+    for k in range(LOAD_REQUESTS):
+        prompt = k % len(LOAD_PROMPTS)
+        if k % 5 == 3:
+            plan.append(("plain", prompt, None))
+        elif k % 5 == 4:
+            plan.append(("bad", prompt, BAD[(k // 5) % len(BAD)]))
+        else:
+            plan.append(("blendin", prompt, GOOD[(k // 5 + k) % len(GOOD)]))
+    return plan
+
+
+def send(server, kind, prompt, what):
+    if kind == "plain":
+        return completion(server, None, LOAD_PROMPTS[prompt])
+    if kind == "bad":
+        return completion(server, {"blendin": what[0]}, LOAD_PROMPTS[prompt])
+    strategy, seed = what
+    sampling = {} if seed is None else dict(SAMPLED, seed=seed)
+    return completion(server, {"blendin": json.dumps({"strategy": strategy})},
+                      LOAD_PROMPTS[prompt], **sampling)
+
+
+def test_serving_under_load_and_bad_input(server):
+    """200 requests from 16 concurrent clients, BlendIn, plain and bad
+    vllm_xargs mixed: every bad one a 400 naming its field, every good one
+    completes with the offline engine's tokens for the same seed, and the
+    server is healthy at the end. Prints the counts ("LOAD ...")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan = load_plan()
+    started = time.time()
+    with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+        replies = list(pool.map(lambda item: send(server, *item), plan,
+                                timeout=LOAD_SECONDS))
+    seconds = time.time() - started
+    # The offline engine: each distinct good request once.
+    distinct = sorted({(kind, prompt, what) for kind, prompt, what in plan if kind != "bad"},
+                      key=repr)
+    offline = run_engine(offline_engine(server), [[
+        request(LOAD_PROMPTS[prompt], max_tokens=STEPS) if kind == "plain" else request(
+            LOAD_PROMPTS[prompt], blendin={"strategy": what[0]}, max_tokens=STEPS,
+            **({} if what[1] is None else dict(SAMPLED, seed=what[1])))
+        for kind, prompt, what in distinct]])
+    want = dict(zip(distinct, tokens(offline["batches"][0])))
+    counts = {"sent": len(plan), "bad": 0, "400s": 0, "400s_naming_the_field": 0,
+              "completed": 0, "mismatches": 0, "other": 0}
+    for (kind, prompt, what), (status, body) in zip(plan, replies):
+        if kind == "bad":
+            counts["bad"] += 1
+            counts["400s"] += status == 400
+            counts["400s_naming_the_field"] += status == 400 and what[1] in json.dumps(body)
+        elif status == 200:
+            counts["completed"] += 1
+            counts["mismatches"] += body["choices"][0]["token_ids"] != want[(kind, prompt, what)]
+        else:
+            counts["other"] += 1
+    health = urllib.request.urlopen(server["url"] + "/health", timeout=10).status
+    after, _ = completion(server, {"blendin": json.dumps({"strategy": "blendin"})})
+    counts.update(server_up=health == 200 and after == 200, seconds=round(seconds, 1))
+    print("LOAD " + json.dumps(counts))
+    good = counts["sent"] - counts["bad"]
+    assert counts["400s"] == counts["400s_naming_the_field"] == counts["bad"] > 0
+    assert counts["completed"] == good and counts["other"] == 0
+    assert counts["mismatches"] == 0 and counts["server_up"]
