@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from blendin_ext.guides.stream import guide_row_stats
 from blendin_ext.guides.synced import SyncedGuide
 from blendin_ext.vllm.requests import BlendRequest
 
@@ -71,13 +72,8 @@ class GuideRows:
     def save_stats(self, leaving: Sequence[BlendRequest]) -> None:
         """A cross-tokenizer guide's view of requests about to leave (their
         twin share and map coverage), read while it still holds their rows."""
-        pairs = [(r, self.row(r)) for r in leaving if self.holds(r)]
-        if not pairs:
-            return
-        coverage = self.guide.coverage_by_row()
-        shares = self.guide.twin_share_by_row([row for _, row in pairs])  # syncs these rows only
-        if shares is None or coverage is None:
-            return      # a guide of the base's vocabulary feeds the base's own ids
-        for (request, row), share in zip(pairs, shares):
-            request.diagnostics.guide_twin_share = share
-            request.diagnostics.map_coverage = coverage[row]
+        held = [r for r in leaving if self.holds(r)]
+        # syncs these rows only; None for a guide of the base's own vocabulary
+        for request, stats in zip(held, guide_row_stats(self.guide, [self.row(r) for r in held])):
+            request.diagnostics.guide_twin_share = stats.twin_share
+            request.diagnostics.map_coverage = stats.map_coverage

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from blendin_ext.decode.loop import HostStep, fit_vocab
+from blendin_ext.decode.loop import HostStep
+from blendin_ext.guides.stream import pair_logits
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.ops.args import BlendStepResult
 from blendin_ext.ops.fused import run_base_step, run_step
@@ -153,9 +154,8 @@ class BlendStep:
         sub_guide = guide_logits.index_select(
             0, torch.tensor(guide_rows, dtype=torch.long, device=guide_logits.device))
         maps = self.guide.guide_to_base
-        if maps is None and sub_guide.shape[-1] != sub_base.shape[-1]:
-            sub_guide = fit_vocab(sub_guide, sub_base.shape[-1])
-        sub_guide = mask_like_base(sub_guide.to(sub_base.device, torch.float32), sub_base, maps)
+        sub_base, sub_guide = pair_logits(sub_base, sub_guide, maps)
+        sub_guide = mask_like_base(sub_guide, sub_base, maps)
         sub = run_step(sub_base, sub_guide, maps, args if every else args.take(pick, n))
         merged = sub if every else BlendStepResult(
             *(full.index_put((pick,), part) for full, part in zip(first, sub)))
