@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
+from blendin_ext.ops.top_n import TopNRows
 from blendin_ext.ops.validate import (check_agree_bonus, check_alpha, check_gamma,
                                       check_guide_sync, check_seed, check_stop, check_temperature,
                                       check_token_budget, check_top_k, check_top_p)
@@ -29,7 +30,8 @@ class DecodeOptions:
     max_new_tokens: tokens to generate at most per row (>= 0).
     strategy (per prompt): None (gamma / alpha as given) or a name of the
         strategy table: "base", "guide", "nudging", "blend", "blendin",
-        "ensemble" (aliases such as "nudge" and "blend-0.3" work too).
+        "ensemble" (aliases such as "nudge" and "blend-0.3" work too), or
+        "blendin-top100", the paper's top-100 procedure (greedy only).
     gamma (per prompt): the guide joins when the base's top-1 prob < gamma.
     alpha (per prompt): "auto" (the reliability rule) or a weight in [0, 1].
     agree_bonus: the auto rule's agreement bonus.
@@ -96,6 +98,11 @@ class RowParams:
     temperature: list
     seed: torch.Tensor    # (B,) int64: per-row seeds, RNG stream independent of the row
     args: StepArgs
+    top_n: Optional[list] = None   # per row: N of the paper's top-N procedure, 0 = the op
+
+    def __post_init__(self):
+        # the rows whose tokens come from blendin_ext.ops.top_n (None: none)
+        self.top_n_rows = TopNRows.of(self.top_n or [], self.seed.device)
 
     @classmethod
     def build(cls, n: int, device, options: DecodeOptions) -> "RowParams":
@@ -103,17 +110,22 @@ class RowParams:
                 for name in ("strategy", "gamma", "alpha", "temperature", "top_k", "top_p")}
         seeds = ([options.seed + i for i in range(n)] if isinstance(options.seed, Integral)
                  and not isinstance(options.seed, bool) else per_row("seed", options.seed, n))
-        gammas, alphas, temps, top_ks, top_ps = [], [], [], [], []
+        gammas, alphas, temps, top_ks, top_ps, top_ns = [], [], [], [], [], []
         for i in range(n):
             where = f" (prompt {i})"
             gamma = check_gamma(rows["gamma"][i], where=where)
             alpha = check_alpha(rows["alpha"][i], where=where)
+            top_n = 0
             if rows["strategy"][i] is not None:
                 choice = choose(rows["strategy"][i], gamma, alpha, where=where)
-                gamma, alpha = choice.gamma, choice.alpha
+                gamma, alpha, top_n = choice.gamma, choice.alpha, choice.top_n
             gammas.append(gamma)
             alphas.append(AUTO if alpha == "auto" else alpha)
             temps.append(check_temperature(rows["temperature"][i], where=where))
+            if top_n and temps[-1] != 0:
+                raise ValueError(f"temperature must be 0 with strategy {choice.name} (the "
+                                 f"paper's procedure is greedy), got {temps[-1]}{where}")
+            top_ns.append(top_n)
             top_ks.append(check_top_k(rows["top_k"][i], where=where) or 0)
             top_p = check_top_p(rows["top_p"][i], where=where)
             top_ps.append(1.0 if top_p is None else top_p)
@@ -123,7 +135,7 @@ class RowParams:
                         options.agree_bonus, *_pair(temps, torch.float32, device),
                         *_pair(top_ks, torch.int32, device), *_pair(top_ps, torch.float32, device),
                         seed, 0, None, 0)
-        return cls(gammas, alphas, temps, seed, args)
+        return cls(gammas, alphas, temps, seed, args, top_ns)
 
     def select(self, index: Sequence[int]) -> "RowParams":
         """The parameters of rows `index` only (a batch whose finished rows
@@ -134,4 +146,5 @@ class RowParams:
                   if name.endswith("_tensor") and value is not None}
         return RowParams([self.gamma[i] for i in index], [self.alpha[i] for i in index],
                          [self.temperature[i] for i in index], sliced["seed_tensor"],
-                         self.args._replace(**sliced))
+                         self.args._replace(**sliced),
+                         None if self.top_n is None else [self.top_n[i] for i in index])

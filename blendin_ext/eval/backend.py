@@ -36,6 +36,7 @@ class EvalGenerator:
     def __call__(self, requests: list) -> list:
         output = self.blend.generate(
             [r.prompt for r in requests],
+            strategy=[r.strategy.name for r in requests],   # resolves to the same gamma / alpha
             gamma=[r.strategy.gamma for r in requests],
             alpha=[r.strategy.alpha for r in requests],
             seed=[row_seed(self.seed, r.example.id) for r in requests],
@@ -65,6 +66,7 @@ class EvalGenerator:
         return Generation(
             text=text,
             new_tokens=len(result.token_ids),
+            token_ids=list(result.token_ids),
             finish_reason=result.finish_reason,
             interventions=diag.intervention_count,
             mean_alpha=diag.mean_alpha if diag.mean_alpha is not None else float("nan"),
