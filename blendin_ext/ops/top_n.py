@@ -26,12 +26,14 @@ the list. Where it differs from the exact op: decode/README.md.
 `top_n_step` is that step on (B, V) / (B, Vg) logits, batched, with the
 op's argument and result types, so the decode loop and the vLLM plug-in
 call it where they call the op; `TopNRows` applies it to the rows of a
-batch that asked for it.
+batch that asked for it. `blend_lists` is the same rule on two
+{string: probability} lists, as a client of two completion servers
+computes it (benchmarks/bench_official.py; the tests' reference).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -158,3 +160,39 @@ class TopNRows:
                          guide_to_base, args.take(index, self.batch), self.n)
         return BlendStepResult(*(full.index_put((index,), part.to(full.dtype))
                                  for full, part in zip(out, sub)))
+
+
+@dataclass(frozen=True)
+class ListStep:
+    """One step of the rule on string lists."""
+
+    token: str            # the chosen string
+    intervened: bool      # c_b < gamma (only then is the guide's list needed)
+    alpha: float          # the weight used, 0 without intervention
+    agree: float          # p_base(guide's favourite), 0 when not in the base's list
+    q: dict               # the mixture over the candidate strings
+
+
+def blend_lists(base: Mapping[str, float], guide: Optional[Mapping[str, float]], *,
+                gamma: float = 0.4, alpha: Union[str, float] = "auto",
+                agree_bonus: float = 0.1,
+                can_emit: Optional[Callable[[str], bool]] = None) -> ListStep:
+    """The published step on two top-N lists of {string: probability}
+    (full-softmax probabilities). `guide` may be None where the base is
+    sure (c_b >= gamma). can_emit: which strings may be chosen (default:
+    any); ties go to the first string, the base's list first."""
+    c_b = max(base.values())
+    if not c_b < gamma:
+        return ListStep(max(base, key=base.get), False, 0.0, 0.0, dict(base))
+    if not guide:
+        raise ValueError("the base is unsure (c_b < gamma): the guide's list is needed")
+    c_g = max(guide.values())
+    agree = base.get(max(guide, key=guide.get), 0.0)
+    a = min(max(c_g / (c_b + c_g) + agree_bonus * agree, 0.0), 1.0) if alpha == "auto" \
+        else float(alpha)
+    union = list(base) + [s for s in guide if s not in base]
+    q = {s: a * guide.get(s, 0.0) + (1 - a) * base.get(s, 0.0) for s in union
+         if can_emit is None or can_emit(s)}
+    if not q or max(q.values()) <= 0:   # see top_n_step: the base's favourite
+        return ListStep(max(base, key=base.get), True, a, agree, q)
+    return ListStep(max(q, key=q.get), True, a, agree, q)

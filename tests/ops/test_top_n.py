@@ -12,7 +12,7 @@ import blendin_ext
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.maps import guide_map
 from blendin_ext.ops.strategies import choose, op_kwargs
-from blendin_ext.ops.top_n import TopNRows, top_n_step
+from blendin_ext.ops.top_n import TopNRows, blend_lists, top_n_step
 
 GREEDY = StepArgs.build(gamma=0.4, alpha="auto")
 
@@ -27,19 +27,12 @@ def top_list(logits: torch.Tensor, n: int, spell) -> dict:
 
 
 def published(base: dict, guide: dict, *, gamma=0.4, alpha="auto", bonus=0.1):
-    """The published step on two string lists: (q by emittable string,
+    """The rule on string lists (`blend_lists`): (q by emittable string,
     intervened, weight, agree). A string "b<id>" is a base token; "g<id>"
     is a guide token without a base spelling (never emitted here)."""
-    c_b = max(base.values())
-    if not c_b < gamma:
-        return dict(base), False, 0.0, None
-    c_g = max(guide.values())
-    favourite = max(guide, key=guide.get)
-    agree = base.get(favourite, 0.0)
-    a = min(max(c_g / (c_b + c_g) + bonus * agree, 0.0), 1.0) if alpha == "auto" else alpha
-    q = {s: a * guide.get(s, 0.0) + (1 - a) * base.get(s, 0.0)
-         for s in set(base) | set(guide) if s.startswith("b")}
-    return q, True, a, agree
+    step = blend_lists(base, guide, gamma=gamma, alpha=alpha, agree_bonus=bonus,
+                       can_emit=lambda s: s.startswith("b"))
+    return step.q, step.intervened, step.alpha, step.agree if step.intervened else None
 
 
 def reference_token(q: dict) -> int:
@@ -266,3 +259,17 @@ def test_strategy_names():
             choose(bad)
     with pytest.raises(ValueError, match="not a point of blend_step"):
         op_kwargs("blendin-top100")
+
+
+def test_string_lists_as_a_client_blends_them():
+    base = {" the": 0.3, " a": 0.25, " cat": 0.1}
+    guide = {" dog": 0.5, " a": 0.3}
+    sure = blend_lists({" the": 0.6, " a": 0.1}, None)
+    assert (sure.token, sure.intervened, sure.alpha) == (" the", False, 0.0)
+    step = blend_lists(base, guide)
+    assert step.agree == 0.0 and step.alpha == pytest.approx(0.5 / 0.8)
+    assert step.token == " dog"   # a client appends any string it gets back
+    assert step.q[" a"] == pytest.approx(0.625 * 0.3 + 0.375 * 0.25)
+    assert blend_lists(base, guide, can_emit=lambda s: s != " dog").token == " a"
+    with pytest.raises(ValueError, match="guide's list is needed"):
+        blend_lists(base, None)
