@@ -72,6 +72,7 @@ class EvalGenerator:
             mean_alpha=diag.mean_alpha if diag.mean_alpha is not None else float("nan"),
             mean_agree=diag.mean_agree if diag.mean_agree is not None else float("nan"),
             alphas=[i.alpha for i in diag.interventions],
+            intervention_positions=[i.position for i in diag.interventions],
             guide_wins=wins.get("guide", 0),
             guide_forwards=guide_forwards,
             decode_steps=decode_steps,

@@ -188,6 +188,7 @@ def test_cli_eval(folders, tmp_path):
     assert {s for s, _ in by} == {"blendin", "blendin-top100", "nudging"}
     for (strategy, problem), row in by.items():
         assert len(row["token_ids"]) == row["new_tokens"]
+        assert len(row["intervention_positions"]) == row["interventions"]
         if strategy == "blendin-top100":
             assert row["token_ids"] == by["blendin", problem]["token_ids"]
             assert row["alphas"] == by["blendin", problem]["alphas"]
