@@ -202,6 +202,9 @@ class BlendInGenerator:
         # hot path); offset = step, so a row's draws depend only on its seed
         # and step.
         out = run_step(base_logits, guide_logits, run.guide.guide_to_base, args)
+        if run.params.top_n_rows is not None:   # rows running the paper's top-N procedure
+            out = run.params.top_n_rows.apply(out, base_logits, guide_logits,
+                                              run.guide.guide_to_base, args)
         if base_top is None:
             base_top = base_logits.argmax(-1)
         return HostStep.fetch(out, base_top, run.guide.top_base_token(guide_logits))

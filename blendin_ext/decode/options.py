@@ -14,6 +14,7 @@ import torch
 
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.strategies import AUTO, choose
+from blendin_ext.ops.top_n import TopNRows
 from blendin_ext.ops.validate import (
     check_agree_bonus,
     check_alpha,
@@ -38,7 +39,8 @@ class DecodeOptions:
     max_new_tokens: tokens to generate at most per row (>= 0).
     strategy (per prompt): None (gamma / alpha as given) or a name of the
         strategy table: "base", "guide", "nudging", "blend", "blendin",
-        "ensemble" (aliases such as "nudge" and "blend-0.3" work too).
+        "ensemble" (aliases such as "nudge" and "blend-0.3" work too), or
+        "blendin-top100", the paper's top-100 procedure (greedy only).
     gamma (per prompt): the guide joins when the base's top-1 prob < gamma.
     alpha (per prompt): "auto" (the reliability rule) or a weight in [0, 1].
     agree_bonus: the auto rule's agreement bonus.
@@ -115,6 +117,11 @@ class RowParams:
     temperature: list
     seed: torch.Tensor    # (B,) int64: per-row seeds, RNG stream independent of the row
     args: StepArgs
+    top_n: Optional[list] = None   # per row: N of the paper's top-N procedure, 0 = the op
+
+    def __post_init__(self):
+        # the rows whose tokens come from blendin_ext.ops.top_n (None: none)
+        self.top_n_rows = TopNRows.of(self.top_n or [], self.seed.device)
 
     @classmethod
     def build(cls, n: int, device, options: DecodeOptions) -> "RowParams":
@@ -122,17 +129,22 @@ class RowParams:
                 for name in ("strategy", "gamma", "alpha", "temperature", "top_k", "top_p")}
         seeds = ([options.seed + i for i in range(n)] if isinstance(options.seed, Integral)
                  and not isinstance(options.seed, bool) else per_row("seed", options.seed, n))
-        gammas, alphas, temps, top_ks, top_ps = [], [], [], [], []
+        gammas, alphas, temps, top_ks, top_ps, top_ns = [], [], [], [], [], []
         for i in range(n):
             where = f" (prompt {i})"
             gamma = check_gamma(rows["gamma"][i], where=where)
             alpha = check_alpha(rows["alpha"][i], where=where)
+            top_n = 0
             if rows["strategy"][i] is not None:
                 choice = choose(rows["strategy"][i], gamma, alpha, where=where)
-                gamma, alpha = choice.gamma, choice.alpha
+                gamma, alpha, top_n = choice.gamma, choice.alpha, choice.top_n
             gammas.append(gamma)
             alphas.append(AUTO if alpha == "auto" else alpha)
             temps.append(check_temperature(rows["temperature"][i], where=where))
+            if top_n and temps[-1] != 0:
+                raise ValueError(f"temperature must be 0 with strategy {choice.name} (the "
+                                 f"paper's procedure is greedy), got {temps[-1]}{where}")
+            top_ns.append(top_n)
             top_ks.append(check_top_k(rows["top_k"][i], where=where) or 0)
             top_p = check_top_p(rows["top_p"][i], where=where)
             top_ps.append(1.0 if top_p is None else top_p)
@@ -150,7 +162,8 @@ class RowParams:
                         top_k_tensor=top_k_t, top_k_value=top_k_v,
                         top_p_tensor=top_p_t, top_p_value=top_p_v,
                         seed_tensor=seed, seed_value=0, offset_tensor=None, offset_value=0)
-        return cls(gamma=gammas, alpha=alphas, temperature=temps, seed=seed, args=args)
+        return cls(gamma=gammas, alpha=alphas, temperature=temps, seed=seed, args=args,
+                   top_n=top_ns)
 
     def select(self, index: Sequence[int]) -> "RowParams":
         """The parameters of rows `index` only (a batch whose finished rows
@@ -162,4 +175,5 @@ class RowParams:
         return RowParams(gamma=[self.gamma[i] for i in index],
                          alpha=[self.alpha[i] for i in index],
                          temperature=[self.temperature[i] for i in index],
-                         seed=sliced["seed_tensor"], args=self.args._replace(**sliced))
+                         seed=sliced["seed_tensor"], args=self.args._replace(**sliced),
+                         top_n=None if self.top_n is None else [self.top_n[i] for i in index])

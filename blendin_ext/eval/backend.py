@@ -32,6 +32,7 @@ class EvalGenerator:
     def __call__(self, requests: list) -> list:
         output = self.blend.generate(
             [r.prompt for r in requests], options=self.options,
+            strategy=[r.strategy.name for r in requests],   # resolves to the same gamma / alpha
             gamma=[r.strategy.gamma for r in requests],
             alpha=[r.strategy.alpha for r in requests],
             seed=[row_seed(self.options.seed, r.example.id) for r in requests])
@@ -60,11 +61,13 @@ class EvalGenerator:
         return Generation(
             text=text,
             new_tokens=len(result.token_ids),
+            token_ids=list(result.token_ids),
             finish_reason=result.finish_reason,
             interventions=diag.intervention_count,
             mean_alpha=diag.mean_alpha if diag.mean_alpha is not None else float("nan"),
             mean_agree=diag.mean_agree if diag.mean_agree is not None else float("nan"),
             alphas=[i.alpha for i in diag.interventions],
+            intervention_positions=[i.position for i in diag.interventions],
             guide_wins=wins.get("guide", 0),
             guide_forwards=guide_forwards,
             decode_steps=decode_steps,

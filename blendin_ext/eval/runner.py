@@ -45,6 +45,8 @@ class Generation:
     decode_steps: float = 0.0          # this row's share of its batch's decode steps
     map_coverage: Optional[float] = None
     guide_twin_share: Optional[float] = None   # guide ids fed as twins (cross-tokenizer)
+    token_ids: list = field(default_factory=list)   # generated base ids (where strategies diverge)
+    intervention_positions: list = field(default_factory=list)   # token index of each intervention
 
 
 Generator = Callable[[list], list]

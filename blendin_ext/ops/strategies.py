@@ -6,6 +6,12 @@ The decode loop, the command line, the eval and the tests all read this
 table. Names have aliases ("nudge" is "nudging"); `choose` resolves a name
 to its canonical label, which is what results are reported under.
 ``blend-A`` (e.g. ``blend-0.5``) names a fixed blend with weight A.
+
+One name is not a point of the op: ``blendin-top100`` (``blendin-topN``)
+is the paper's published procedure, the reliability-weighted blend over the
+two models' top-N lists only, greedy (blendin_ext/ops/top_n.py). It is
+resolved here like the others, with ``top_n = N``; the table below holds
+the op's points alone.
 """
 from __future__ import annotations
 
@@ -44,7 +50,11 @@ STRATEGIES = {s.name: s for s in (
 )}
 ALIASES = {"nudge": "nudging", "base_only": "base", "guide_only": "guide",
            "fixed_blend": "blend", "plain_ensemble": "ensemble"}
-NAMES_HELP = ", ".join(STRATEGIES) + ", or blend-A with a fixed weight A in [0, 1]"
+TOP_N_PREFIX = "blendin-top"   # blendin-topN: the paper's top-N procedure
+DEFAULT_TOP_N = 100
+NAMES_HELP = (", ".join(STRATEGIES) + ", blend-A with a fixed weight A in [0, 1], or "
+              f"{TOP_N_PREFIX}{DEFAULT_TOP_N} (the paper's top-{DEFAULT_TOP_N} procedure, greedy; "
+              f"{TOP_N_PREFIX}N for another N)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class StrategyChoice:
     name: str
     gamma: float
     alpha: AlphaValue   # "auto" or a weight in [0, 1]
+    top_n: int = 0      # > 0: the paper's top-N procedure instead of the op (greedy only)
 
 
 def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
@@ -65,6 +76,8 @@ def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
     key = spec.strip().lower() if isinstance(spec, str) else spec
     key = ALIASES.get(key, key)
     label = key
+    if isinstance(key, str) and key.startswith(TOP_N_PREFIX):
+        return _top_n_choice(spec, key, gamma, name, where)
     if isinstance(key, str) and key.startswith("blend-"):
         try:
             alpha = check_alpha(float(key[len("blend-"):]), name, where)
@@ -82,9 +95,21 @@ def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
     return StrategyChoice(label, float(row_gamma), row_alpha)
 
 
+def _top_n_choice(spec: str, key: str, gamma: float, name: str, where: str) -> StrategyChoice:
+    """``blendin-topN``: BlendIn's gate and auto weight over the top-N lists."""
+    digits = key[len(TOP_N_PREFIX):]
+    if not digits.isdigit() or int(digits) < 1:
+        raise ValueError(f"{name}: {spec!r} needs a list length N >= 1 after "
+                         f"{TOP_N_PREFIX!r}{where}")
+    return StrategyChoice(f"{TOP_N_PREFIX}{int(digits)}", float(gamma), "auto", int(digits))
+
+
 def op_kwargs(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto") -> dict:
     """``gamma=`` / ``alpha=`` keyword arguments of blend_step for a strategy."""
     choice = choose(spec, gamma, alpha)
+    if choice.top_n:
+        raise ValueError(f"{choice.name} is not a point of blend_step: it is the paper's top-N "
+                         "procedure (blendin_ext.ops.top_n.top_n_step)")
     return {"gamma": choice.gamma, "alpha": choice.alpha}
 
 
