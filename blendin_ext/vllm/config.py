@@ -169,3 +169,16 @@ class RequestConfig:
                                         name=f"extra_args.{REQUEST_KEY}.strategy")
         bonus = engine.agree_bonus if self.agree_bonus is None else self.agree_bonus
         return choice, float(bonus)
+
+
+def validate_request(sampling_params) -> Optional[RequestConfig]:
+    """A request's BlendIn arguments, checked against its sampling
+    parameters too (the processor's validate_params: a 400 naming the
+    field): the paper's top-N procedure (blendin-topN) is greedy only."""
+    config = RequestConfig.parse(sampling_params.extra_args)
+    if config is not None and config.strategy is not None and sampling_params.temperature:
+        if choose(config.strategy).top_n:
+            raise ValueError(f"extra_args.{REQUEST_KEY}.strategy {config.strategy!r} is the "
+                             "paper's greedy top-N procedure: it needs temperature 0, got "
+                             f"{sampling_params.temperature}")
+    return config

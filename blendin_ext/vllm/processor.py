@@ -31,7 +31,7 @@ import logging
 import weakref
 from typing import Optional
 
-from blendin_ext.vllm.config import EngineConfig, RequestConfig, has_blendin
+from blendin_ext.vllm.config import EngineConfig, RequestConfig, has_blendin, validate_request
 
 try:  # the V1 runner's interface
     from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
@@ -60,7 +60,7 @@ class BlendInLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
-        RequestConfig.parse(sampling_params.extra_args)
+        validate_request(sampling_params)
 
     def __init__(self, vllm_config, *runner_args):
         """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""

@@ -27,6 +27,7 @@ from blendin_ext.guides.stream import pair_logits
 from blendin_ext.decode.options import DecodeOptions, RowParams
 from blendin_ext.ops.args import BlendStepResult
 from blendin_ext.ops.fused import run_base_step, run_step
+from blendin_ext.ops.top_n import TopNRows
 from blendin_ext.vllm.guide_rows import GuideRows
 from blendin_ext.vllm.requests import BlendRequest
 
@@ -156,7 +157,13 @@ class BlendStep:
         maps = self.guide.guide_to_base
         sub_base, sub_guide = pair_logits(sub_base, sub_guide, maps)
         sub_guide = mask_like_base(sub_guide, sub_base, maps)
-        sub = run_step(sub_base, sub_guide, maps, args if every else args.take(pick, n))
+        sub_args = args if every else args.take(pick, n)
+        sub = run_step(sub_base, sub_guide, maps, sub_args)
+        # rows of the paper's top-N procedure (blendin-topN) take its token
+        # instead; rows that kept the base's token need no guide for it either
+        top_n = TopNRows.of([requests[j].choice.top_n for j in need], sub_base.device)
+        if top_n is not None:
+            sub = top_n.apply(sub, sub_base, sub_guide, maps, sub_args)
         merged = sub if every else BlendStepResult(
             *(full.index_put((pick,), part) for full, part in zip(first, sub)))
         base_top = torch.full((n,), -1, dtype=torch.long, device=base.device)

@@ -9,7 +9,7 @@ import torch
 import blendin_ext
 from blendin_ext.guides.factory import make_guide_stream
 from blendin_ext.testing import random_prompts, tiny_llama, tiny_llama_for, tiny_tokenizer
-from blendin_ext.vllm.config import EngineConfig, RequestConfig
+from blendin_ext.vllm.config import EngineConfig, RequestConfig, validate_request
 from blendin_ext.vllm.core import BlendCore
 from blendin_ext.vllm.diagnostics import read_diagnostics
 from blendin_ext.vllm.runner_v1 import BatchRows
@@ -268,3 +268,29 @@ def test_masked_tokens_stay_masked(pair, tmp_path):
         assert allowed[token] and out[0, token] == 0 and before[0, token] > float("-inf")
         engine.truth[id(row[1])].append(token)
         row[1].append(token)
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
+def test_top_n_strategy_gives_the_loops_tokens(pair, tmp_path, lazy):
+    """The paper's top-N procedure (blendin-top100 and a short list that
+    parts from the exact blend) beside blendin in one batch: the plug-in
+    gives the decode loop's tokens."""
+    tok, base, guide = pair
+    prompts = random_prompts(3, seed=11)
+    strategies = ["blendin-top100", "blendin-top3", "blendin"]
+    expected = blendin_ext.generate(base, guide, prompts, tokenizer=tok, strategy=strategies,
+                                    max_new_tokens=STEPS, stop_token_ids=[], lazy=lazy)
+    engine = FakeV1Engine(pair, tmp_path, lazy=lazy)
+    added = [engine.added(p, s, i) for i, (p, s) in enumerate(zip(prompts, strategies))]
+    engine.rows = [row for _, row in added]
+    engine.update(added=added)
+    while min(len(o) for _, o in engine.outputs()) < STEPS:
+        engine.step()
+    for (_, got), result in zip(engine.outputs(), expected):
+        assert got[: len(result.token_ids)] == result.token_ids
+
+
+def test_top_n_strategy_is_greedy_only():
+    assert validate_request(fake_params({"strategy": "blendin-top100"})).strategy == "blendin-top100"
+    with pytest.raises(ValueError, match="extra_args.blendin.strategy"):
+        validate_request(fake_params({"strategy": "blendin-top100"}, temperature=0.8))
