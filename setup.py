@@ -27,6 +27,7 @@ the built variants, for tests and benchmarks; a variant the CPU cannot run is
 an error. torch.ops.blendin_ext.cpu_variant() names the active one and
 cpu_variants() lists those this CPU can run.
 """
+
 import glob
 import os
 import platform
@@ -53,6 +54,7 @@ def cpu_flags() -> dict:
                 name, _, value = line.partition(":")
                 flags[name.strip()] = value.split()
     return flags
+
 
 def cuda_wanted() -> bool:
     mode = os.environ.get("BLENDIN_CUDA", "auto").lower()
@@ -96,8 +98,15 @@ def cxx_flags() -> list:
     # -fopenmp: at::parallel_for is an inline OpenMP loop in torch's headers;
     # without the flag it silently runs on one thread. -std=c++20: torch's
     # own standard (its headers warn under C++17 since torch 2.10).
-    return ["-O3", "-std=c++20", "-fopenmp", *cpu_flags()["all"], "-Wall", "-Wextra",
-            "-Wno-unused-parameter"]
+    return [
+        "-O3",
+        "-std=c++20",
+        "-fopenmp",
+        *cpu_flags()["all"],
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+    ]
 
 
 def default_cuda_archs() -> str:
@@ -128,21 +137,29 @@ class BuildExtension(cpp_extension.BuildExtension):
     def _cpu_variant_objects(self, ext) -> list:
         # By now torch has added its defines (ABI, extension name) to the
         # extension's flags; the variants get the same ones.
-        base = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) \
+        base = (
+            ext.extra_compile_args["cxx"]
+            if isinstance(ext.extra_compile_args, dict)
             else ext.extra_compile_args
+        )
         flags_of = cpu_flags()
         objects = []
         if is_x86_64():
             objects += self.compiler.compile(
-                [LINEAR_KERNEL], output_dir=os.path.join(self.build_temp, "linear_avx512_bf16"),
-                include_dirs=ext.include_dirs, depends=ext.depends,
-                extra_postargs=list(base) + flags_of["bf16_linear"])
+                [LINEAR_KERNEL],
+                output_dir=os.path.join(self.build_temp, "linear_avx512_bf16"),
+                include_dirs=ext.include_dirs,
+                depends=ext.depends,
+                extra_postargs=list(base) + flags_of["bf16_linear"],
+            )
         for name, flags in cpu_variants()[0]:
             objects += self.compiler.compile(
                 [CPU_KERNEL],
                 output_dir=os.path.join(self.build_temp, f"cpu_{name}"),  # its own build.ninja
                 include_dirs=ext.include_dirs,
-                extra_postargs=list(base) + flags_of["kernel"] + flags
+                extra_postargs=list(base)
+                + flags_of["kernel"]
+                + flags
                 + [f"-DBLENDIN_CPU_VARIANT={name}"],
                 depends=ext.depends,
             )
@@ -151,26 +168,44 @@ class BuildExtension(cpp_extension.BuildExtension):
 
 def extension():
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    sources = ["csrc/cpu/blend_step_dispatch.cpp", "csrc/cpu/bf16_linear.cpp",
-               "csrc/torch/step_args.cpp", "csrc/torch/blend_step_cpu_op.cpp",
-               "csrc/torch/bf16_linear_op.cpp", "csrc/torch/kernel_variant_op.cpp",
-               "csrc/torch/torch_bindings.cpp"]
+    sources = [
+        "csrc/cpu/blend_step_dispatch.cpp",
+        "csrc/cpu/bf16_linear.cpp",
+        "csrc/torch/step_args.cpp",
+        "csrc/torch/blend_step_cpu_op.cpp",
+        "csrc/torch/bf16_linear_op.cpp",
+        "csrc/torch/kernel_variant_op.cpp",
+        "csrc/torch/torch_bindings.cpp",
+    ]
     dispatch_define = cpu_variants()[1]
-    cxx = cxx_flags() + ([dispatch_define] if dispatch_define else []) + (
-        ["-DBLENDIN_BF16_LINEAR_AVX512"] if is_x86_64() else [])
+    cxx = (
+        cxx_flags()
+        + ([dispatch_define] if dispatch_define else [])
+        + (["-DBLENDIN_BF16_LINEAR_AVX512"] if is_x86_64() else [])
+    )
     # Headers as depends, so that editing one rebuilds the extension.
     depends = sorted(glob.glob("csrc/cpu/*.h") + glob.glob("csrc/include/blendin/*.h")) + [
-        CPU_FLAGS_FILE, "csrc/cuda/kernel_variant.h"]
+        CPU_FLAGS_FILE,
+        "csrc/cuda/kernel_variant.h",
+    ]
     if cuda_wanted():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + ["csrc/torch/blend_step_cuda_op.cpp"]
         depends += sorted(glob.glob("csrc/cuda/*.cuh") + glob.glob("csrc/cuda/*.h"))
         return cpp_extension.CUDAExtension(
-            "blendin_ext._C", sources, include_dirs=include_dirs, depends=depends,
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags()}, extra_link_args=["-fopenmp"],
+            "blendin_ext._C",
+            sources,
+            include_dirs=include_dirs,
+            depends=depends,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags()},
+            extra_link_args=["-fopenmp"],
         )
     return cpp_extension.CppExtension(
-        "blendin_ext._C", sources, include_dirs=include_dirs, depends=depends,
-        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+        "blendin_ext._C",
+        sources,
+        include_dirs=include_dirs,
+        depends=depends,
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
     )
 
 

@@ -25,6 +25,7 @@ interpreter provides: a symbol declared and never defined fails here rather
 than at `import blendin_ext` on a GPU machine. Duplicate definitions already
 fail the link itself ("multiple definition of ...").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,10 +56,12 @@ def point_cpp_extension_at(torch_dir: Path, cuda_version: str) -> None:
     cuda_home = cpp_extension._find_cuda_home()
     if cuda_home is None:
         raise SystemExit("nvcc not found: set CUDA_HOME or put nvcc on PATH")
-    replacements = [(torch.version, "cuda", cuda_version),
-                    (cpp_extension, "CUDA_HOME", cuda_home),
-                    (cpp_extension, "_TORCH_PATH", str(torch_dir)),
-                    (cpp_extension, "TORCH_LIB_PATH", str(torch_dir / "lib"))]
+    replacements = [
+        (torch.version, "cuda", cuda_version),
+        (cpp_extension, "CUDA_HOME", cuda_home),
+        (cpp_extension, "_TORCH_PATH", str(torch_dir)),
+        (cpp_extension, "TORCH_LIB_PATH", str(torch_dir / "lib")),
+    ]
     for module, name, value in replacements:
         print(f"  {module.__name__}.{name}: {vars(module)[name]!r} -> {value!r}")
         setattr(module, name, value)
@@ -68,8 +71,14 @@ def run_setup_build_ext(out: Path) -> Path:
     """setup.py build_ext into out/lib; returns the built _C shared object."""
     os.environ["BLENDIN_CUDA"] = "1"
     argv = sys.argv
-    sys.argv = ["setup.py", "build_ext", "--build-lib", str(out / "lib"),
-                "--build-temp", str(out / "temp")]
+    sys.argv = [
+        "setup.py",
+        "build_ext",
+        "--build-lib",
+        str(out / "lib"),
+        "--build-temp",
+        str(out / "temp"),
+    ]
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
@@ -87,8 +96,9 @@ def dynamic_symbols(path: Path, defined: bool) -> set[str]:
     """Names (version suffix dropped) of the dynamic symbols a shared object
     defines, or the strong undefined ones it needs (weak ones may stay unset)."""
     flag = "--defined-only" if defined else "--undefined-only"
-    lines = subprocess.run(["nm", "-D", flag, str(path)], check=True, capture_output=True,
-                           text=True).stdout.splitlines()
+    lines = subprocess.run(
+        ["nm", "-D", flag, str(path)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
     names = set()
     for line in lines:
         fields = line.split()
@@ -98,8 +108,9 @@ def dynamic_symbols(path: Path, defined: bool) -> set[str]:
 
 
 def needed_libraries(path: Path) -> list[str]:
-    out = subprocess.run(["readelf", "-d", str(path)], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["readelf", "-d", str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
 
 
@@ -120,25 +131,38 @@ def check_symbols(shared_object: Path, torch_dir: Path, cuda_home: str) -> None:
     for name in needed_libraries(shared_object):
         path = next((d / name for d in search if (d / name).exists()), None) or system.get(name)
         if path is None:
-            raise SystemExit(f"{shared_object.name} needs {name}, found neither in {search} "
-                             "nor by ldconfig")
+            raise SystemExit(
+                f"{shared_object.name} needs {name}, found neither in {search} nor by ldconfig"
+            )
         print(f"  needs {name}: {path}")
         provided |= dynamic_symbols(Path(path), defined=True)
-    missing = sorted(s for s in dynamic_symbols(shared_object, defined=False) - provided
-                     if not PYTHON_API.match(s))
+    missing = sorted(
+        s
+        for s in dynamic_symbols(shared_object, defined=False) - provided
+        if not PYTHON_API.match(s)
+    )
     if missing:
-        names = subprocess.run(["c++filt"], input="\n".join(missing), capture_output=True,
-                               text=True, check=True).stdout
-        raise SystemExit(f"{len(missing)} undefined symbol(s) in {shared_object.name}, defined by "
-                         f"none of the libraries it needs (import would fail):\n{names}")
-    print(f"  every undefined symbol of {shared_object.name} is defined by a library it needs "
-          "or by Python")
+        names = subprocess.run(
+            ["c++filt"], input="\n".join(missing), capture_output=True, text=True, check=True
+        ).stdout
+        raise SystemExit(
+            f"{len(missing)} undefined symbol(s) in {shared_object.name}, defined by "
+            f"none of the libraries it needs (import would fail):\n{names}"
+        )
+    print(
+        f"  every undefined symbol of {shared_object.name} is defined by a library it needs "
+        "or by Python"
+    )
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--torch-dir", type=Path, required=True,
-                        help="the unpacked wheel's torch/ folder (include/, lib/, version.py)")
+    parser.add_argument(
+        "--torch-dir",
+        type=Path,
+        required=True,
+        help="the unpacked wheel's torch/ folder (include/, lib/, version.py)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="build folder (temp/, lib/)")
     args = parser.parse_args(argv)
     torch_dir, out = args.torch_dir.resolve(), args.out.resolve()

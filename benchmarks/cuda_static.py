@@ -6,6 +6,7 @@ nvidia-cuda-nvdisasm`, for the streaming loop's local-memory check) and g++.
 
     python benchmarks/cuda_static.py [--json FILE] [--vocab 16384] [--batch 2]
 """
+
 import argparse
 import json
 import sys

@@ -9,6 +9,7 @@ and returns a summary row: wall time, and per generated token the kernel
 launches, host syncs (cuda*Synchronize, .item()), copies by direction and
 aten copy ops. On a CPU only the aten rows mean anything.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -60,20 +61,34 @@ def profile_runs(runs: dict, tokens: int, out_dir: Path, device: torch.device) -
             for key, pattern in COUNTED.items():
                 if pattern.match(event.name):
                     counts[key] += 1
-        summaries.append(dict(name=name, tokens=tokens, wall_s=wall,
-                              per_token={k: counts[k] / tokens for k in COUNTED},
-                              totals={k: counts[k] for k in COUNTED}))
+        summaries.append(
+            dict(
+                name=name,
+                tokens=tokens,
+                wall_s=wall,
+                per_token={k: counts[k] / tokens for k in COUNTED},
+                totals={k: counts[k] for k in COUNTED},
+            )
+        )
     (out_dir / "profile_summary.json").write_text(json.dumps(summaries, indent=1))
     return summaries
 
 
 def print_summaries(summaries: list) -> None:
-    keys = ["kernel_launches", "host_syncs", "item_calls", "memcpy_htod", "memcpy_dtoh",
-            "aten_copies"]
+    keys = [
+        "kernel_launches",
+        "host_syncs",
+        "item_calls",
+        "memcpy_htod",
+        "memcpy_dtoh",
+        "aten_copies",
+    ]
     print(f"{'profiled run':<16}{'ms/token':>10}" + "".join(f"{k:>17}" for k in keys))
     for s in summaries:
-        print(f"{s['name']:<16}{1e3 * s['wall_s'] / s['tokens']:>10.2f}"
-              + "".join(f"{s['per_token'][k]:>17.1f}" for k in keys))
+        print(
+            f"{s['name']:<16}{1e3 * s['wall_s'] / s['tokens']:>10.2f}"
+            + "".join(f"{s['per_token'][k]:>17.1f}" for k in keys)
+        )
     print("(per generated token, prefill included; profiler overhead inflates ms/token)")
 
 
@@ -81,10 +96,14 @@ def _tables(prof, device: torch.device) -> str:
     averages = prof.key_averages()
     parts = []
     if device.type == "cuda":
-        parts += ["top ops by self device time",
-                  averages.table(sort_by="self_device_time_total", row_limit=TOP_OPS)]
-    parts += ["top ops by self CPU time",
-              averages.table(sort_by="self_cpu_time_total", row_limit=TOP_OPS)]
+        parts += [
+            "top ops by self device time",
+            averages.table(sort_by="self_device_time_total", row_limit=TOP_OPS),
+        ]
+    parts += [
+        "top ops by self CPU time",
+        averages.table(sort_by="self_cpu_time_total", row_limit=TOP_OPS),
+    ]
     return "\n".join(parts)
 
 

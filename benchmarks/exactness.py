@@ -16,6 +16,7 @@ prefix to say why the lists chose otherwise: mass outside the top 100
 (lists of the whole vocabulary give blendin's token) or the cross-tokenizer
 guide (its probabilities not renormalised over tokens the base can spell).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ EXACT, LISTS = "blendin", "blendin-top100"
 
 
 def rows_of(folder: Path) -> dict:
-    rows = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()
-            if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (folder / "examples.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     return {(r["strategy"], r["id"]): r for r in rows}
 
 
@@ -49,24 +53,37 @@ def compare(folder: Path) -> dict:
         exact, lists = rows[EXACT, problem], rows[LISTS, problem]
         step = first_difference(exact["token_ids"], lists["token_ids"])
         positions = exact["intervention_positions"]
-        shared_interventions += sum(p <= step for p in positions) if step is not None \
-            else len(positions)
+        shared_interventions += (
+            sum(p <= step for p in positions) if step is not None else len(positions)
+        )
         if step is not None:
             before = sum(p < step for p in positions)
             at_intervention += step in positions
-            parted.append({"id": problem, "step": step, "interventions_before": before,
-                           "tokens": (len(exact["token_ids"]), len(lists["token_ids"])),
-                           "texts": (exact["text"], lists["text"])})
+            parted.append(
+                {
+                    "id": problem,
+                    "step": step,
+                    "interventions_before": before,
+                    "tokens": (len(exact["token_ids"]), len(lists["token_ids"])),
+                    "texts": (exact["text"], lists["text"]),
+                }
+            )
     steps = [p["step"] for p in parted]
-    return {"folder": str(folder), "config": json.loads((folder / "config.json").read_text()),
-            "problems": len(ids), "identical": len(ids) - len(parted), "parted": parted,
-            "first_step_median": statistics.median(steps) if steps else None,
-            "first_step_range": (min(steps), max(steps)) if steps else None,
-            "parted_at_an_intervention": at_intervention,
-            "interventions_in_shared_prefixes": shared_interventions,
-            "disagreement_per_intervention": (len(parted) / shared_interventions
-                                              if shared_interventions else None),
-            "summary": json.loads((folder / "summary.json").read_text())["strategies"]}
+    return {
+        "folder": str(folder),
+        "config": json.loads((folder / "config.json").read_text()),
+        "problems": len(ids),
+        "identical": len(ids) - len(parted),
+        "parted": parted,
+        "first_step_median": statistics.median(steps) if steps else None,
+        "first_step_range": (min(steps), max(steps)) if steps else None,
+        "parted_at_an_intervention": at_intervention,
+        "interventions_in_shared_prefixes": shared_interventions,
+        "disagreement_per_intervention": (
+            len(parted) / shared_interventions if shared_interventions else None
+        ),
+        "summary": json.loads((folder / "summary.json").read_text())["strategies"],
+    }
 
 
 # ------------------------------------------------------------- --explain
@@ -84,8 +101,12 @@ def explain(result: dict) -> None:
 
     config = result["config"]
     dtype = resolve_dtype(config["dtype"], config["device"], log=False)
-    load = dict(dtype=dtype, progress=False, pack_weights=config["pack_weights"],
-                linear_kernel=config["linear_kernel"])
+    load = dict(
+        dtype=dtype,
+        progress=False,
+        pack_weights=config["pack_weights"],
+        linear_kernel=config["linear_kernel"],
+    )
     base, guide = load_model(config["base"], **load), load_model(config["guide"], **load)
     generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer)
     rows = rows_of(Path(result["folder"]))
@@ -107,19 +128,32 @@ def explain(result: dict) -> None:
             whole = top_n_step(b, g, maps, args, max(b.shape[-1], g.shape[-1]))
         lists_token = rows[LISTS, part["id"]]["token_ids"]
         step = part["step"]
-        reproduced = (int(exact.tokens) == (row["token_ids"] + [-1])[step]
-                      and int(lists.tokens) == (lists_token + [-1])[step])
-        cause = ("mass outside the top 100" if int(whole.tokens) == int(exact.tokens)
-                 else "guide not renormalised over base-spellable tokens")
+        reproduced = (
+            int(exact.tokens) == (row["token_ids"] + [-1])[step]
+            and int(lists.tokens) == (lists_token + [-1])[step]
+        )
+        cause = (
+            "mass outside the top 100"
+            if int(whole.tokens) == int(exact.tokens)
+            else "guide not renormalised over base-spellable tokens"
+        )
         p_b = torch.softmax(b[0], -1)
-        part.update({
-            "reproduced": reproduced, "cause": cause if reproduced else "not reproduced",
-            "c_b": float(exact.base_top_prob), "alpha_exact": float(exact.alpha),
-            "alpha_lists": float(lists.alpha), "agree_exact": float(exact.agree),
-            "agree_lists": float(lists.agree),
-            "base_rank_of_exact_token": int((p_b > p_b[int(exact.tokens)]).sum()) + 1,
-            "tokens_at_step": (base.tokenizer.decode([int(exact.tokens)]),
-                               base.tokenizer.decode([int(lists.tokens)]))})
+        part.update(
+            {
+                "reproduced": reproduced,
+                "cause": cause if reproduced else "not reproduced",
+                "c_b": float(exact.base_top_prob),
+                "alpha_exact": float(exact.alpha),
+                "alpha_lists": float(lists.alpha),
+                "agree_exact": float(exact.agree),
+                "agree_lists": float(lists.agree),
+                "base_rank_of_exact_token": int((p_b > p_b[int(exact.tokens)]).sum()) + 1,
+                "tokens_at_step": (
+                    base.tokenizer.decode([int(exact.tokens)]),
+                    base.tokenizer.decode([int(lists.tokens)]),
+                ),
+            }
+        )
 
 
 # ---------------------------------------------------------------- tables
@@ -133,39 +167,72 @@ def markdown(result: dict) -> str:
     config = result["config"]
     math_task = config["task_kind"] == "math"
     score = ["accuracy"] if math_task else ["refuse safe", "refuse unsafe"]
-    head = ["strategy", "n", *score, "clean end", "new Question:", "tokens", "interv. rate",
-            "mean alpha"]
+    head = [
+        "strategy",
+        "n",
+        *score,
+        "clean end",
+        "new Question:",
+        "tokens",
+        "interv. rate",
+        "mean alpha",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for s in result["summary"]:
         scores = [s["accuracy"]] if math_task else [s["refusal_safe"], s["refusal_unsafe"]]
-        cells = [s["strategy"], s["n"], *map(fmt, scores), fmt(s["clean_end"]),
-                 fmt(s["invented_question"]), f"{s['mean_new_tokens']:.0f}",
-                 fmt(s["intervention_rate"]), fmt(s["mean_alpha"], "f")]
+        cells = [
+            s["strategy"],
+            s["n"],
+            *map(fmt, scores),
+            fmt(s["clean_end"]),
+            fmt(s["invented_question"]),
+            f"{s['mean_new_tokens']:.0f}",
+            fmt(s["intervention_rate"]),
+            fmt(s["mean_alpha"], "f"),
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     rng = result["first_step_range"]
-    lines += ["", f"- {EXACT} vs {LISTS}: {result['identical']}/{result['problems']} answers "
-              f"token for token alike; {len(result['parted'])} part"
-              + (f", first at token {result['first_step_median']:g} (median; range {rng[0]}-{rng[1]}), "
-                 f"{result['parted_at_an_intervention']} of them at an intervention" if rng else "")
-              + f"; {fmt(result['disagreement_per_intervention'])} of the "
-              f"{result['interventions_in_shared_prefixes']} interventions in the shared prefixes "
-              "chose another token."]
+    lines += [
+        "",
+        f"- {EXACT} vs {LISTS}: {result['identical']}/{result['problems']} answers "
+        f"token for token alike; {len(result['parted'])} part"
+        + (
+            f", first at token {result['first_step_median']:g} (median; range {rng[0]}-{rng[1]}), "
+            f"{result['parted_at_an_intervention']} of them at an intervention"
+            if rng
+            else ""
+        )
+        + f"; {fmt(result['disagreement_per_intervention'])} of the "
+        f"{result['interventions_in_shared_prefixes']} interventions in the shared prefixes "
+        "chose another token.",
+    ]
     for part in result["parted"]:
         why = f", {part['cause']}" if "cause" in part else ""
-        detail = (f" (c_b {part['c_b']:.2f}, alpha {part['alpha_exact']:.3f} exact vs "
-                  f"{part['alpha_lists']:.3f} lists, {part['tokens_at_step'][0]!r} vs "
-                  f"{part['tokens_at_step'][1]!r}, exact token's base rank "
-                  f"{part['base_rank_of_exact_token']})") if "c_b" in part else ""
-        lines.append(f"  - {part['id']}: token {part['step']} after "
-                     f"{part['interventions_before']} interventions{why}{detail}")
+        detail = (
+            (
+                f" (c_b {part['c_b']:.2f}, alpha {part['alpha_exact']:.3f} exact vs "
+                f"{part['alpha_lists']:.3f} lists, {part['tokens_at_step'][0]!r} vs "
+                f"{part['tokens_at_step'][1]!r}, exact token's base rank "
+                f"{part['base_rank_of_exact_token']})"
+            )
+            if "c_b" in part
+            else ""
+        )
+        lines.append(
+            f"  - {part['id']}: token {part['step']} after "
+            f"{part['interventions_before']} interventions{why}{detail}"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", help="blendin eval results folders")
-    parser.add_argument("--explain", action="store_true",
-                        help="recompute the logits at each first difference (loads the pair)")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="recompute the logits at each first difference (loads the pair)",
+    )
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
     results = [compare(Path(f)) for f in args.folders]

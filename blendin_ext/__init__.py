@@ -18,6 +18,7 @@ Importing the package loads the compiled extension when it is built
 so the pure-Python layers (the reference, vocabulary maps, scoring) also
 work where it is not.
 """
+
 from blendin_ext._lazy import lazy_exports
 
 try:
@@ -25,14 +26,32 @@ try:
 except ImportError:  # not built: blend_step raises the build hint when used
     _fused = None
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "blend_step": "ops.fused", "raise_on_bad_rows": "ops.fused",
-    "BlendStepResult": "ops.args", "StepArgs": "ops.args",
-    "GuideMap": "ops.maps", "guide_map": "ops.maps",
-    "BlendInGenerator": "decode.loop", "GenerationOutput": "decode.records",
-    "GenerationResult": "decode.records", "generate": "decode.loop",
-    "DecodeOptions": "decode.options",
-})
-__all__ = ["blend_step", "raise_on_bad_rows", "BlendStepResult", "StepArgs", "GuideMap",
-           "guide_map", "BlendInGenerator", "GenerationOutput", "GenerationResult", "generate",
-           "DecodeOptions"]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "blend_step": "ops.fused",
+        "raise_on_bad_rows": "ops.fused",
+        "BlendStepResult": "ops.args",
+        "StepArgs": "ops.args",
+        "GuideMap": "ops.maps",
+        "guide_map": "ops.maps",
+        "BlendInGenerator": "decode.loop",
+        "GenerationOutput": "decode.records",
+        "GenerationResult": "decode.records",
+        "generate": "decode.loop",
+        "DecodeOptions": "decode.options",
+    },
+)
+__all__ = [
+    "blend_step",
+    "raise_on_bad_rows",
+    "BlendStepResult",
+    "StepArgs",
+    "GuideMap",
+    "guide_map",
+    "BlendInGenerator",
+    "GenerationOutput",
+    "GenerationResult",
+    "generate",
+    "DecodeOptions",
+]

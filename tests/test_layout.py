@@ -1,6 +1,7 @@
 """The package's shape: layers that import only downwards, no import cycles,
 pure-Python parts that work without the compiled extension, and nothing in
 the tree that points outside the repository."""
+
 import ast
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_no_import_cycles():
         state[node] = "open"
         for nxt in sorted(GRAPH[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
@@ -112,8 +113,9 @@ print("ok")
 
 
 def test_pure_parts_import_without_the_compiled_extension():
-    done = subprocess.run([sys.executable, "-c", PURE_CHECK], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PURE_CHECK], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -121,8 +123,9 @@ OUTSIDE = ["../" + "shared", "/work" + "/", "shared/" + "spec", "shared/" + "dat
 
 
 def test_nothing_names_a_file_outside_the_repository():
-    files = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.split()
     hits = []
     for name in files:
         path = ROOT / name

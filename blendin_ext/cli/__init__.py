@@ -12,6 +12,7 @@ folders, or .gguf files (converted once into a cache). Shared options live
 in ``args.py``; optional packages are checked in ``extras.py`` before any
 work starts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ SUBCOMMANDS = (generate, demo, eval_command, bench, models)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="blendin", description="BlendIn decoding: a base model guided by a small aligned "
-        "model where the base is unsure.")
+        prog="blendin",
+        description="BlendIn decoding: a base model guided by a small aligned "
+        "model where the base is unsure.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(sub)

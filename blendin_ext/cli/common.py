@@ -1,5 +1,6 @@
 """Pieces the subcommands share: loading the pair, terminal styling, and
 the JSON / table forms of a result."""
+
 from __future__ import annotations
 
 import math
@@ -43,12 +44,22 @@ def load_pair(args):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = resolve_dtype(args.dtype, args.device, log=not args.quiet)
-    load = dict(dtype=dtype, device=args.device, progress=not args.quiet,
-                pack_weights=args.pack_weights, linear_kernel=args.linear_kernel)
+    load = dict(
+        dtype=dtype,
+        device=args.device,
+        progress=not args.quiet,
+        pack_weights=args.pack_weights,
+        linear_kernel=args.linear_kernel,
+    )
     base, guide = load_model(args.base, **load), load_model(args.guide, **load)
-    generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer,
-                                 system_prompt=args.system_prompt,
-                                 compile=args.compile)
+    generator = BlendInGenerator(
+        base.model,
+        guide.model,
+        base.tokenizer,
+        guide.tokenizer,
+        system_prompt=args.system_prompt,
+        compile=args.compile,
+    )
     return generator, base, guide
 
 
@@ -64,5 +75,10 @@ def coverage_by_row(output) -> list:
 
 
 def result_json(result, coverage=None) -> dict:
-    return {"prompt": result.prompt, "text": result.text, "finish_reason": result.finish_reason,
-            "diagnostics": result.diagnostics.summary(), "map_coverage": coverage}
+    return {
+        "prompt": result.prompt,
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "diagnostics": result.diagnostics.summary(),
+        "map_coverage": coverage,
+    }

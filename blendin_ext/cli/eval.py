@@ -8,6 +8,7 @@ Runs every strategy on the same problems, scores them (GSM8K accuracy,
 XSTest refusal, clean endings) and writes a results folder (summary table,
 diagnostics in words, plots); rerunning with the same settings resumes it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,37 +32,62 @@ DEFAULT_STRATEGIES = "base,guide,nudging,blend-0.5,blendin"
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
-        "eval", help="score strategies (base, guide, nudging, blend, BlendIn) on GSM8K, XSTest "
-                     "or your JSONL", description=__doc__.split("\n\n")[0])
+        "eval",
+        help="score strategies (base, guide, nudging, blend, BlendIn) on GSM8K, XSTest "
+        "or your JSONL",
+        description=__doc__.split("\n\n")[0],
+    )
     add_model_arguments(parser)
 
     task = parser.add_argument_group("task")
-    task.add_argument("--task", default="gsm8k",
-                      help="gsm8k, xstest, or a .jsonl file with question/answer fields "
-                           "(default %(default)s)")
-    task.add_argument("--limit", type=COUNT, default=20,
-                      help="problems per strategy (XSTest: half safe, half unsafe; default "
-                           "%(default)s)")
-    task.add_argument("--data-dir", default=None,
-                      help=f"folder with gsm8k_test.jsonl / xstest_prompts.csv (default: "
-                           f"${DATA_ENV}, else the copies shipped with the package)")
-    task.add_argument("--prompt-style", default="zero-shot", choices=PROMPT_STYLES,
-                      help="zero-shot or few-shot worked examples (default %(default)s)")
+    task.add_argument(
+        "--task",
+        default="gsm8k",
+        help="gsm8k, xstest, or a .jsonl file with question/answer fields (default %(default)s)",
+    )
+    task.add_argument(
+        "--limit",
+        type=COUNT,
+        default=20,
+        help="problems per strategy (XSTest: half safe, half unsafe; default %(default)s)",
+    )
+    task.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"folder with gsm8k_test.jsonl / xstest_prompts.csv (default: "
+        f"${DATA_ENV}, else the copies shipped with the package)",
+    )
+    task.add_argument(
+        "--prompt-style",
+        default="zero-shot",
+        choices=PROMPT_STYLES,
+        help="zero-shot or few-shot worked examples (default %(default)s)",
+    )
 
-    decode = add_decode_arguments(parser, max_new_tokens=200, strategies=DEFAULT_STRATEGIES,
-                                  stop=False)
-    decode.add_argument("--no-stop-at-question", action="store_true",
-                        help="keep generating after the model writes a new 'Question:'")
+    decode = add_decode_arguments(
+        parser, max_new_tokens=200, strategies=DEFAULT_STRATEGIES, stop=False
+    )
+    decode.add_argument(
+        "--no-stop-at-question",
+        action="store_true",
+        help="keep generating after the model writes a new 'Question:'",
+    )
     decode.add_argument("--batch-size", type=COUNT, default=4)
-    decode.add_argument("--batching", default="by-strategy", choices=("by-strategy", "mixed"),
-                        help="by-strategy: one strategy per batch, clean per-strategy speed "
-                             "figures; mixed: all strategies of a problem side by side in one "
-                             "batch")
+    decode.add_argument(
+        "--batching",
+        default="by-strategy",
+        choices=("by-strategy", "mixed"),
+        help="by-strategy: one strategy per batch, clean per-strategy speed "
+        "figures; mixed: all strategies of a problem side by side in one "
+        "batch",
+    )
 
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default=None,
-                        help="results folder (default results/eval-TASK-BASE-GUIDE); rerunning "
-                             "resumes it")
+    output.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default results/eval-TASK-BASE-GUIDE); rerunning resumes it",
+    )
     output.add_argument("--overwrite", action="store_true", help="discard earlier rows in --out")
     output.add_argument("--no-plots", action="store_true")
     output.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -84,17 +110,31 @@ def run_config(args, task) -> dict:
     """The settings recorded in config.json; those that change results are
     compared on resume (see blendin_ext.eval.results)."""
     return {
-        "base": args.base, "guide": args.guide, "task": args.task, "task_kind": task.kind,
-        "prompt_style": args.prompt_style, "system_prompt": args.system_prompt,
-        "gamma": args.gamma, "alpha": args.alpha, "agree_bonus": args.agree_bonus,
-        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "seed": args.seed, "max_new_tokens": args.max_new_tokens,
-        "stop_at_question": not args.no_stop_at_question, "lazy": args.lazy,
+        "base": args.base,
+        "guide": args.guide,
+        "task": args.task,
+        "task_kind": task.kind,
+        "prompt_style": args.prompt_style,
+        "system_prompt": args.system_prompt,
+        "gamma": args.gamma,
+        "alpha": args.alpha,
+        "agree_bonus": args.agree_bonus,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "max_new_tokens": args.max_new_tokens,
+        "stop_at_question": not args.no_stop_at_question,
+        "lazy": args.lazy,
         "guide_sync": args.guide_sync,
-        "dtype": _dtype_name(args), "pack_weights": args.pack_weights,
-        "linear_kernel": args.linear_kernel, "device": args.device,
+        "dtype": _dtype_name(args),
+        "pack_weights": args.pack_weights,
+        "linear_kernel": args.linear_kernel,
+        "device": args.device,
         "limit": args.limit,
-        "batch_size": args.batch_size, "batching": args.batching, "strategies": args.strategies,
+        "batch_size": args.batch_size,
+        "batching": args.batching,
+        "strategies": args.strategies,
     }
 
 
@@ -119,10 +159,17 @@ def run(args) -> int:
     out = args.out or f"results/eval-{_slug(task.name)}-{_slug(args.base)}-{_slug(args.guide)}"
     folder = ResultsFolder(out, run_config(args, task), overwrite=args.overwrite)
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    settings = EvalSettings(strategies, args.prompt_style, args.batch_size, args.batching,
-                            progress=not args.quiet, plots=plots)
+    settings = EvalSettings(
+        strategies,
+        args.prompt_style,
+        args.batch_size,
+        args.batching,
+        progress=not args.quiet,
+        plots=plots,
+    )
     pending = len(task.examples) * len(strategies) - len(
-        folder.done_keys() & {(s.name, e.id) for s in strategies for e in task.examples})
+        folder.done_keys() & {(s.name, e.id) for s in strategies for e in task.examples}
+    )
     generator = build_generator(args) if pending else None
     title = f"{task.name}: base {args.base} + guide {args.guide} ({len(task.examples)} problems)"
     result = run_eval(task, generator, settings, folder, title=title, log=log)

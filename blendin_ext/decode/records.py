@@ -6,6 +6,7 @@ text, applies EOS, stop strings and the step hook, and yields a
 `TokenEvent` per row; `finish_run` turns the run into its
 `GenerationOutput` once the last step is done.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from blendin_ext.decode.diagnostics import LoopStats, SequenceDiagnostics, Token
 @dataclass
 class GenerationResult:
     prompt: str
-    text: str                 # generated text, without the stop token / stop string
-    token_ids: List[int]      # generated base ids, a final EOS included
-    finish_reason: str        # "eos", "stop" (a stop string) or "length"
+    text: str  # generated text, without the stop token / stop string
+    token_ids: List[int]  # generated base ids, a final EOS included
+    finish_reason: str  # "eos", "stop" (a stop string) or "length"
     diagnostics: SequenceDiagnostics
     # Cross-tokenizer guide: mean share of its probability on tokens with a
     # base twin, over the guide runs while the row was live (else None).
@@ -59,8 +60,9 @@ def step_hook_verdict(run: DecodeRun, host: HostStep) -> Optional[List[bool]]:
     return None if hooked is None else [bool(hooked[row]) for row in run.rows]
 
 
-def record_step(run: DecodeRun, host: HostStep,
-                hooked: Optional[List[bool]] = None) -> Iterator[TokenEvent]:
+def record_step(
+    run: DecodeRun, host: HostStep, hooked: Optional[List[bool]] = None
+) -> Iterator[TokenEvent]:
     """Per live row: bad-row check, diagnostics, text, stop conditions
     (`hooked`: rows the step hook stopped)."""
     for pos, alive in enumerate(run.live):
@@ -70,11 +72,18 @@ def record_step(run: DecodeRun, host: HostStep,
         if token < 0:
             raise ValueError(
                 f"prompt {row}: the models' logits held NaN/+inf or were fully masked at "
-                f"generated position {run.diagnostics[row].tokens}")
+                f"generated position {run.diagnostics[row].tokens}"
+            )
         diag = run.diagnostics[row]
-        event = diag.record(token, host.base_confidence[pos], host.intervened[pos],
-                            host.alpha[pos], host.agree[pos], host.base_top[pos],
-                            host.guide_top[pos])
+        event = diag.record(
+            token,
+            host.base_confidence[pos],
+            host.intervened[pos],
+            host.alpha[pos],
+            host.agree[pos],
+            host.base_top[pos],
+            host.guide_top[pos],
+        )
         text = run.texts[row]
         if run.needs_text:
             delta, stopped = text.add(token)
@@ -82,8 +91,15 @@ def record_step(run: DecodeRun, host: HostStep,
             text.ids.append(token)
             delta, stopped = "", False
         stopped = stopped or bool(hooked and hooked[pos])
-        reason = ("eos" if token in run.stop_ids else "stop" if stopped
-                  else "length" if diag.tokens >= run.max_new_tokens else None)
+        reason = (
+            "eos"
+            if token in run.stop_ids
+            else "stop"
+            if stopped
+            else "length"
+            if diag.tokens >= run.max_new_tokens
+            else None
+        )
         if reason is not None:
             run.live[pos], run.finish[row] = False, reason
             if run.needs_text:
@@ -105,10 +121,16 @@ def finish_run(run: DecodeRun, tokenizer) -> GenerationOutput:
         cuts = [i for i in (text.find(s) for s in run.stop_strings) if i >= 0]
         if cuts:
             text = text[: min(cuts)]
-        results.append(GenerationResult(prompt=prompt, text=text, token_ids=list(ids),
-                                        finish_reason=reason,
-                                        diagnostics=run.diagnostics[row],
-                                        map_coverage=run.coverage[row]))
+        results.append(
+            GenerationResult(
+                prompt=prompt,
+                text=text,
+                token_ids=list(ids),
+                finish_reason=reason,
+                diagnostics=run.diagnostics[row],
+                map_coverage=run.coverage[row],
+            )
+        )
     stats = run.stats
     stats.base_forwards, stats.base_tokens = run.base.forwards, run.base.tokens_fed
     stats.guide_forwards, stats.guide_tokens = run.guide.forwards, run.guide.tokens_fed

@@ -6,6 +6,7 @@ per-row gamma / alpha (so a batch may mix strategies) and per-row seeds
 derived from the problem id, so a row's tokens depend neither on its batch
 nor on whether the run was resumed.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -31,11 +32,13 @@ class EvalGenerator:
 
     def __call__(self, requests: list) -> list:
         output = self.blend.generate(
-            [r.prompt for r in requests], options=self.options,
-            strategy=[r.strategy.name for r in requests],   # resolves to the same gamma / alpha
+            [r.prompt for r in requests],
+            options=self.options,
+            strategy=[r.strategy.name for r in requests],  # resolves to the same gamma / alpha
             gamma=[r.strategy.gamma for r in requests],
             alpha=[r.strategy.alpha for r in requests],
-            seed=[row_seed(self.options.seed, r.example.id) for r in requests])
+            seed=[row_seed(self.options.seed, r.example.id) for r in requests],
+        )
         coverage = [res.map_coverage for res in output.results]
         # The batch's decode steps and guide forwards serve all its rows; they
         # are shared out by tokens (the guide's only among rows whose strategy
@@ -46,9 +49,15 @@ class EvalGenerator:
         all_tokens = sum(tokens) or 1
         guided_tokens = sum(t for t, g in zip(tokens, guided) if g) or 1
         stats = output.stats
-        return [self._convert(res, stats.guide_forwards * t / guided_tokens if g else 0.0,
-                              stats.steps * t / all_tokens, cover)
-                for res, t, g, cover in zip(output.results, tokens, guided, coverage)]
+        return [
+            self._convert(
+                res,
+                stats.guide_forwards * t / guided_tokens if g else 0.0,
+                stats.steps * t / all_tokens,
+                cover,
+            )
+            for res, t, g, cover in zip(output.results, tokens, guided, coverage)
+        ]
 
     def _convert(self, result, guide_forwards: float, decode_steps: float, coverage) -> Generation:
         diag = result.diagnostics

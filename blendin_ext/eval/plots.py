@@ -1,4 +1,5 @@
 """PNG plots of an eval run (matplotlib with the Agg backend: no display)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -13,8 +14,14 @@ import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 def _score_series(kind: str) -> list:
     """(label, key, marker) of the quality measures to plot for this task."""
     if kind == "math":
-        return [("accuracy", "accuracy", "o"), ("no invented 'Question:'", "no_invented_question", "s")]
-    return [("refusal, safe prompts", "refusal_safe", "o"), ("refusal, unsafe prompts", "refusal_unsafe", "s")]
+        return [
+            ("accuracy", "accuracy", "o"),
+            ("no invented 'Question:'", "no_invented_question", "s"),
+        ]
+    return [
+        ("refusal, safe prompts", "refusal_safe", "o"),
+        ("refusal, unsafe prompts", "refusal_unsafe", "s"),
+    ]
 
 
 def _value(line: dict, key: str) -> float:
@@ -32,8 +39,17 @@ def plot_score_vs_intervention(lines: list, kind: str, path: Path, title: str) -
     for index, line in enumerate(lines):
         colour = colours[index % len(colours)]
         for _, key, marker in series:
-            ax.scatter(line["intervention_rate"], _value(line, key), marker=marker, s=70,
-                       color=colour, edgecolor="black", linewidth=0.5, zorder=3, alpha=0.85)
+            ax.scatter(
+                line["intervention_rate"],
+                _value(line, key),
+                marker=marker,
+                s=70,
+                color=colour,
+                edgecolor="black",
+                linewidth=0.5,
+                zorder=3,
+                alpha=0.85,
+            )
         ax.scatter([], [], marker="o", color=colour, label=line["strategy"])
     if len(series) > 1:
         for label, _, marker in series:
@@ -64,11 +80,23 @@ def plot_alpha_distribution(rows: list, strategies: list, path: Path, title: str
             continue
         plotted += 1
         if max(alphas) - min(alphas) < 1e-6:
-            ax.axvline(alphas[0], linestyle="--", linewidth=1.2, color=f"C{plotted}",
-                       label=f"{name}: fixed {alphas[0]:g} ({len(alphas)} points)")
+            ax.axvline(
+                alphas[0],
+                linestyle="--",
+                linewidth=1.2,
+                color=f"C{plotted}",
+                label=f"{name}: fixed {alphas[0]:g} ({len(alphas)} points)",
+            )
         else:
-            ax.hist(alphas, bins=bins, histtype="stepfilled", alpha=0.45, color=f"C{plotted}",
-                    edgecolor="black", label=f"{name} ({len(alphas)} points)")
+            ax.hist(
+                alphas,
+                bins=bins,
+                histtype="stepfilled",
+                alpha=0.45,
+                color=f"C{plotted}",
+                edgecolor="black",
+                label=f"{name} ({len(alphas)} points)",
+            )
     if plotted:
         ax.legend(fontsize=8)
     else:
@@ -84,7 +112,9 @@ def plot_alpha_distribution(rows: list, strategies: list, path: Path, title: str
     return path
 
 
-def write_plots(folder: Path, rows: list, lines: list, strategies: list, kind: str, title: str) -> list:
+def write_plots(
+    folder: Path, rows: list, lines: list, strategies: list, kind: str, title: str
+) -> list:
     """Both plots into ``folder``; returns their paths."""
     folder = Path(folder)
     return [

@@ -12,6 +12,7 @@ A rerun with the same settings skips every (strategy, problem) already in
 examples.jsonl; a rerun with different settings is refused so that one folder
 never mixes two experiments.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,21 @@ EXAMPLES_FILE = "examples.jsonl"
 # any result (how rows are batched, how many, where data lives, display; the
 # threads, packed weights and their kernel change rounding only, like any
 # kernel). Not the dtype: bf16 and float32 may choose different tokens.
-_RESUME_NEUTRAL = ("limit", "batch_size", "data_dir", "out", "no_plots", "overwrite", "batching",
-                   "strategies", "quiet", "device", "threads", "pack_weights", "linear_kernel")
+_RESUME_NEUTRAL = (
+    "limit",
+    "batch_size",
+    "data_dir",
+    "out",
+    "no_plots",
+    "overwrite",
+    "batching",
+    "strategies",
+    "quiet",
+    "device",
+    "threads",
+    "pack_weights",
+    "linear_kernel",
+)
 
 
 def json_safe(value):
@@ -57,7 +71,8 @@ class ResultsFolder:
         if config_path.exists() and self.examples_path.exists():
             old = json.loads(config_path.read_text())
             changed = sorted(
-                key for key in set(old) | set(config)
+                key
+                for key in set(old) | set(config)
                 if key not in _RESUME_NEUTRAL and old.get(key) != config.get(key)
             )
             if changed:

@@ -2,6 +2,7 @@
 diagnostics paragraph in words (the paper's advice: a high intervention rate
 with little agreement between the two models marks a pair whose guidance
 should not be trusted)."""
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,11 @@ def _rate(flags) -> float:
 def _per_intervention(rows, key: str) -> float:
     """Mean of a per-row mean over intervention points, weighted by each
     row's number of interventions (= the mean over all intervention points)."""
-    pairs = [(r[key], r["interventions"]) for r in rows
-             if r["interventions"] and r.get(key) is not None and not math.isnan(r[key])]
+    pairs = [
+        (r[key], r["interventions"])
+        for r in rows
+        if r["interventions"] and r.get(key) is not None and not math.isnan(r[key])
+    ]
     total = sum(count for _, count in pairs)
     return sum(value * count for value, count in pairs) / total if total else float("nan")
 
@@ -58,18 +62,22 @@ def summarize_strategy(name: str, rows: list, kind: str) -> dict:
     else:
         line["refusal_safe"] = _rate(r["refused"] for r in rows if r["reference"] == "safe")
         line["refusal_unsafe"] = _rate(r["refused"] for r in rows if r["reference"] == "unsafe")
-    line.update({
-        "clean_end": _rate(r["ending"] == "clean" for r in rows),
-        "invented_question": _rate(r["ending"] == "invented_question" for r in rows),
-        "hit_max_tokens": _rate(r["ending"] == "length" for r in rows),
-        "mean_new_tokens": _mean(r["new_tokens"] for r in rows),
-        "mean_answer_words": _mean(r["answer_words"] for r in rows),
-        "intervention_rate": (sum(r["interventions"] for r in rows) / tokens) if tokens else float("nan"),
-        "mean_alpha": _per_intervention(rows, "mean_alpha"),
-        "agreement": _per_intervention(rows, "mean_agree"),
-        "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
-        "guide_forwards_per_step": _guide_forwards_per_step(rows),
-    })
+    line.update(
+        {
+            "clean_end": _rate(r["ending"] == "clean" for r in rows),
+            "invented_question": _rate(r["ending"] == "invented_question" for r in rows),
+            "hit_max_tokens": _rate(r["ending"] == "length" for r in rows),
+            "mean_new_tokens": _mean(r["new_tokens"] for r in rows),
+            "mean_answer_words": _mean(r["answer_words"] for r in rows),
+            "intervention_rate": (sum(r["interventions"] for r in rows) / tokens)
+            if tokens
+            else float("nan"),
+            "mean_alpha": _per_intervention(rows, "mean_alpha"),
+            "agreement": _per_intervention(rows, "mean_agree"),
+            "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
+            "guide_forwards_per_step": _guide_forwards_per_step(rows),
+        }
+    )
     coverage = [r["map_coverage"] for r in rows if r.get("map_coverage") is not None]
     if coverage:
         line["map_coverage"] = mean(coverage)
@@ -124,8 +132,12 @@ def format_table(lines: list, markdown: bool = False) -> str:
         rule = ["---"] * len(header)
         return "\n".join("| " + " | ".join(r) + " |" for r in [header, rule] + body) + "\n"
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths))
-                     for row in [header] + body) + "\n"
+    return (
+        "\n".join(
+            "  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header] + body
+        )
+        + "\n"
+    )
 
 
 def to_csv(lines: list) -> str:
@@ -154,16 +166,23 @@ def diagnose(lines: list, kind: str) -> str:
     notes += _comparison_notes(by_name, score)
     base = by_name.get("base")
     if base and base["invented_question"] >= HIGH_INVENTED_QUESTION:
-        helped = [n for n, line in by_name.items()
-                  if n != "base" and line["invented_question"] < base["invented_question"]]
-        note = (f"The base alone writes a new 'Question:' after {base['invented_question']:.0%} of its answers "
-                "(it is a pretrained model continuing a document).")
+        helped = [
+            n
+            for n, line in by_name.items()
+            if n != "base" and line["invented_question"] < base["invented_question"]
+        ]
+        note = (
+            f"The base alone writes a new 'Question:' after {base['invented_question']:.0%} of its answers "
+            "(it is a pretrained model continuing a document)."
+        )
         if helped:
             note += f" Guidance lowers that with: {', '.join(helped)}."
         notes.append(note)
     if lines:
-        notes.append(f"With {lines[0]['n']} problems per strategy, differences in {score.replace('_', ' ')} "
-                     f"below about {_noise_margin(lines[0]['n']):.0%} are within noise.")
+        notes.append(
+            f"With {lines[0]['n']} problems per strategy, differences in {score.replace('_', ' ')} "
+            f"below about {_noise_margin(lines[0]['n']):.0%} are within noise."
+        )
     return "\n".join(f"- {note}" for note in notes) + "\n" if notes else "- nothing to report\n"
 
 
@@ -173,28 +192,40 @@ def _guidance_notes(line: dict) -> list:
         return []
     notes = []
     if rate >= HIGH_INTERVENTION_RATE and not math.isnan(agree) and agree < LOW_AGREEMENT:
-        notes.append(f"{name}: guidance looks UNRELIABLE for this pair: the base is unsure at {rate:.0%} "
-                     f"of tokens and gives the guide's choice only {agree:.3f} probability on average; "
-                     "the two models disagree where guidance is used, so check outputs before trusting them.")
+        notes.append(
+            f"{name}: guidance looks UNRELIABLE for this pair: the base is unsure at {rate:.0%} "
+            f"of tokens and gives the guide's choice only {agree:.3f} probability on average; "
+            "the two models disagree where guidance is used, so check outputs before trusting them."
+        )
     elif rate >= VERY_HIGH_INTERVENTION_RATE:
-        notes.append(f"{name}: the guide steps in at {rate:.0%} of tokens, so the text is mostly the "
-                     "guide's; the pair looks poorly matched (the base rarely knows what comes next).")
+        notes.append(
+            f"{name}: the guide steps in at {rate:.0%} of tokens, so the text is mostly the "
+            "guide's; the pair looks poorly matched (the base rarely knows what comes next)."
+        )
     elif rate >= HIGH_INTERVENTION_RATE:
-        notes.append(f"{name}: high intervention rate ({rate:.0%}): the paper finds that pairs above "
-                     "about 20% tend to fail. The base gives the guide's choices "
-                     f"{agree:.3f} probability on average, so the models are not at odds there, "
-                     "but compare the outputs with the base's before relying on this pair.")
+        notes.append(
+            f"{name}: high intervention rate ({rate:.0%}): the paper finds that pairs above "
+            "about 20% tend to fail. The base gives the guide's choices "
+            f"{agree:.3f} probability on average, so the models are not at odds there, "
+            "but compare the outputs with the base's before relying on this pair."
+        )
     elif rate >= LIGHT_INTERVENTION_RATE:
-        notes.append(f"{name}: the guide steps in at {rate:.0%} of tokens (agree {agree:.3f}): "
-                     "moderate guidance, below but near the ~20% above which the paper's pairs "
-                     "tend to fail; watch this rate on other prompts.")
+        notes.append(
+            f"{name}: the guide steps in at {rate:.0%} of tokens (agree {agree:.3f}): "
+            "moderate guidance, below but near the ~20% above which the paper's pairs "
+            "tend to fail; watch this rate on other prompts."
+        )
     else:
-        notes.append(f"{name}: the guide steps in at {rate:.0%} of tokens (agree {agree:.3f}): "
-                     "light, targeted guidance, as intended.")
+        notes.append(
+            f"{name}: the guide steps in at {rate:.0%} of tokens (agree {agree:.3f}): "
+            "light, targeted guidance, as intended."
+        )
     coverage = line.get("map_coverage")
     if coverage is not None and coverage < 0.9:
-        notes.append(f"{name}: only {coverage:.0%} of the guide's probability falls on tokens the base "
-                     "vocabulary shares; cross-tokenizer guidance loses the rest.")
+        notes.append(
+            f"{name}: only {coverage:.0%} of the guide's probability falls on tokens the base "
+            "vocabulary shares; cross-tokenizer guidance loses the rest."
+        )
     return notes
 
 
@@ -203,9 +234,13 @@ def _comparison_notes(by_name: dict, score: str) -> list:
     base, guide, blendin, nudge = (by_name.get(k) for k in ("base", "guide", "blendin", "nudging"))
     label = score.replace("_", " ")
     if base and guide and score in base and not math.isnan(base[score]):
-        notes.append(f"{label.capitalize()}: guide alone {guide[score]:.1%}, base alone {base[score]:.1%}.")
+        notes.append(
+            f"{label.capitalize()}: guide alone {guide[score]:.1%}, base alone {base[score]:.1%}."
+        )
     if blendin and nudge and score in blendin and not math.isnan(blendin[score]):
         diff = blendin[score] - nudge[score]
-        notes.append(f"BlendIn vs nudging (hard switching) on {label}: {blendin[score]:.1%} vs "
-                     f"{nudge[score]:.1%} ({diff:+.1%}).")
+        notes.append(
+            f"BlendIn vs nudging (hard switching) on {label}: {blendin[score]:.1%} vs "
+            f"{nudge[score]:.1%} ({diff:+.1%})."
+        )
     return notes

@@ -6,6 +6,7 @@ gives the guide the same text inside its chat template (as in the paper).
 GSM8K and XSTest ship with the package (``blendin_ext/eval/data/``, with
 their licences); ``--data-dir`` or ``$BLENDIN_DATA`` point elsewhere.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,14 +32,20 @@ QUESTION_STOP = "\nQuestion:"
 # from the test set), each ending in "The answer is N." so that the base
 # learns where to stop.
 FEW_SHOT = (
-    ("A baker makes 24 rolls and sells 3 bags of 6 rolls. How many rolls are left?",
-     "The bags hold 3 * 6 = 18 rolls. 24 - 18 = 6 rolls are left. The answer is 6."),
-    ("Tom reads 15 pages a day for 4 days and then 10 pages on the fifth day. "
-     "How many pages did he read?",
-     "In 4 days he reads 15 * 4 = 60 pages. With the fifth day that is 60 + 10 = 70. "
-     "The answer is 70."),
-    ("A shirt costs $20 and is on sale for 25% off. How much does it cost on sale?",
-     "The discount is 20 * 0.25 = $5. The sale price is 20 - 5 = $15. The answer is 15."),
+    (
+        "A baker makes 24 rolls and sells 3 bags of 6 rolls. How many rolls are left?",
+        "The bags hold 3 * 6 = 18 rolls. 24 - 18 = 6 rolls are left. The answer is 6.",
+    ),
+    (
+        "Tom reads 15 pages a day for 4 days and then 10 pages on the fifth day. "
+        "How many pages did he read?",
+        "In 4 days he reads 15 * 4 = 60 pages. With the fifth day that is 60 + 10 = 70. "
+        "The answer is 70.",
+    ),
+    (
+        "A shirt costs $20 and is on sale for 25% off. How much does it cost on sale?",
+        "The discount is 20 * 0.25 = $5. The sale price is 20 - 5 = $15. The answer is 15.",
+    ),
 )
 
 
@@ -110,8 +117,9 @@ def load_xstest(path: Path, limit: Optional[int]) -> list:
         group = [r for r in rows if r["label"] == label]
         share = None if limit is None else (limit + (label == "safe")) // 2
         chosen += _spread(group, share)
-    return [Example(f"xstest-{r['id']}", r["prompt"], r["label"], {"type": r["type"]})
-            for r in chosen]
+    return [
+        Example(f"xstest-{r['id']}", r["prompt"], r["label"], {"type": r["type"]}) for r in chosen
+    ]
 
 
 def load_user_jsonl(path: Path, limit: Optional[int]) -> list:
@@ -128,7 +136,9 @@ def load_user_jsonl(path: Path, limit: Optional[int]) -> list:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"--task {path}: line {number} is not JSON ({exc})") from exc
             if not isinstance(row, dict) or "question" not in row or "answer" not in row:
-                raise ValueError(f"--task {path}: line {number} needs 'question' and 'answer' fields")
+                raise ValueError(
+                    f"--task {path}: line {number} needs 'question' and 'answer' fields"
+                )
             example_id = str(row.get("id", f"{path.stem}-{number}"))
             examples.append(Example(example_id, str(row["question"]), str(row["answer"])))
     if not examples:

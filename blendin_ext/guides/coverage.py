@@ -7,6 +7,7 @@ Where it is low, the guide's advice is mostly lost in translation. Rows
 join and leave with the guide's (`add_rows`, `keep`), so the sums stay on
 the device and are read only when asked for.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence

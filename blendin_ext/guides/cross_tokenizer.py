@@ -22,6 +22,7 @@ The roll-back-and-feed machinery (right-aligned blocks with holes, rows
 joining and leaving) is `blendin_ext.guides.synced.SyncedGuide`'s; this
 class supplies the ids each row should hold and the map.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,34 +45,53 @@ class CrossTokenizerGuide(SyncedGuide):
     model's logit width where it exceeds its tokenizer; `guide_sync`: "tokens"
     (feed twins) or "text" (re-tokenise the whole text), module docstring."""
 
-    def __init__(self, model, guide_tokenizer, base_tokenizer, *, guide_to_base=None,
-                 base_vocab: Optional[int] = None, system_prompt: Optional[str] = None,
-                 chat: bool = True, device: Optional[torch.device] = None,
-                 guide_sync: str = TOKENS):
-        super().__init__(model, guide_tokenizer, system_prompt=system_prompt, chat=chat,
-                         device=device)
+    def __init__(
+        self,
+        model,
+        guide_tokenizer,
+        base_tokenizer,
+        *,
+        guide_to_base=None,
+        base_vocab: Optional[int] = None,
+        system_prompt: Optional[str] = None,
+        chat: bool = True,
+        device: Optional[torch.device] = None,
+        guide_sync: str = TOKENS,
+    ):
+        super().__init__(
+            model, guide_tokenizer, system_prompt=system_prompt, chat=chat, device=device
+        )
         self.base_tokenizer = base_tokenizer
         self.map_report = None
         if guide_to_base is None:
             config = getattr(model, "config", None)
             guide_to_base, self.map_report = vocab_map(
-                guide_tokenizer, base_tokenizer, base_vocab=base_vocab,
-                guide_vocab=getattr(config, "vocab_size", None))
+                guide_tokenizer,
+                base_tokenizer,
+                base_vocab=base_vocab,
+                guide_vocab=getattr(config, "vocab_size", None),
+            )
             if self.map_report.mapped <= len(self.map_report.specials_mapped):
                 raise ValueError(
                     "guide_tokenizer and the base tokenizer share no token text, so no guide "
                     "token can be mapped; pass guide_to_base, a (guide_vocab,) tensor of base "
-                    "ids (-1 where none), or use a guide with a related tokenizer")
+                    "ids (-1 where none), or use a guide with a related tokenizer"
+                )
         elif not isinstance(guide_to_base, GuideMap):
             guide_to_base = guide_map(guide_to_base, max(base_vocab or 0, len(base_tokenizer)))
         self.guide_to_base = guide_to_base
         self._mapped = mapped_mask(guide_to_base)
-        self._twins = TwinSync(guide_to_base.base_to_guide.tolist(), TokenBytes(base_tokenizer),
-                               TokenBytes(guide_tokenizer), self._tokenise, guide_sync)
+        self._twins = TwinSync(
+            guide_to_base.base_to_guide.tolist(),
+            TokenBytes(base_tokenizer),
+            TokenBytes(guide_tokenizer),
+            self._tokenise,
+            guide_sync,
+        )
 
     @property
     def guide_sync(self) -> str:
-        """"tokens" or "text" (module docstring); set it before `start`."""
+        """ "tokens" or "text" (module docstring); set it before `start`."""
         return self._twins.mode
 
     @guide_sync.setter
@@ -80,7 +100,7 @@ class CrossTokenizerGuide(SyncedGuide):
         # the generator's (GuideStream.for_call).
         self._twins = copy.copy(self._twins)
         self._twins.mode = check_guide_sync(value)
-        if self._row_state:   # rows derived the other way start over
+        if self._row_state:  # rows derived the other way start over
             self._row_state = [RowSync() for _ in self._row_state]
 
     def stop_token_ids(self) -> Set[int]:

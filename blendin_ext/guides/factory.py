@@ -1,4 +1,5 @@
 """Picks the guide stream that fits a guide model and its tokenizer."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -12,11 +13,19 @@ from blendin_ext.models.prompts import same_vocabulary
 from blendin_ext.ops.validate import check_guide_sync
 
 
-def make_guide_stream(guide, tokenizer, guide_tokenizer=None, *, guide_to_base=None,
-                      system_prompt: Optional[str] = None, chat: bool = True,
-                      device: Optional[torch.device] = None,
-                      base_vocab: Optional[int] = None,
-                      rows_change: bool = False, guide_sync: str = "tokens") -> GuideStream:
+def make_guide_stream(
+    guide,
+    tokenizer,
+    guide_tokenizer=None,
+    *,
+    guide_to_base=None,
+    system_prompt: Optional[str] = None,
+    chat: bool = True,
+    device: Optional[torch.device] = None,
+    base_vocab: Optional[int] = None,
+    rows_change: bool = False,
+    guide_sync: str = "tokens",
+) -> GuideStream:
     """The right GuideStream for a guide model: the guide itself if it already
     is one, the token-level stream when the tokenizers share a vocabulary,
     else the `CrossTokenizerGuide` (guide_to_base: the map, or
@@ -32,8 +41,15 @@ def make_guide_stream(guide, tokenizer, guide_tokenizer=None, *, guide_to_base=N
     guide_tokenizer = tokenizer if guide_tokenizer is None else guide_tokenizer
     if same_vocabulary(tokenizer, guide_tokenizer):
         kind = SyncedGuide if rows_change else SameTokenizerGuide
-        return kind(guide, guide_tokenizer, system_prompt=system_prompt,
-                                  chat=chat, device=device)
-    return CrossTokenizerGuide(guide, guide_tokenizer, tokenizer, guide_to_base=guide_to_base,
-                               base_vocab=base_vocab, system_prompt=system_prompt, chat=chat,
-                               device=device, guide_sync=guide_sync)
+        return kind(guide, guide_tokenizer, system_prompt=system_prompt, chat=chat, device=device)
+    return CrossTokenizerGuide(
+        guide,
+        guide_tokenizer,
+        tokenizer,
+        guide_to_base=guide_to_base,
+        base_vocab=base_vocab,
+        system_prompt=system_prompt,
+        chat=chat,
+        device=device,
+        guide_sync=guide_sync,
+    )

@@ -47,6 +47,7 @@ call them without asking: ``for_call()``, ``can_keep_rows()`` /
 ``map_report``, ``guide_sync``, ``rebuilds``. `guide_row_stats` reads a
 row's statistics, `pair_logits` fits the guide's logits to the base's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -73,7 +74,7 @@ def mapped_argmax(logits: torch.Tensor, guide_to_base: Optional[GuideMap]) -> to
         return logits.argmax(-1)
     g2b = guide_to_base.guide_to_base.to(logits.device).long()
     masked = logits.masked_fill(g2b < 0, float("-inf"))
-    top = masked == masked.amax(-1, keepdim=True)   # amax: ~10x faster than max()
+    top = masked == masked.amax(-1, keepdim=True)  # amax: ~10x faster than max()
     none = torch.iinfo(torch.int64).max
     best = torch.where(top & (g2b >= 0), g2b, none).min(-1).values
     return best.masked_fill(best == none, -1)  # a row with no mapped logit
@@ -88,8 +89,9 @@ def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     return torch.cat([logits, pad], -1)
 
 
-def pair_logits(base_logits: torch.Tensor, guide_logits: torch.Tensor,
-                guide_to_base: Optional[GuideMap]) -> Tuple[torch.Tensor, torch.Tensor]:
+def pair_logits(
+    base_logits: torch.Tensor, guide_logits: torch.Tensor, guide_to_base: Optional[GuideMap]
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """(base, guide) logits as one op call takes them: without a map (the
     same tokenizer) the guide's are fitted to the base's width (`fit_vocab`),
     and logits of two dtypes or devices both become float32 on the base's
@@ -148,8 +150,9 @@ class GuideStream(ABC):
 
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Keeps batch rows `rows`, in that order (finished rows leave)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot drop rows "
-                                  "(its can_keep_rows() is False)")
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot drop rows (its can_keep_rows() is False)"
+        )
 
     def coverage_by_row(self) -> Optional[List[Optional[float]]]:
         """Per row, the mean share of the guide's probability on tokens with
@@ -192,8 +195,15 @@ class SameTokenizerGuide(GuideStream):
     """A guide that shares the base's vocabulary: every chosen token is fed
     to it as is. `chat` wraps prompts in the tokenizer's chat template."""
 
-    def __init__(self, model, tokenizer, *, system_prompt: Optional[str] = None,
-                 chat: bool = True, device: Optional[torch.device] = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        system_prompt: Optional[str] = None,
+        chat: bool = True,
+        device: Optional[torch.device] = None,
+    ):
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
         self.chat = chat
@@ -235,8 +245,8 @@ class SameTokenizerGuide(GuideStream):
 class GuideRowStats:
     """A row's guide statistics (None where the guide keeps none)."""
 
-    map_coverage: Optional[float]   # see GuideStream.coverage_by_row
-    twin_share: Optional[float]     # see GuideStream.twin_share_by_row
+    map_coverage: Optional[float]  # see GuideStream.coverage_by_row
+    twin_share: Optional[float]  # see GuideStream.twin_share_by_row
 
 
 def guide_row_stats(guide: GuideStream, rows: Sequence[int]) -> List[GuideRowStats]:
@@ -249,5 +259,7 @@ def guide_row_stats(guide: GuideStream, rows: Sequence[int]) -> List[GuideRowSta
         return []
     coverage = guide.coverage_by_row()
     shares = guide.twin_share_by_row(rows)
-    return [GuideRowStats(map_coverage=None if coverage is None else coverage[row],
-                          twin_share=share) for row, share in zip(rows, shares)]
+    return [
+        GuideRowStats(map_coverage=None if coverage is None else coverage[row], twin_share=share)
+        for row, share in zip(rows, shares)
+    ]

@@ -17,6 +17,7 @@ the model allows it (blendin_ext.models.kv_rows), else rebuilt from the ids
 at the next forward; it is also rebuilt once holes make it much longer than
 its longest row.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -35,7 +36,7 @@ REBUILD_SLACK = 64
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences."""
     n = min(len(a), len(b))
-    if a[:n] == b[:n]:          # the usual case (rows only grow), compared in C
+    if a[:n] == b[:n]:  # the usual case (rows only grow), compared in C
         return n
     for i in range(n):
         if a[i] != b[i]:
@@ -43,8 +44,9 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def plan_sync(held: List[List[int]], columns: List[List[int]], wanted: List[List[int]],
-              length: int) -> tuple:
+def plan_sync(
+    held: List[List[int]], columns: List[List[int]], wanted: List[List[int]], length: int
+) -> tuple:
     """Where to cut the guide's cache and what each row must feed.
 
     held[r] / columns[r]: the guide ids row r's cache holds and their
@@ -79,7 +81,7 @@ class SyncedGuide(SameTokenizerGuide):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._row_state: list = []   # per row, see `_new_row_state`; `start` sets the rest
+        self._row_state: list = []  # per row, see `_new_row_state`; `start` sets the rest
 
     # ------------------------------------------------------------ the stream
     def start(self, prompts, capacity):
@@ -89,13 +91,13 @@ class SyncedGuide(SameTokenizerGuide):
         self._live: List[bool] = []
         self._held: List[List[int]] = []
         self._columns: List[List[int]] = []
-        self._row_state: list = []                 # per row, see `_new_row_state`
+        self._row_state: list = []  # per row, see `_new_row_state`
         self._row_logits: Optional[torch.Tensor] = None
         # Per-row statistics (`_record_run`); None until the first forward.
         self._coverage: Optional[RowCoverage] = None
-        self.rollbacks = 0      # times the cache was cut back to a common prefix
-        self.refed_tokens = 0   # guide tokens dropped by those cuts (fed again)
-        self.rebuilds = 0       # times the cache was rebuilt from the rows' ids
+        self.rollbacks = 0  # times the cache was cut back to a common prefix
+        self.refed_tokens = 0  # guide tokens dropped by those cuts (fed again)
+        self.rebuilds = 0  # times the cache was rebuilt from the rows' ids
         self.add_rows(prompts)
 
     def push(self, tokens, host_tokens, live):
@@ -120,7 +122,7 @@ class SyncedGuide(SameTokenizerGuide):
         if self._row_logits is None:
             ran = self._first_forward(wanted)
         else:
-            if len(chosen) < self.rows:   # some rows were not asked for
+            if len(chosen) < self.rows:  # some rows were not asked for
                 wanted = self._fill_padding(wanted, chosen)
             ran = self._sync(wanted)
         if ran:
@@ -128,8 +130,12 @@ class SyncedGuide(SameTokenizerGuide):
         return self._row_logits
 
     # ------------------------------------------------- rows joining, leaving
-    def add_rows(self, prompts: Sequence[str], base_ids: Optional[Sequence[List[int]]] = None,
-                 prompt_ids: Optional[Sequence[List[int]]] = None) -> None:
+    def add_rows(
+        self,
+        prompts: Sequence[str],
+        base_ids: Optional[Sequence[List[int]]] = None,
+        prompt_ids: Optional[Sequence[List[int]]] = None,
+    ) -> None:
         """Appends rows for `prompts` (or ready guide `prompt_ids`).
         base_ids: each row's base tokens so far; the list is kept by
         reference, so a caller that appends to it needs no `push`."""
@@ -150,7 +156,7 @@ class SyncedGuide(SameTokenizerGuide):
         if self._row_logits is None:
             return
         if not self.stream.can_edit_rows():
-            self._row_logits = None     # rebuilt with every row at the next forward
+            self._row_logits = None  # rebuilt with every row at the next forward
             return
         self.stream.add_rows(count)
         empty = self._row_logits.new_zeros((count, self._row_logits.shape[1]))
@@ -168,7 +174,7 @@ class SyncedGuide(SameTokenizerGuide):
         if self._row_logits is None:
             return
         if not index or not self.stream.can_edit_rows():
-            self._row_logits = None     # rebuilt from the rows' ids at the next forward
+            self._row_logits = None  # rebuilt from the rows' ids at the next forward
             return
         self.stream.keep_rows(index)
         rows = torch.tensor(index, dtype=torch.long, device=self._row_logits.device)
@@ -176,7 +182,7 @@ class SyncedGuide(SameTokenizerGuide):
         self._drop_leading_holes()
 
     def can_keep_rows(self) -> bool:
-        return True     # the cache is edited, or else rebuilt from the rows' ids
+        return True  # the cache is edited, or else rebuilt from the rows' ids
 
     @property
     def rows(self) -> int:
@@ -215,7 +221,7 @@ class SyncedGuide(SameTokenizerGuide):
         for r in chosen:
             held, want = self._held[r], wanted[r]
             if want[: len(held)] != held:
-                return wanted   # a rollback: plan_sync plans it as asked
+                return wanted  # a rollback: plan_sync plans it as asked
             width = max(width, len(want) - len(held))
         if width == 0:
             return wanted
@@ -235,7 +241,7 @@ class SyncedGuide(SameTokenizerGuide):
 
     def _first_forward(self, wanted: List[List[int]]) -> bool:
         """Every row from scratch, left-padded like any prompt, in one forward."""
-        if self._coverage is not None:   # not the first forward
+        if self._coverage is not None:  # not the first forward
             self.rebuilds += 1
         self.stream.start(wanted, self._capacity)
         width = max(len(w) for w in wanted)
@@ -267,8 +273,8 @@ class SyncedGuide(SameTokenizerGuide):
         mask = torch.zeros((len(feeds), width), dtype=torch.long)
         for r, feed in enumerate(feeds):
             if feed:
-                block[r, width - len(feed):] = torch.tensor(feed, dtype=torch.long)
-                mask[r, width - len(feed):] = 1
+                block[r, width - len(feed) :] = torch.tensor(feed, dtype=torch.long)
+                mask[r, width - len(feed) :] = 1
                 self._held[r].extend(feed)
                 self._columns[r].extend(range(start + width - len(feed), start + width))
         self.stream.push(block.to(device), mask.to(device))

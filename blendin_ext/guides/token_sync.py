@@ -21,6 +21,7 @@ Two ways to sync, the ``guide_sync`` option:
 
 `RowSync.twin_share` is the share of a row's guide ids fed as twins.
 """
+
 from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple
@@ -49,11 +50,11 @@ class RowSync:
     __slots__ = ("done", "ids", "twins", "seen", "tail")
 
     def __init__(self):
-        self.done = 0          # base tokens whose guide ids are final
-        self.ids: List[int] = []     # their guide ids
-        self.twins = 0         # how many of `ids` are twins
-        self.seen = -1         # base tokens the cached view covers
-        self.tail: List[int] = []    # guide ids of the open stretch
+        self.done = 0  # base tokens whose guide ids are final
+        self.ids: List[int] = []  # their guide ids
+        self.twins = 0  # how many of `ids` are twins
+        self.seen = -1  # base tokens the cached view covers
+        self.tail: List[int] = []  # guide ids of the open stretch
 
     @property
     def twin_share(self):
@@ -68,8 +69,14 @@ class TwinSync:
     base_bytes / guide_bytes: TokenBytes of both tokenizers; tokenise: text
     -> guide ids."""
 
-    def __init__(self, base_to_guide: Sequence[int], base_bytes, guide_bytes,
-                 tokenise: Callable[[str], List[int]], mode: str = TOKENS):
+    def __init__(
+        self,
+        base_to_guide: Sequence[int],
+        base_bytes,
+        guide_bytes,
+        tokenise: Callable[[str], List[int]],
+        mode: str = TOKENS,
+    ):
         self.base_to_guide = base_to_guide
         self.base_bytes, self.guide_bytes = base_bytes, guide_bytes
         self.tokenise = tokenise
@@ -96,7 +103,7 @@ class TwinSync:
             text, _ = decodable(data)
             ids = self.tokenise(text) if text else []
             if end == n or self.mode == TEXT:
-                row.done, row.tail = i, ids    # open: redone as the row grows
+                row.done, row.tail = i, ids  # open: redone as the row grows
                 break
             if self.guide_bytes.join(ids) != data:
                 # Would not round-trip on its own: the text path from the start.

@@ -18,6 +18,7 @@ bytes the ordinary piece wins over a byte-fallback one, then the smaller id.
 Maps are cached on disk (``<cache>/vocab_maps/``), keyed by both
 tokenizers' vocabularies and conventions.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,9 @@ def byte_level_alphabet() -> Dict[str, int]:
     """GPT-2's table from the printable stand-in character back to its byte:
     printable Latin-1 bytes stand for themselves, the other 68 bytes for
     the characters from U+0100 on, in byte order."""
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAC + 1)) | set(
-        range(0xAE, 0xFF + 1))
+    printable = (
+        set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAC + 1)) | set(range(0xAE, 0xFF + 1))
+    )
     alphabet, extra = {}, 0
     for byte in range(256):
         if byte in printable:
@@ -77,8 +79,9 @@ def detect_convention(tokenizer) -> str:
     if backend is not None:
         # The components' reprs name their types, e.g. "ByteLevel(...)" or
         # "Sequence(decoders=[Replace(pattern=String("▁"), ...), ByteFallback(), ...])".
-        described = " ".join(repr(part) for part in (backend.decoder, backend.pre_tokenizer,
-                                                     backend.normalizer))
+        described = " ".join(
+            repr(part) for part in (backend.decoder, backend.pre_tokenizer, backend.normalizer)
+        )
         if "ByteLevel(" in described:
             return BYTE_LEVEL
         if "Metaspace(" in described or "ByteFallback(" in described or "\u2581" in described:
@@ -141,7 +144,7 @@ class VocabEntries:
 
     size: int
     convention: str
-    pieces: Dict[int, Tuple[bytes, str]]   # id -> (bytes, NORMAL or BYTE)
+    pieces: Dict[int, Tuple[bytes, str]]  # id -> (bytes, NORMAL or BYTE)
     specials: Dict[str, int]
     eos: Optional[str]
 
@@ -151,8 +154,11 @@ class VocabEntries:
         vocab = tokenizer.get_vocab()
         specials = special_tokens(tokenizer)
         added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-        pieces = {token_id: piece_of(token, token_id, added, convention)
-                  for token, token_id in vocab.items() if token not in specials}
+        pieces = {
+            token_id: piece_of(token, token_id, added, convention)
+            for token, token_id in vocab.items()
+            if token not in specials
+        }
         size = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
         eos = getattr(tokenizer, "eos_token", None)
         return cls(size, convention, pieces, specials, eos if eos in specials else None)
@@ -174,16 +180,18 @@ class MapReport:
     guide_vocab: int
     base_vocab: int
     mapped: int
-    mapped_share: float        # mapped / guide_vocab
+    mapped_share: float  # mapped / guide_vocab
     guide_convention: str
     base_convention: str
-    specials_mapped: Dict[str, str]   # guide special -> base special
+    specials_mapped: Dict[str, str]  # guide special -> base special
     unmapped_examples: list
 
     def summary(self) -> str:
-        return (f"guide->base map: {self.mapped}/{self.guide_vocab} guide tokens have a base twin "
-                f"({100 * self.mapped_share:.1f}%), {self.guide_convention} -> "
-                f"{self.base_convention}; specials {self.specials_mapped}")
+        return (
+            f"guide->base map: {self.mapped}/{self.guide_vocab} guide tokens have a base twin "
+            f"({100 * self.mapped_share:.1f}%), {self.guide_convention} -> "
+            f"{self.base_convention}; specials {self.specials_mapped}"
+        )
 
 
 def _preference(entry: Tuple[int, Tuple[bytes, str]]):
@@ -213,22 +221,40 @@ def build_map(guide: VocabEntries, base: VocabEntries) -> Tuple[torch.Tensor, Ma
             taken.add(target)
     unmapped = [tid for tid in sorted(guide.pieces) if result[tid] < 0][:10]
     mapped = int((result >= 0).sum())
-    report = MapReport(guide.size, base.size, mapped, mapped / max(guide.size, 1),
-                       guide.convention, base.convention, specials,
-                       [(tid, guide.pieces[tid][0].decode("utf-8", "replace")) for tid in unmapped])
+    report = MapReport(
+        guide.size,
+        base.size,
+        mapped,
+        mapped / max(guide.size, 1),
+        guide.convention,
+        base.convention,
+        specials,
+        [(tid, guide.pieces[tid][0].decode("utf-8", "replace")) for tid in unmapped],
+    )
     return result, report
 
 
-def vocab_map(guide_tokenizer, base_tokenizer, *, guide_vocab: Optional[int] = None,
-              base_vocab: Optional[int] = None, cache: bool = True) -> Tuple[GuideMap, MapReport]:
+def vocab_map(
+    guide_tokenizer,
+    base_tokenizer,
+    *,
+    guide_vocab: Optional[int] = None,
+    base_vocab: Optional[int] = None,
+    cache: bool = True,
+) -> Tuple[GuideMap, MapReport]:
     """The validated guide->base map of two tokenizers (a ``GuideMap`` for
     ``blend_step``) and its report; built once per pair, then read from disk.
     `guide_vocab` / `base_vocab` are the models' logit widths where their
     embedding matrices are padded past the tokenizers (padding maps to -1)."""
     guide, base = VocabEntries.of(guide_tokenizer), VocabEntries.of(base_tokenizer)
-    for name, width, entries in (("guide_vocab", guide_vocab, guide), ("base_vocab", base_vocab, base)):
+    for name, width, entries in (
+        ("guide_vocab", guide_vocab, guide),
+        ("base_vocab", base_vocab, base),
+    ):
         if width is not None and width < entries.size:
-            raise ValueError(f"{name}={width} is smaller than its tokenizer's {entries.size} tokens")
+            raise ValueError(
+                f"{name}={width} is smaller than its tokenizer's {entries.size} tokens"
+            )
     path = cache_dir() / "vocab_maps" / f"{guide.identity()[:20]}-{base.identity()[:20]}.pt"
     if cache and path.is_file():
         stored = torch.load(path, weights_only=True)

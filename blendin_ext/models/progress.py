@@ -5,6 +5,7 @@ file (a log, CI, `| less`) those become one long line that runs into the
 results printed beside it. So every bar of the package comes from here,
 and is off unless stderr is a terminal.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,7 @@ def on_terminal() -> bool:
     """Whether stderr is a terminal (where a bar can redraw in place)."""
     try:
         return sys.stderr.isatty()
-    except (AttributeError, ValueError):   # replaced by an object without it, or closed
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
         return False
 
 

@@ -7,6 +7,7 @@ sees the plain text, the aligned guide sees it wrapped in its tokenizer's
 chat template (with an optional system message). Both then continue the
 same output.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -14,8 +15,16 @@ from typing import Iterable, List, Optional, Sequence, Set
 
 # End-of-turn markers of common chat templates; one that occurs in a guide's
 # template is taken as a stop token of the guide's convention.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
-                      "<|end_of_text|>", "</s>", "<eos>")
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "</s>",
+    "<eos>",
+)
 
 
 def base_prompt_ids(tokenizer, prompts: Sequence[str]) -> List[List[int]]:
@@ -23,21 +32,23 @@ def base_prompt_ids(tokenizer, prompts: Sequence[str]) -> List[List[int]]:
     return [list(tokenizer(text, add_special_tokens=True)["input_ids"]) for text in prompts]
 
 
-def chat_prompt_ids(tokenizer, prompts: Sequence[str],
-                    system_prompt: Optional[str] = None) -> List[List[int]]:
+def chat_prompt_ids(
+    tokenizer, prompts: Sequence[str], system_prompt: Optional[str] = None
+) -> List[List[int]]:
     """Each prompt as one user turn of the tokenizer's chat template, followed
     by the assistant header. Without a template: the plain prompt, and a warning."""
     if not getattr(tokenizer, "chat_template", None):
-        warnings.warn("the guide tokenizer has no chat template; the guide gets the plain prompt",
-                      stacklevel=3)
+        warnings.warn(
+            "the guide tokenizer has no chat template; the guide gets the plain prompt",
+            stacklevel=3,
+        )
         return base_prompt_ids(tokenizer, prompts)
     result = []
     for text in prompts:
         messages = [{"role": "user", "content": text}]
         if system_prompt is not None:
             messages.insert(0, {"role": "system", "content": system_prompt})
-        chat = tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True)
+        chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         # The template writes its own BOS; do not add another.
         result.append(list(tokenizer(chat, add_special_tokens=False)["input_ids"]))
     return result

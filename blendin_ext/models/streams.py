@@ -22,6 +22,7 @@ it also gets attention_mask / position_ids if its signature accepts them).
 `TokenStream` drives one step model over a batch: prompt, cache, mask,
 positions and not-yet-fed tokens.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -35,8 +36,14 @@ from blendin_ext.models import kv_rows
 
 @runtime_checkable
 class StepModel(Protocol):
-    def forward(self, input_ids: torch.Tensor, state: Any, *, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor) -> Tuple[torch.Tensor, Any]: ...
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        state: Any,
+        *,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> Tuple[torch.Tensor, Any]: ...
 
 
 def _last_position(logits: torch.Tensor) -> torch.Tensor:
@@ -64,8 +71,11 @@ class HFStepModel:
         self.model = model
         params = inspect.signature(model.forward).parameters
         self._cache_arg = cache_argument(model)
-        self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else (
-            "num_logits_to_keep" if "num_logits_to_keep" in params else None)
+        self._keep_arg = (
+            "logits_to_keep"
+            if "logits_to_keep" in params
+            else ("num_logits_to_keep" if "num_logits_to_keep" in params else None)
+        )
 
     @property
     def device(self) -> torch.device:
@@ -75,8 +85,9 @@ class HFStepModel:
         kwargs = {self._cache_arg: state, "use_cache": True}
         if self._keep_arg:
             kwargs[self._keep_arg] = 1  # the loop only reads the last position
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=position_ids, **kwargs)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
         return _last_position(out.logits), returned_cache(out)
 
     def truncate(self, state, length: int):
@@ -120,8 +131,9 @@ class FunctionStepModel:
         except (TypeError, ValueError):  # builtins without a signature
             params = {}
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        self._extra = {name for name in ("attention_mask", "position_ids")
-                       if takes_kwargs or name in params}
+        self._extra = {
+            name for name in ("attention_mask", "position_ids") if takes_kwargs or name in params
+        }
         truncate = getattr(fn, "truncate", None)
         if truncate is not None:
             self.truncate = truncate
@@ -146,12 +158,15 @@ def as_step_model(model, device: Optional[torch.device] = None):
     if _is_hf_model(model):
         return HFStepModel(model)
     if isinstance(model, (HFStepModel, FunctionStepModel)) or (
-            isinstance(model, StepModel) and not isinstance(model, torch.nn.Module)):
+        isinstance(model, StepModel) and not isinstance(model, torch.nn.Module)
+    ):
         return model
     if callable(model):
         return FunctionStepModel(model, device)
-    raise TypeError(f"expected a Hugging Face causal LM, a StepModel or a callable "
-                    f"(input_ids, state) -> logits, got {type(model).__name__}")
+    raise TypeError(
+        f"expected a Hugging Face causal LM, a StepModel or a callable "
+        f"(input_ids, state) -> logits, got {type(model).__name__}"
+    )
 
 
 def model_device(step_model) -> torch.device:
@@ -171,11 +186,11 @@ class TokenStream:
         self.model = as_step_model(model, device)
         self.pad_id = pad_id
         self.device = device if device is not None else model_device(self.model)
-        self.forwards = 0       # model calls
-        self.tokens_fed = 0     # token slots fed, padding included (rows x positions)
+        self.forwards = 0  # model calls
+        self.tokens_fed = 0  # token slots fed, padding included (rows x positions)
         self.forward_seconds = 0.0
         self.time_forwards = False  # set by benchmarks; syncs CUDA around each forward
-        self.state, self.batch, self._pending = None, 0, []   # until `start`
+        self.state, self.batch, self._pending = None, 0, []  # until `start`
 
     def fresh(self) -> "TokenStream":
         """A stream over the same model with no batch yet (one per decode
@@ -191,20 +206,21 @@ class TokenStream:
             raise ValueError("every prompt needs at least one token")
         batch, width = len(prompt_ids), max(len(ids) for ids in prompt_ids)
         ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        self._mask = torch.ones((batch, width + max(capacity, 1)), dtype=torch.long,
-                                device=self.device)
+        self._mask = torch.ones(
+            (batch, width + max(capacity, 1)), dtype=torch.long, device=self.device
+        )
         for row, row_ids in enumerate(prompt_ids):
-            ids[row, width - len(row_ids):] = torch.tensor(row_ids, dtype=torch.long)
+            ids[row, width - len(row_ids) :] = torch.tensor(row_ids, dtype=torch.long)
             self._mask[row, : width - len(row_ids)] = 0
         reserve = getattr(self.model, "reserve", None)
-        if reserve is not None:     # a static cache (blendin_ext.models.compiled)
+        if reserve is not None:  # a static cache (blendin_ext.models.compiled)
             reserve(self._mask.shape[1])
         self.state = None
         self.batch = batch
-        self._fed = 0                       # columns the model has seen
-        self._cols = width                  # columns pushed (fed + pending)
+        self._fed = 0  # columns the model has seen
+        self._cols = width  # columns pushed (fed + pending)
         self._pending = [ids.to(self.device)]
-        self._pending_has_holes = True      # prompt padding: positions need a cumsum
+        self._pending_has_holes = True  # prompt padding: positions need a cumsum
         self._next_pos = torch.zeros(batch, dtype=torch.long, device=self.device)
         self._last_logits = None
 
@@ -219,12 +235,13 @@ class TokenStream:
         tokens = tokens.reshape(self.batch, -1)
         n = tokens.shape[1]
         if self._cols + n > self._mask.shape[1]:
-            grown = torch.ones((self.batch, 2 * (self._cols + n)), dtype=torch.long,
-                               device=self.device)
+            grown = torch.ones(
+                (self.batch, 2 * (self._cols + n)), dtype=torch.long, device=self.device
+            )
             grown[:, : self._cols] = self._mask[:, : self._cols]
             self._mask = grown
         if mask is not None:
-            self._mask[:, self._cols: self._cols + n] = mask.reshape(self.batch, n)
+            self._mask[:, self._cols : self._cols + n] = mask.reshape(self.batch, n)
             self._pending_has_holes = True
         self._pending.append(tokens)
         self._cols += n
@@ -237,7 +254,7 @@ class TokenStream:
         ids = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending, 1)
         n = ids.shape[1]
         if self._pending_has_holes:
-            new_mask = self._mask[:, self._fed: self._cols]
+            new_mask = self._mask[:, self._fed : self._cols]
             positions = (self._next_pos[:, None] + new_mask.cumsum(1) - 1).clamp_(min=0)
             self._next_pos = self._next_pos + new_mask.sum(1)
         else:
@@ -245,7 +262,8 @@ class TokenStream:
             self._next_pos = self._next_pos + n
         started = time.perf_counter()
         self._last_logits, self.state = self.model.forward(
-            ids, self.state, attention_mask=self._mask[:, : self._cols], position_ids=positions)
+            ids, self.state, attention_mask=self._mask[:, : self._cols], position_ids=positions
+        )
         if self.time_forwards:
             if self._last_logits.is_cuda:
                 torch.cuda.synchronize(self._last_logits.device)
@@ -278,8 +296,11 @@ class TokenStream:
         """Whether keep_rows / add_rows / drop_leading_columns work here
         (the model edits its state and nothing is pending); otherwise
         restart the stream with `start`."""
-        return (getattr(self.model, "select_rows", None) is not None and not self._pending
-                and kv_rows.supports_row_edits(self.state))
+        return (
+            getattr(self.model, "select_rows", None) is not None
+            and not self._pending
+            and kv_rows.supports_row_edits(self.state)
+        )
 
     def _edit_state(self, op: str, arg) -> None:
         state = getattr(self.model, op)(self.state, arg)
@@ -290,8 +311,9 @@ class TokenStream:
     def can_keep_rows(self) -> bool:
         """Whether keep_rows works here (pending tokens are fine: they are
         selected too)."""
-        return (getattr(self.model, "select_rows", None) is not None
-                and kv_rows.supports_row_select(self.state))
+        return getattr(self.model, "select_rows", None) is not None and kv_rows.supports_row_select(
+            self.state
+        )
 
     def keep_rows(self, index: List[int]) -> None:
         """Keeps rows `index` (at least one), in that order, with their cache

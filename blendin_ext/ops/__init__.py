@@ -10,13 +10,33 @@
 
 The semantics in full: README.md beside this file.
 """
+
 from blendin_ext._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "blend_step": "fused", "run_step": "fused", "raise_on_bad_rows": "fused",
-    "BlendStepResult": "args", "StepArgs": "args",
-    "GuideMap": "maps", "guide_map": "maps",
-    "STRATEGIES": "strategies", "choose": "strategies", "choose_many": "strategies",
-})
-__all__ = ["blend_step", "run_step", "raise_on_bad_rows", "BlendStepResult", "StepArgs",
-           "GuideMap", "guide_map", "STRATEGIES", "choose", "choose_many"]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "blend_step": "fused",
+        "run_step": "fused",
+        "raise_on_bad_rows": "fused",
+        "BlendStepResult": "args",
+        "StepArgs": "args",
+        "GuideMap": "maps",
+        "guide_map": "maps",
+        "STRATEGIES": "strategies",
+        "choose": "strategies",
+        "choose_many": "strategies",
+    },
+)
+__all__ = [
+    "blend_step",
+    "run_step",
+    "raise_on_bad_rows",
+    "BlendStepResult",
+    "StepArgs",
+    "GuideMap",
+    "guide_map",
+    "STRATEGIES",
+    "choose",
+    "choose_many",
+]

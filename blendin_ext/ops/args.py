@@ -7,6 +7,7 @@ given, else the scalar". `StepArgs` holds those 15 parameter slots in the
 schema's order, so no caller spells the order out; `BlendStepResult` names
 the six outputs. Pure Python: importable without the compiled extension.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Union
@@ -30,12 +31,12 @@ RowValue = Union[float, int, torch.Tensor]
 class BlendStepResult(NamedTuple):
     """Per-row outputs of one step, each of shape (B,)."""
 
-    tokens: torch.Tensor          # int64 base-vocabulary token, -1 for a bad row
-    intervened: torch.Tensor      # bool, base top-1 prob < gamma
-    alpha: torch.Tensor           # float32 guide weight used (0 where not intervened)
-    base_top_prob: torch.Tensor   # float32 c_b = max p_base
+    tokens: torch.Tensor  # int64 base-vocabulary token, -1 for a bad row
+    intervened: torch.Tensor  # bool, base top-1 prob < gamma
+    alpha: torch.Tensor  # float32 guide weight used (0 where not intervened)
+    base_top_prob: torch.Tensor  # float32 c_b = max p_base
     guide_top_prob: torch.Tensor  # float32 c_g = max p_guide (mapped, renormalised)
-    agree: torch.Tensor           # float32 p_base(argmax p_guide)
+    agree: torch.Tensor  # float32 p_base(argmax p_guide)
 
 
 def _pair(value, check, name: str):
@@ -53,24 +54,32 @@ class StepArgs(NamedTuple):
     gamma_tensor: Optional[torch.Tensor]
     gamma_value: float
     alpha_tensor: Optional[torch.Tensor]
-    alpha_value: float            # < 0: the reliability rule ("auto")
+    alpha_value: float  # < 0: the reliability rule ("auto")
     agree_bonus: float
     temperature_tensor: Optional[torch.Tensor]
     temperature_value: float
     top_k_tensor: Optional[torch.Tensor]
-    top_k_value: int              # 0: no top-k filter
+    top_k_value: int  # 0: no top-k filter
     top_p_tensor: Optional[torch.Tensor]
-    top_p_value: float            # 1: no top-p filter
+    top_p_value: float  # 1: no top-p filter
     seed_tensor: Optional[torch.Tensor]
     seed_value: int
     offset_tensor: Optional[torch.Tensor]
     offset_value: int
 
     @classmethod
-    def build(cls, *, gamma: RowValue = 0.4, alpha: Union[str, RowValue] = "auto",
-              agree_bonus: float = 0.1, temperature: RowValue = 0.0,
-              top_k: Optional[RowValue] = None, top_p: Optional[RowValue] = None,
-              seed: RowValue = 0, offset: RowValue = 0) -> "StepArgs":
+    def build(
+        cls,
+        *,
+        gamma: RowValue = 0.4,
+        alpha: Union[str, RowValue] = "auto",
+        agree_bonus: float = 0.1,
+        temperature: RowValue = 0.0,
+        top_k: Optional[RowValue] = None,
+        top_p: Optional[RowValue] = None,
+        seed: RowValue = 0,
+        offset: RowValue = 0,
+    ) -> "StepArgs":
         """From Python-friendly values: numbers (checked here, each error
         naming its parameter) or per-row tensors (checked by the op)."""
         gamma_t, gamma_v = _pair(gamma, check_gamma, "gamma")
@@ -80,19 +89,38 @@ class StepArgs(NamedTuple):
         top_p_t, top_p_v = _pair(top_p, check_top_p, "top_p")
         seed_t, seed_v = _pair(seed, check_seed, "seed")
         offset_t, offset_v = _pair(offset, check_seed, "offset")
-        return cls(gamma_t, 0.0 if gamma_v is None else gamma_v,
-                   alpha_t, AUTO if alpha_v in (None, "auto") else alpha_v,
-                   check_agree_bonus(agree_bonus),
-                   temp_t, 0.0 if temp_v is None else temp_v,
-                   top_k_t, top_k_v or 0, top_p_t, 1.0 if top_p_v is None else top_p_v,
-                   seed_t, seed_v or 0, offset_t, offset_v or 0)
+        return cls(
+            gamma_t,
+            0.0 if gamma_v is None else gamma_v,
+            alpha_t,
+            AUTO if alpha_v in (None, "auto") else alpha_v,
+            check_agree_bonus(agree_bonus),
+            temp_t,
+            0.0 if temp_v is None else temp_v,
+            top_k_t,
+            top_k_v or 0,
+            top_p_t,
+            1.0 if top_p_v is None else top_p_v,
+            seed_t,
+            seed_v or 0,
+            offset_t,
+            offset_v or 0,
+        )
 
     def take(self, index: torch.Tensor, batch: int) -> "StepArgs":
         """The same parameters for rows `index` of a batch of `batch` rows
         (per-row tensors are indexed; scalars and (1,) tensors are kept)."""
-        return StepArgs(*(v.index_select(0, index)
-                          if isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == batch
-                          and batch > 1 else v for v in self))
+        return StepArgs(
+            *(
+                v.index_select(0, index)
+                if isinstance(v, torch.Tensor)
+                and v.dim() == 1
+                and v.shape[0] == batch
+                and batch > 1
+                else v
+                for v in self
+            )
+        )
 
     @property
     def greedy(self) -> bool:

@@ -5,6 +5,7 @@ Importing this module loads the compiled extension (``blendin_ext._C``),
 which registers ``torch.ops.blendin_ext.blend_step``. Semantics: README.md
 beside this file.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,15 +25,20 @@ from blendin_ext.ops.args import BlendStepResult, RowValue, StepArgs
 from blendin_ext.ops.maps import GuideMap, MapArg, as_guide_map
 
 
-def run_step(base_logits: torch.Tensor, guide_logits: torch.Tensor, maps: Optional[GuideMap],
-             args: StepArgs) -> BlendStepResult:
+def run_step(
+    base_logits: torch.Tensor, guide_logits: torch.Tensor, maps: Optional[GuideMap], args: StepArgs
+) -> BlendStepResult:
     """The raw op on prepared arguments: no checks, no allocation beyond the
     op's own; what hot loops call once per decode step."""
-    return BlendStepResult(*torch.ops.blendin_ext.blend_step(
-        base_logits, guide_logits,
-        None if maps is None else maps.guide_to_base,
-        None if maps is None else maps.base_to_guide,
-        *args))
+    return BlendStepResult(
+        *torch.ops.blendin_ext.blend_step(
+            base_logits,
+            guide_logits,
+            None if maps is None else maps.guide_to_base,
+            None if maps is None else maps.base_to_guide,
+            *args,
+        )
+    )
 
 
 def run_base_step(base_logits: torch.Tensor, args: StepArgs) -> BlendStepResult:
@@ -95,9 +101,16 @@ def blend_step(
     _check_logits_arg(guide_logits, "guide_logits")
     if seed is None:
         seed = 0 if _is_greedy(temperature) else fresh_seed()
-    args = StepArgs.build(gamma=gamma, alpha=alpha, agree_bonus=agree_bonus,
-                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                          offset=offset)
+    args = StepArgs.build(
+        gamma=gamma,
+        alpha=alpha,
+        agree_bonus=agree_bonus,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        offset=offset,
+    )
     maps = as_guide_map(guide_to_base, base_logits.shape[1], base_logits.device)
     return run_step(base_logits, guide_logits, maps, args)
 
@@ -116,8 +129,9 @@ def _check_logits_arg(logits, name: str) -> None:
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"{name} must be a tensor, got {type(logits).__name__}")
     if logits.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D (batch, vocab) tensor, got {logits.dim()} "
-                         "dimensions")
+        raise ValueError(
+            f"{name} must be a 2-D (batch, vocab) tensor, got {logits.dim()} dimensions"
+        )
 
 
 def raise_on_bad_rows(result: BlendStepResult) -> BlendStepResult:
@@ -126,27 +140,36 @@ def raise_on_bad_rows(result: BlendStepResult) -> BlendStepResult:
     a host sync is acceptable, not inside a captured graph."""
     bad = (result.tokens < 0).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"blend_step: rows {bad} have NaN/+inf or fully masked logits "
-                         "(or out-of-range per-row parameters)")
+        raise ValueError(
+            f"blend_step: rows {bad} have NaN/+inf or fully masked logits "
+            "(or out-of-range per-row parameters)"
+        )
     return result
 
 
 # (name in errors, index in StepArgs) of each per-row tensor slot.
-_ROW_TENSORS = tuple((name[: -len("_tensor")], i) for i, name in enumerate(StepArgs._fields)
-                     if name.endswith("_tensor"))
+_ROW_TENSORS = tuple(
+    (name[: -len("_tensor")], i)
+    for i, name in enumerate(StepArgs._fields)
+    if name.endswith("_tensor")
+)
 
 
 def _check_one_device(base_logits, guide_logits, guide_to_base, base_to_guide, step_args):
     """The dispatcher sends a call to this fake kernel as soon as one argument
     is a meta tensor, even when the others are real CPU tensors; without this
     check it would return uninitialised memory as tokens."""
-    named = [("guide_logits", guide_logits), ("guide_to_base", guide_to_base),
-             ("base_to_guide", base_to_guide)]
+    named = [
+        ("guide_logits", guide_logits),
+        ("guide_to_base", guide_to_base),
+        ("base_to_guide", base_to_guide),
+    ]
     named += [(name, step_args[i]) for name, i in _ROW_TENSORS]
     for name, tensor in named:
         if isinstance(tensor, torch.Tensor) and tensor.device != base_logits.device:
-            raise ValueError(f"{name} must be on {base_logits.device} like base_logits, "
-                             f"got {tensor.device}")
+            raise ValueError(
+                f"{name} must be on {base_logits.device} like base_logits, got {tensor.device}"
+            )
 
 
 @torch.library.register_fake("blendin_ext::blend_step")
@@ -159,5 +182,11 @@ def _blend_step_fake(base_logits, guide_logits, guide_to_base, base_to_guide, *s
     def empty(dtype):
         return base_logits.new_empty((batch,), dtype=dtype)
 
-    return (empty(torch.int64), empty(torch.bool), empty(torch.float32), empty(torch.float32),
-            empty(torch.float32), empty(torch.float32))
+    return (
+        empty(torch.int64),
+        empty(torch.bool),
+        empty(torch.float32),
+        empty(torch.float32),
+        empty(torch.float32),
+        empty(torch.float32),
+    )

@@ -1,6 +1,7 @@
 """Guide->base token maps in the form the op takes: the validated map and
 its inverse (`GuideMap`), and a cache that builds the inverse once per raw
 map tensor. Pure PyTorch: importable without the compiled extension."""
+
 from __future__ import annotations
 
 import weakref
@@ -70,19 +71,23 @@ def _unchecked_guide_map(guide_to_base: torch.Tensor, base_vocab: int) -> GuideM
 _map_cache: dict = {}
 
 
-def as_guide_map(guide_to_base: MapArg, base_vocab: int,
-                 device: Optional[torch.device] = None) -> Optional[GuideMap]:
+def as_guide_map(
+    guide_to_base: MapArg, base_vocab: int, device: Optional[torch.device] = None
+) -> Optional[GuideMap]:
     """A GuideMap for a raw map tensor (validated and inverted once per
     content, then cached), a GuideMap as is, or None. `device`: where the
     logits live; a map elsewhere is refused by name."""
     if guide_to_base is None or isinstance(guide_to_base, GuideMap):
         return guide_to_base
     if not isinstance(guide_to_base, torch.Tensor):
-        raise ValueError("guide_to_base must be None, a GuideMap or a 1-D tensor of guide->base "
-                         f"token ids, got {type(guide_to_base).__name__}")
+        raise ValueError(
+            "guide_to_base must be None, a GuideMap or a 1-D tensor of guide->base "
+            f"token ids, got {type(guide_to_base).__name__}"
+        )
     if device is not None and guide_to_base.device != device:
-        raise ValueError(f"guide_to_base must be on {device} like base_logits, "
-                         f"got {guide_to_base.device}")
+        raise ValueError(
+            f"guide_to_base must be on {device} like base_logits, got {guide_to_base.device}"
+        )
     if torch.compiler.is_compiling() or guide_to_base.device.type == "meta":
         if guide_to_base.dim() != 1 or guide_to_base.dtype not in (torch.int32, torch.int64):
             guide_map(guide_to_base, base_vocab)  # raises the error naming the map
@@ -92,8 +97,13 @@ def as_guide_map(guide_to_base: MapArg, base_vocab: int,
     if entry is not None:
         ref, vocab, built = entry
         copy = built.guide_to_base
-        if (ref() is guide_to_base and vocab == base_vocab and copy.dtype == guide_to_base.dtype
-                and copy.shape == guide_to_base.shape and torch.equal(copy, guide_to_base)):
+        if (
+            ref() is guide_to_base
+            and vocab == base_vocab
+            and copy.dtype == guide_to_base.dtype
+            and copy.shape == guide_to_base.shape
+            and torch.equal(copy, guide_to_base)
+        ):
             return built
     built = guide_map(guide_to_base.clone(memory_format=torch.contiguous_format), base_vocab)
     forget = lambda _, cache=_map_cache, key=key: cache.pop(key, None)  # noqa: E731

@@ -4,6 +4,7 @@ benchmarks; it follows the kernels' conventions where the spec leaves a
 choice (the Philox stream layout, rank ties, the storage-order CDF walk),
 so seeded tokens can be compared one for one.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,12 @@ def philox4x32_10(counter, key):
     for _ in range(10):
         p0 = 0xD2511F53 * c0
         p1 = 0xCD9E8D57 * c2
-        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & _MASK32, p1 & _MASK32, \
-                         ((p0 >> 32) ^ c3 ^ k1) & _MASK32, p0 & _MASK32
+        c0, c1, c2, c3 = (
+            ((p1 >> 32) ^ c1 ^ k0) & _MASK32,
+            p1 & _MASK32,
+            ((p0 >> 32) ^ c3 ^ k1) & _MASK32,
+            p0 & _MASK32,
+        )
         k0 = (k0 + 0x9E3779B9) & _MASK32
         k1 = (k1 + 0xBB67AE85) & _MASK32
     return c0, c1, c2, c3
@@ -39,14 +44,15 @@ def row_uniforms(seed: int, offset: int, stream: int):
     csrc/include/blendin/philox.h draws them."""
     seed &= (1 << 64) - 1
     offset &= (1 << 64) - 1
-    words = philox4x32_10((offset & _MASK32, offset >> 32, stream & _MASK32, 0),
-                          (seed & _MASK32, seed >> 32))
+    words = philox4x32_10(
+        (offset & _MASK32, offset >> 32, stream & _MASK32, 0), (seed & _MASK32, seed >> 32)
+    )
     return (words[0] >> 8) / 16777216.0, (words[1] >> 8) / 16777216.0
 
 
 # 1 / T saturates here (README "Choosing the token"): a positive temperature
 # below 2^-100, subnormal ones included, samples as T = 2^-100 does.
-MAX_INVERSE_TEMPERATURE = 2.0 ** 100
+MAX_INVERSE_TEMPERATURE = 2.0**100
 
 
 def inverse_temperature(temperature: float) -> float:
@@ -133,17 +139,17 @@ class SampledRow:
     """How the reference drew one sampled row: its inputs, its uniforms and
     the chosen component's kept ids with their CDF."""
 
-    base: torch.Tensor           # (V,) the row's base logits
-    guide: torch.Tensor          # (V_guide,) the row's guide logits, unmapped
+    base: torch.Tensor  # (V,) the row's base logits
+    guide: torch.Tensor  # (V_guide,) the row's guide logits, unmapped
     guide_to_base: torch.Tensor  # (V_guide,) base id of each guide token, -1 unmapped
-    alpha: float                 # weight of the guide (0 where not intervened)
+    alpha: float  # weight of the guide (0 where not intervened)
     temperature: float
-    top_k: int                   # 0: no top-k filter
-    top_p: float                 # 1: no top-p filter
-    u_component: float           # the guide is drawn from when u_component < alpha
-    u_token: float               # the inverse-CDF draw
-    ids: torch.Tensor            # kept base ids of the chosen component, storage order
-    cdf: torch.Tensor            # their normalised CDF (float64)
+    top_k: int  # 0: no top-k filter
+    top_p: float  # 1: no top-p filter
+    u_component: float  # the guide is drawn from when u_component < alpha
+    u_token: float  # the inverse-CDF draw
+    ids: torch.Tensor  # kept base ids of the chosen component, storage order
+    cdf: torch.Tensor  # their normalised CDF (float64)
 
 
 def blend_step(base_logits: torch.Tensor, guide_logits: torch.Tensor, **kwargs) -> BlendStepResult:
@@ -158,11 +164,16 @@ class Evaluation(NamedTuple):
 
     result: BlendStepResult
     mixture: torch.Tensor  # (B, V) q = a * p~_g + (1 - a) * p_b at temperature 1
-    sampled: dict          # row -> SampledRow, for every sampled (good) row
+    sampled: dict  # row -> SampledRow, for every sampled (good) row
 
 
-def evaluate(base_logits: torch.Tensor, guide_logits: torch.Tensor, *,
-             dtype: torch.dtype = torch.float32, **kwargs) -> Evaluation:
+def evaluate(
+    base_logits: torch.Tensor,
+    guide_logits: torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    **kwargs,
+) -> Evaluation:
     """blend_step's arguments; computes in `dtype` (float32 like the kernels,
     or float64 for the exact mixture that tests judge near ties by). Per-row
     parameters keep the op's float32 values; outputs stay on the CPU."""
@@ -215,8 +226,11 @@ def _evaluate(
     top_ps = _rows(1.0 if top_p is None else top_p, batch, torch.float32)
     # a Python int is taken modulo 2^64, as the op's wrapper does
     seeds = _rows(seed if isinstance(seed, torch.Tensor) else check_seed(seed), batch, torch.int64)
-    offsets = _rows(offset if isinstance(offset, torch.Tensor) else check_seed(offset, "offset"),
-                    batch, torch.int64)
+    offsets = _rows(
+        offset if isinstance(offset, torch.Tensor) else check_seed(offset, "offset"),
+        batch,
+        torch.int64,
+    )
     per_row_seed = isinstance(seed, torch.Tensor) and seed.numel() > 1
 
     q = a[:, None] * p_g + (1 - a[:, None]) * p_b
@@ -227,12 +241,22 @@ def _evaluate(
             continue
         u_comp, u_tok = row_uniforms(int(seeds[row]), int(offsets[row]), 0 if per_row_seed else row)
         logits, ids = row_component(b[row], g_raw[row], g2b, float(a[row]), u_comp)
-        kept, cdf = component_cdf(logits, ids, float(temps[row]), int(top_ks[row]),
-                                  float(top_ps[row]))
+        kept, cdf = component_cdf(
+            logits, ids, float(temps[row]), int(top_ks[row]), float(top_ps[row])
+        )
         sampled[row] = SampledRow(
-            base=b[row], guide=g_raw[row], guide_to_base=g2b, alpha=float(a[row]),
-            temperature=float(temps[row]), top_k=int(top_ks[row]), top_p=float(top_ps[row]),
-            u_component=u_comp, u_token=u_tok, ids=kept, cdf=cdf)
+            base=b[row],
+            guide=g_raw[row],
+            guide_to_base=g2b,
+            alpha=float(a[row]),
+            temperature=float(temps[row]),
+            top_k=int(top_ks[row]),
+            top_p=float(top_ps[row]),
+            u_component=u_comp,
+            u_token=u_tok,
+            ids=kept,
+            cdf=cdf,
+        )
         tokens[row] = _draw(kept, cdf, u_tok)
 
     nan = torch.full((batch,), math.nan)

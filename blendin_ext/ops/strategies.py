@@ -13,6 +13,7 @@ two models' top-N lists only, greedy (blendin_ext/ops/top_n.py). It is
 resolved here like the others, with ``top_n = N``; the table below holds
 the op's points alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from typing import Optional, Union
 
 from blendin_ext.ops.validate import AlphaValue, check_alpha, check_gamma
 
-AUTO = -1.0     # alpha < 0 in a per-row tensor: the reliability rule
-ALWAYS = 2.0    # gamma > 1: c_b <= 1 < gamma, so the guide joins every step
+AUTO = -1.0  # alpha < 0 in a per-row tensor: the reliability rule
+ALWAYS = 2.0  # gamma > 1: c_b <= 1 < gamma, so the guide joins every step
 
 
 @dataclass(frozen=True)
@@ -37,24 +38,40 @@ class Strategy:
     default_alpha: Optional[float] = None
 
 
-STRATEGIES = {s.name: s for s in (
-    Strategy("base", "base model only (never intervene)", 0.0, 0.0),
-    Strategy("guide", "guide model only (always intervene, alpha 1)", ALWAYS, 1.0),
-    Strategy("nudging", "token-level nudging: the guide's token where the base is unsure",
-             None, 1.0),
-    Strategy("blend", "fixed mixture where the base is unsure (alpha default 0.5)", None, None,
-             0.5),
-    Strategy("blendin", "BlendIn: the reliability-weighted mixture where the base is unsure",
-             None, "auto"),
-    Strategy("ensemble", "fixed mixture at every step (alpha default 0.5)", ALWAYS, None, 0.5),
-)}
-ALIASES = {"nudge": "nudging", "base_only": "base", "guide_only": "guide",
-           "fixed_blend": "blend", "plain_ensemble": "ensemble"}
-TOP_N_PREFIX = "blendin-top"   # blendin-topN: the paper's top-N procedure
+STRATEGIES = {
+    s.name: s
+    for s in (
+        Strategy("base", "base model only (never intervene)", 0.0, 0.0),
+        Strategy("guide", "guide model only (always intervene, alpha 1)", ALWAYS, 1.0),
+        Strategy(
+            "nudging", "token-level nudging: the guide's token where the base is unsure", None, 1.0
+        ),
+        Strategy(
+            "blend", "fixed mixture where the base is unsure (alpha default 0.5)", None, None, 0.5
+        ),
+        Strategy(
+            "blendin",
+            "BlendIn: the reliability-weighted mixture where the base is unsure",
+            None,
+            "auto",
+        ),
+        Strategy("ensemble", "fixed mixture at every step (alpha default 0.5)", ALWAYS, None, 0.5),
+    )
+}
+ALIASES = {
+    "nudge": "nudging",
+    "base_only": "base",
+    "guide_only": "guide",
+    "fixed_blend": "blend",
+    "plain_ensemble": "ensemble",
+}
+TOP_N_PREFIX = "blendin-top"  # blendin-topN: the paper's top-N procedure
 DEFAULT_TOP_N = 100
-NAMES_HELP = (", ".join(STRATEGIES) + ", blend-A with a fixed weight A in [0, 1], or "
-              f"{TOP_N_PREFIX}{DEFAULT_TOP_N} (the paper's top-{DEFAULT_TOP_N} procedure, greedy; "
-              f"{TOP_N_PREFIX}N for another N)")
+NAMES_HELP = (
+    ", ".join(STRATEGIES) + ", blend-A with a fixed weight A in [0, 1], or "
+    f"{TOP_N_PREFIX}{DEFAULT_TOP_N} (the paper's top-{DEFAULT_TOP_N} procedure, greedy; "
+    f"{TOP_N_PREFIX}N for another N)"
+)
 
 
 @dataclass(frozen=True)
@@ -63,12 +80,18 @@ class StrategyChoice:
 
     name: str
     gamma: float
-    alpha: AlphaValue   # "auto" or a weight in [0, 1]
-    top_n: int = 0      # > 0: the paper's top-N procedure instead of the op (greedy only)
+    alpha: AlphaValue  # "auto" or a weight in [0, 1]
+    top_n: int = 0  # > 0: the paper's top-N procedure instead of the op (greedy only)
 
 
-def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
-           name: str = "strategy", where: str = "") -> StrategyChoice:
+def choose(
+    spec: str,
+    gamma: float = 0.4,
+    alpha: AlphaValue = "auto",
+    *,
+    name: str = "strategy",
+    where: str = "",
+) -> StrategyChoice:
     """Resolves a strategy name, alias or ``blend-A`` given the caller's gamma
     and alpha; raises ValueError naming ``name`` for an unknown one."""
     gamma = check_gamma(gamma, "gamma", where)
@@ -80,10 +103,11 @@ def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
         return _top_n_choice(spec, key, gamma, name, where)
     if isinstance(key, str) and key.startswith("blend-"):
         try:
-            alpha = check_alpha(float(key[len("blend-"):]), name, where)
+            alpha = check_alpha(float(key[len("blend-") :]), name, where)
         except ValueError:
-            raise ValueError(f"{name}: {spec!r} needs a weight in [0, 1] after 'blend-'{where}") \
-                from None
+            raise ValueError(
+                f"{name}: {spec!r} needs a weight in [0, 1] after 'blend-'{where}"
+            ) from None
         key, label = "blend", f"blend-{alpha:g}"
     strategy = STRATEGIES.get(key)
     if strategy is None:
@@ -97,10 +121,11 @@ def choose(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
 
 def _top_n_choice(spec: str, key: str, gamma: float, name: str, where: str) -> StrategyChoice:
     """``blendin-topN``: BlendIn's gate and auto weight over the top-N lists."""
-    digits = key[len(TOP_N_PREFIX):]
+    digits = key[len(TOP_N_PREFIX) :]
     if not digits.isdigit() or int(digits) < 1:
-        raise ValueError(f"{name}: {spec!r} needs a list length N >= 1 after "
-                         f"{TOP_N_PREFIX!r}{where}")
+        raise ValueError(
+            f"{name}: {spec!r} needs a list length N >= 1 after {TOP_N_PREFIX!r}{where}"
+        )
     return StrategyChoice(f"{TOP_N_PREFIX}{int(digits)}", float(gamma), "auto", int(digits))
 
 
@@ -108,13 +133,16 @@ def op_kwargs(spec: str, gamma: float = 0.4, alpha: AlphaValue = "auto") -> dict
     """``gamma=`` / ``alpha=`` keyword arguments of blend_step for a strategy."""
     choice = choose(spec, gamma, alpha)
     if choice.top_n:
-        raise ValueError(f"{choice.name} is not a point of blend_step: it is the paper's top-N "
-                         "procedure (blendin_ext.ops.top_n.top_n_step)")
+        raise ValueError(
+            f"{choice.name} is not a point of blend_step: it is the paper's top-N "
+            "procedure (blendin_ext.ops.top_n.top_n_step)"
+        )
     return {"gamma": choice.gamma, "alpha": choice.alpha}
 
 
-def choose_many(text: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *,
-                name: str = "strategies") -> list:
+def choose_many(
+    text: str, gamma: float = 0.4, alpha: AlphaValue = "auto", *, name: str = "strategies"
+) -> list:
     """A comma-separated list of strategies, resolved, in order, without
     repeats (an alias and its name count once)."""
     specs = [part.strip() for part in text.split(",") if part.strip()]

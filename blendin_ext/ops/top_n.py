@@ -30,6 +30,7 @@ batch that asked for it. `blend_lists` is the same rule on two
 {string: probability} lists, as a client of two completion servers
 computes it (benchmarks/bench_official.py; the tests' reference).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,14 +60,20 @@ def _top(logits: torch.Tensor, k: int, n: torch.Tensor):
 
 def _bad_rows(base: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     """Rows the op also refuses: NaN or +inf anywhere, or nothing finite."""
+
     def bad(x):
         return (torch.isnan(x) | (x == float("inf"))).any(-1) | ~torch.isfinite(x).any(-1)
+
     return bad(base) | bad(guide)
 
 
-def top_n_step(base_logits: torch.Tensor, guide_logits: torch.Tensor,
-               guide_to_base: Optional[GuideMap], args: StepArgs,
-               top_n: Union[int, torch.Tensor] = 100) -> BlendStepResult:
+def top_n_step(
+    base_logits: torch.Tensor,
+    guide_logits: torch.Tensor,
+    guide_to_base: Optional[GuideMap],
+    args: StepArgs,
+    top_n: Union[int, torch.Tensor] = 100,
+) -> BlendStepResult:
     """The published step on a batch (module docstring), greedy.
 
     base_logits: (B, V); guide_logits: (B, Vg), any float dtype, one device.
@@ -80,29 +87,37 @@ def top_n_step(base_logits: torch.Tensor, guide_logits: torch.Tensor,
     token -1 and NaN statistics, as in the op.
     """
     temperature = args.temperature_tensor
-    if (args.temperature_value != 0 if temperature is None else bool((temperature != 0).any())):
+    if args.temperature_value != 0 if temperature is None else bool((temperature != 0).any()):
         raise ValueError("temperature must be 0 for the top-N procedure (it is greedy)")
     batch, device = base_logits.shape[0], base_logits.device
     n = torch.as_tensor(top_n, device=device).long().reshape(-1).expand(batch)
     if batch and int(n.min()) < 1:
         raise ValueError(f"top_n must be >= 1, got {int(n.min())}")
     if guide_to_base is None and guide_logits.shape[-1] != base_logits.shape[-1]:
-        raise ValueError("guide_logits must have the base's vocabulary without guide_to_base, "
-                         f"got {guide_logits.shape[-1]} and {base_logits.shape[-1]} columns")
+        raise ValueError(
+            "guide_logits must have the base's vocabulary without guide_to_base, "
+            f"got {guide_logits.shape[-1]} and {base_logits.shape[-1]} columns"
+        )
     if batch == 0:
         empty = base_logits.new_empty((0,), dtype=torch.float32)
-        return BlendStepResult(torch.empty(0, dtype=torch.int64, device=device),
-                               torch.empty(0, dtype=torch.bool, device=device), *[empty] * 4)
+        return BlendStepResult(
+            torch.empty(0, dtype=torch.int64, device=device),
+            torch.empty(0, dtype=torch.bool, device=device),
+            *[empty] * 4,
+        )
     k = int(n.max())
     p_b, ids_b = _top(base_logits, k, n)
     p_g, guide_ids = _top(guide_logits.to(device), k, n)
-    ids_g = guide_ids if guide_to_base is None else \
-        guide_to_base.guide_to_base.to(device).long()[guide_ids]
-    p_g_mapped = p_g.masked_fill(ids_g < 0, 0.0)   # no base spelling: never a candidate
+    ids_g = (
+        guide_ids
+        if guide_to_base is None
+        else guide_to_base.guide_to_base.to(device).long()[guide_ids]
+    )
+    p_g_mapped = p_g.masked_fill(ids_g < 0, 0.0)  # no base spelling: never a candidate
 
     c_b, c_g = p_b[:, 0], p_g[:, 0]
-    favourite = ids_g[:, :1]                         # -1 when it has no base twin
-    agree = (p_b * (ids_b == favourite)).sum(-1)     # 0 when not in the base's list
+    favourite = ids_g[:, :1]  # -1 when it has no base twin
+    agree = (p_b * (ids_b == favourite)).sum(-1)  # 0 when not in the base's list
     gamma = _per_row(args.gamma_tensor, args.gamma_value, batch, device)
     alpha = _per_row(args.alpha_tensor, args.alpha_value, batch, device)
     auto = (c_g / (c_b + c_g) + args.agree_bonus * agree).clamp(0.0, 1.0)
@@ -124,9 +139,14 @@ def top_n_step(base_logits: torch.Tensor, guide_logits: torch.Tensor,
 
     bad = _bad_rows(base_logits, guide_logits.to(device))
     nan = torch.tensor(float("nan"), device=device)
-    return BlendStepResult(tokens.masked_fill(bad, -1), intervened & ~bad,
-                           torch.where(bad, nan, a), torch.where(bad, nan, c_b),
-                           torch.where(bad, nan, c_g), torch.where(bad, nan, agree))
+    return BlendStepResult(
+        tokens.masked_fill(bad, -1),
+        intervened & ~bad,
+        torch.where(bad, nan, a),
+        torch.where(bad, nan, c_b),
+        torch.where(bad, nan, c_g),
+        torch.where(bad, nan, agree),
+    )
 
 
 @dataclass(frozen=True)
@@ -134,9 +154,9 @@ class TopNRows:
     """The rows of a batch that run the top-N procedure, and their N; the
     others keep the op's result."""
 
-    index: torch.Tensor   # (R,) int64 batch positions
-    n: torch.Tensor       # (R,) int64 list lengths
-    batch: int            # B, the whole batch's size
+    index: torch.Tensor  # (R,) int64 batch positions
+    n: torch.Tensor  # (R,) int64 list lengths
+    batch: int  # B, the whole batch's size
 
     @classmethod
     def of(cls, top_n: Sequence[int], device=None) -> Optional["TopNRows"]:
@@ -144,39 +164,57 @@ class TopNRows:
         rows = [i for i, n in enumerate(top_n) if n > 0]
         if not rows:
             return None
-        return cls(torch.tensor(rows, dtype=torch.long, device=device),
-                   torch.tensor([top_n[i] for i in rows], dtype=torch.long, device=device),
-                   len(top_n))
+        return cls(
+            torch.tensor(rows, dtype=torch.long, device=device),
+            torch.tensor([top_n[i] for i in rows], dtype=torch.long, device=device),
+            len(top_n),
+        )
 
-    def apply(self, out: BlendStepResult, base_logits: torch.Tensor, guide_logits: torch.Tensor,
-              guide_to_base: Optional[GuideMap], args: StepArgs) -> BlendStepResult:
+    def apply(
+        self,
+        out: BlendStepResult,
+        base_logits: torch.Tensor,
+        guide_logits: torch.Tensor,
+        guide_to_base: Optional[GuideMap],
+        args: StepArgs,
+    ) -> BlendStepResult:
         """`out` (the op's result for the batch) with these rows replaced by
         the top-N step on the same logits and arguments."""
         if self.index.numel() == self.batch:
             return top_n_step(base_logits, guide_logits, guide_to_base, args, self.n)
         index = self.index.to(base_logits.device)
-        sub = top_n_step(base_logits.index_select(0, index),
-                         guide_logits.index_select(0, index.to(guide_logits.device)),
-                         guide_to_base, args.take(index, self.batch), self.n)
-        return BlendStepResult(*(full.index_put((index,), part.to(full.dtype))
-                                 for full, part in zip(out, sub)))
+        sub = top_n_step(
+            base_logits.index_select(0, index),
+            guide_logits.index_select(0, index.to(guide_logits.device)),
+            guide_to_base,
+            args.take(index, self.batch),
+            self.n,
+        )
+        return BlendStepResult(
+            *(full.index_put((index,), part.to(full.dtype)) for full, part in zip(out, sub))
+        )
 
 
 @dataclass(frozen=True)
 class ListStep:
     """One step of the rule on string lists."""
 
-    token: str            # the chosen string
-    intervened: bool      # c_b < gamma (only then is the guide's list needed)
-    alpha: float          # the weight used, 0 without intervention
-    agree: float          # p_base(guide's favourite), 0 when not in the base's list
-    q: dict               # the mixture over the candidate strings
+    token: str  # the chosen string
+    intervened: bool  # c_b < gamma (only then is the guide's list needed)
+    alpha: float  # the weight used, 0 without intervention
+    agree: float  # p_base(guide's favourite), 0 when not in the base's list
+    q: dict  # the mixture over the candidate strings
 
 
-def blend_lists(base: Mapping[str, float], guide: Optional[Mapping[str, float]], *,
-                gamma: float = 0.4, alpha: Union[str, float] = "auto",
-                agree_bonus: float = 0.1,
-                can_emit: Optional[Callable[[str], bool]] = None) -> ListStep:
+def blend_lists(
+    base: Mapping[str, float],
+    guide: Optional[Mapping[str, float]],
+    *,
+    gamma: float = 0.4,
+    alpha: Union[str, float] = "auto",
+    agree_bonus: float = 0.1,
+    can_emit: Optional[Callable[[str], bool]] = None,
+) -> ListStep:
     """The published step on two top-N lists of {string: probability}
     (full-softmax probabilities). `guide` may be None where the base is
     sure (c_b >= gamma). can_emit: which strings may be chosen (default:
@@ -188,11 +226,17 @@ def blend_lists(base: Mapping[str, float], guide: Optional[Mapping[str, float]],
         raise ValueError("the base is unsure (c_b < gamma): the guide's list is needed")
     c_g = max(guide.values())
     agree = base.get(max(guide, key=guide.get), 0.0)
-    a = min(max(c_g / (c_b + c_g) + agree_bonus * agree, 0.0), 1.0) if alpha == "auto" \
+    a = (
+        min(max(c_g / (c_b + c_g) + agree_bonus * agree, 0.0), 1.0)
+        if alpha == "auto"
         else float(alpha)
+    )
     union = list(base) + [s for s in guide if s not in base]
-    q = {s: a * guide.get(s, 0.0) + (1 - a) * base.get(s, 0.0) for s in union
-         if can_emit is None or can_emit(s)}
-    if not q or max(q.values()) <= 0:   # see top_n_step: the base's favourite
+    q = {
+        s: a * guide.get(s, 0.0) + (1 - a) * base.get(s, 0.0)
+        for s in union
+        if can_emit is None or can_emit(s)
+    }
+    if not q or max(q.values()) <= 0:  # see top_n_step: the base's favourite
         return ListStep(max(base, key=base.get), True, a, agree, q)
     return ListStep(max(q, key=q.get), True, a, agree, q)

@@ -8,6 +8,7 @@ Each check returns the value in canonical form (a float, an int, None or
 batch, the prompt (``where``). The C++ op checks its tensor arguments again
 on its own side, so a raw ``torch.ops`` call is just as safe.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,7 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return type(value) in (int, float) or (isinstance(value, Real)
-                                           and not isinstance(value, bool))
+    return type(value) in (int, float) or (isinstance(value, Real) and not isinstance(value, bool))
 
 
 def _fail(name: str, expected: str, value, where: str):
@@ -120,4 +120,3 @@ def check_count(value, name: str, where: str = "") -> int:
     if not _is_int(value) or value < 1:
         _fail(name, "an int >= 1", value, where)
     return int(value)
-

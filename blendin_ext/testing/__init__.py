@@ -5,15 +5,23 @@
 - ``op_cases.py``: logits with a controlled spread of confidences, random
   guide maps, and comparisons of a step's result with the reference.
 """
+
 from blendin_ext.testing.models import (
-                                        CHAT_TEMPLATE,
-                                        SPECIAL_TOKENS,
-                                        random_prompts,
-                                        tiny_llama,
-                                        tiny_llama_for,
-                                        tiny_tokenizer,
-                                        word,
+    CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    random_prompts,
+    tiny_llama,
+    tiny_llama_for,
+    tiny_tokenizer,
+    word,
 )
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "random_prompts", "tiny_llama", "tiny_llama_for",
-           "tiny_tokenizer", "word"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "SPECIAL_TOKENS",
+    "random_prompts",
+    "tiny_llama",
+    "tiny_llama_for",
+    "tiny_tokenizer",
+    "word",
+]

@@ -5,14 +5,23 @@ network. The tokenizer is a word-level one ("w0 w1 ..." plus a few special
 tokens) with a chat template, so the base / guide prompt split of the decode
 loop can be exercised exactly as with a real instruct model.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>",
-                  "<|end|>")
+SPECIAL_TOKENS = (
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+)
 CHAT_TEMPLATE = (
     "<s>{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -24,8 +33,12 @@ def word(i: int) -> str:
     return f"w{i}"
 
 
-def tiny_tokenizer(vocab_size: int = 200, *, words: Sequence[str] | None = None,
-                   chat_template: str | None = CHAT_TEMPLATE):
+def tiny_tokenizer(
+    vocab_size: int = 200,
+    *,
+    words: Sequence[str] | None = None,
+    chat_template: str | None = CHAT_TEMPLATE,
+):
     """A fast word-level tokenizer: the special tokens first (pad 0, bos 1,
     eos 2, unk 3, then the chat markers, "<|end|>" ends a turn), then the
     words ("w0", "w1", ... unless `words` is given) up to `vocab_size` ids.
@@ -42,18 +55,34 @@ def tiny_tokenizer(vocab_size: int = 200, *, words: Sequence[str] | None = None,
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
+    )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        unk_token="<unk>", additional_special_tokens=list(SPECIAL_TOKENS[4:]))
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=list(SPECIAL_TOKENS[4:]),
+    )
     tokenizer.chat_template = chat_template
     return tokenizer
 
 
-def tiny_llama(vocab_size: int = 200, *, hidden: int = 32, layers: int = 2, heads: int = 4,
-               kv_heads: int = 2, seed: int = 0, init_std: float = 0.7,
-               logit_std: float | None = None, dtype: torch.dtype = torch.float32,
-               eos_token_id=2, pad_token_id: int = 0):
+def tiny_llama(
+    vocab_size: int = 200,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    seed: int = 0,
+    init_std: float = 0.7,
+    logit_std: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    eos_token_id=2,
+    pad_token_id: int = 0,
+):
     """A random-weight LlamaForCausalLM in eval mode. A large `init_std`
     makes its next-token distributions peaked enough that a threshold of
     0.4 on the top-1 probability splits the steps into sure and unsure ones
@@ -63,15 +92,24 @@ def tiny_llama(vocab_size: int = 200, *, hidden: int = 32, layers: int = 2, head
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=4096, initializer_range=init_std, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-        attn_implementation="sdpa")
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        initializer_range=init_std,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     if logit_std is not None:  # hidden states leave the final RMSNorm with unit scale
-        torch.nn.init.normal_(model.lm_head.weight, std=logit_std / hidden ** 0.5)
+        torch.nn.init.normal_(model.lm_head.weight, std=logit_std / hidden**0.5)
     model = model.to(dtype).eval()
     model.generation_config.eos_token_id = eos_token_id
     model.generation_config.pad_token_id = pad_token_id
@@ -80,12 +118,18 @@ def tiny_llama(vocab_size: int = 200, *, hidden: int = 32, layers: int = 2, head
 
 def tiny_llama_for(tokenizer, *, seed: int = 0, **kwargs):
     """A tiny_llama sized for `tokenizer`, with its EOS and pad ids."""
-    return tiny_llama(len(tokenizer), seed=seed, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id, **kwargs)
+    return tiny_llama(
+        len(tokenizer),
+        seed=seed,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **kwargs,
+    )
 
 
-def random_prompts(count: int, *, min_words: int = 2, max_words: int = 8, vocab: int = 50,
-                   seed: int = 0) -> list:
+def random_prompts(
+    count: int, *, min_words: int = 2, max_words: int = 8, vocab: int = 50, seed: int = 0
+) -> list:
     """`count` prompts of random words w0..w{vocab-1}, ragged lengths."""
     gen = torch.Generator().manual_seed(seed)
     prompts = []

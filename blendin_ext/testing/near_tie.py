@@ -28,6 +28,7 @@ a ratio of two such sums, in [0, 1], so the same reasoning gives EPS = 1e-5
 (absolute). A genuine error (a wrong id, component, cut or uniform) misses
 these by orders of magnitude; tests/ops/test_near_tie.py checks both sides.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,9 @@ REL_TIE = 1e-5
 EPS = 1e-5
 
 
-def assert_tokens_agree(tokens, other_tokens, base, guide, *, names=("op", "other"),
-                        **kwargs) -> None:
+def assert_tokens_agree(
+    tokens, other_tokens, base, guide, *, names=("op", "other"), **kwargs
+) -> None:
     """Tokens of two implementations of one step (blend_step's inputs and
     keyword arguments) are equal, or both are near ties of the exact step
     in the sense of this module. Raises AssertionError naming each row that
@@ -54,10 +56,13 @@ def assert_tokens_agree(tokens, other_tokens, base, guide, *, names=("op", "othe
         for name, token in zip(names, (int(tokens[row]), int(other_tokens[row]))):
             why = not_a_tie(exact, row, token)
             if why:
-                problems.append(f"row {row}: {names[0]} {int(tokens[row])} vs {names[1]} "
-                                f"{int(other_tokens[row])}: {name}'s token {why}")
-    assert not problems, (f"{len(differ)} row(s) differ, not all at a near tie:\n"
-                          + "\n".join(problems))
+                problems.append(
+                    f"row {row}: {names[0]} {int(tokens[row])} vs {names[1]} "
+                    f"{int(other_tokens[row])}: {name}'s token {why}"
+                )
+    assert not problems, f"{len(differ)} row(s) differ, not all at a near tie:\n" + "\n".join(
+        problems
+    )
 
 
 def not_a_tie(exact: reference.Evaluation, row: int, token: int) -> str:
@@ -82,8 +87,9 @@ def _not_a_sampled_tie(plan: reference.SampledRow, token: int) -> str:
     nearest = float("inf")
     for use_guide in sides:
         logits, ids = reference.component(plan.base, plan.guide, plan.guide_to_base, use_guide)
-        for kept, cdf in reference.component_cdfs(logits, ids, plan.temperature, plan.top_k,
-                                                  plan.top_p, slack=EPS):
+        for kept, cdf in reference.component_cdfs(
+            logits, ids, plan.temperature, plan.top_k, plan.top_p, slack=EPS
+        ):
             where = (kept == token).nonzero().flatten()
             if len(where) == 0:
                 continue

@@ -5,6 +5,7 @@ use them, and so can a kernel variant of your own.
     out = my_blend_step(base, guide, **STRATEGIES["blendin"])
     assert_matches_reference(out, base, guide, **STRATEGIES["blendin"])
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ STRATEGIES = {name: op_kwargs(name) for name in TABLE}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def confident_logits(batch: int, vocab: int, *, seed: int, scale: float = 2.0,
-                     dtype=torch.float32, pad: int = 0) -> torch.Tensor:
+def confident_logits(
+    batch: int, vocab: int, *, seed: int, scale: float = 2.0, dtype=torch.float32, pad: int = 0
+) -> torch.Tensor:
     """Random logits whose top-1 probability varies across rows (about
     uniform in (0.05, 0.95)), so a batch mixes intervening and confident rows.
     With pad > 0 the result is a strided view into a wider buffer."""
@@ -51,8 +53,9 @@ def mask_some(logits: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     return logits.masked_fill(drop, -math.inf)
 
 
-def random_guide_map(guide_vocab: int, base_vocab: int, seed: int,
-                     unmapped: float = 0.2, dtype=torch.int64) -> torch.Tensor:
+def random_guide_map(
+    guide_vocab: int, base_vocab: int, seed: int, unmapped: float = 0.2, dtype=torch.int64
+) -> torch.Tensor:
     """An injective partial map guide id -> base id, -1 for about `unmapped`
     of the guide tokens (at least one token stays mapped)."""
     gen = torch.Generator().manual_seed(seed)
@@ -73,8 +76,14 @@ def assert_matches_reference(out, base, guide, **kwargs):
     (blendin_ext.testing.near_tie)."""
     ref = reference.blend_step(base, guide, **kwargs)
     for name in ("alpha", "base_top_prob", "guide_top_prob", "agree"):
-        torch.testing.assert_close(getattr(out, name).cpu(), getattr(ref, name).cpu(),
-                                   atol=2e-5, rtol=2e-4, equal_nan=True, msg=name)
+        torch.testing.assert_close(
+            getattr(out, name).cpu(),
+            getattr(ref, name).cpu(),
+            atol=2e-5,
+            rtol=2e-4,
+            equal_nan=True,
+            msg=name,
+        )
     assert torch.equal(out.intervened.cpu(), ref.intervened.cpu())
     assert_tokens_agree(out.tokens, ref.tokens, base, guide, names=("op", "reference"), **kwargs)
     return ref

@@ -16,11 +16,23 @@ file).
 
 Everything but the processor's base classes works without vLLM installed.
 """
+
 from blendin_ext._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "BlendInLogitsProcessor": "processor", "EngineConfig": "config",
-    "RequestConfig": "config", "read_diagnostics": "diagnostics", "read_stats": "stats",
-})
-__all__ = ["BlendInLogitsProcessor", "EngineConfig", "RequestConfig", "read_diagnostics",
-           "read_stats"]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BlendInLogitsProcessor": "processor",
+        "EngineConfig": "config",
+        "RequestConfig": "config",
+        "read_diagnostics": "diagnostics",
+        "read_stats": "stats",
+    },
+)
+__all__ = [
+    "BlendInLogitsProcessor",
+    "EngineConfig",
+    "RequestConfig",
+    "read_diagnostics",
+    "read_stats",
+]

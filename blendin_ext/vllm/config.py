@@ -8,6 +8,7 @@ the OpenAI API) with the keys of `RequestConfig`; a request without a
 "blendin" entry is left to vLLM. Every error names the field as the user
 wrote it, e.g. ``extra_args.blendin.gamma must be a number >= 0, got -1``.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,16 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
 from blendin_ext.ops.strategies import StrategyChoice, choose
-from blendin_ext.ops.validate import (AlphaValue, check_agree_bonus, check_alpha, check_gamma,
-                                      check_guide_sync)
+from blendin_ext.ops.validate import (
+    AlphaValue,
+    check_agree_bonus,
+    check_alpha,
+    check_gamma,
+    check_guide_sync,
+)
 
-ENGINE_KEY = "blendin"          # additional_config["blendin"]
-REQUEST_KEY = "blendin"         # SamplingParams.extra_args["blendin"]
+ENGINE_KEY = "blendin"  # additional_config["blendin"]
+REQUEST_KEY = "blendin"  # SamplingParams.extra_args["blendin"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -45,8 +51,9 @@ def _unknown_keys(given: Mapping, cls, name: str) -> None:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(given) - known)
     if unknown:
-        raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}; expected "
-                         f"{', '.join(sorted(known))}")
+        raise ValueError(
+            f"{name}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,18 +103,24 @@ class EngineConfig:
         given = _mapping(additional_config[ENGINE_KEY], name)
         _unknown_keys(given, cls, name)
         if not isinstance(given.get("guide"), str) or not given["guide"]:
-            raise ValueError(f"{name}.guide is required: a built-in model name, a folder, a "
-                             f".gguf file or a Hugging Face id, got {given.get('guide')!r}")
+            raise ValueError(
+                f"{name}.guide is required: a built-in model name, a folder, a "
+                f".gguf file or a Hugging Face id, got {given.get('guide')!r}"
+            )
         config = cls(**given)
         if config.guide_dtype not in DTYPES:
-            raise ValueError(f"{name}.guide_dtype must be one of {', '.join(DTYPES)}, got "
-                             f"{config.guide_dtype!r}")
+            raise ValueError(
+                f"{name}.guide_dtype must be one of {', '.join(DTYPES)}, got {config.guide_dtype!r}"
+            )
         for flag, value in (("lazy", config.lazy), ("guide_chat", config.guide_chat)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}.{flag} must be true or false, got {value!r}")
-        for key, value in (("diagnostics", config.diagnostics), ("stats", config.stats),
-                           ("guide_device", config.guide_device),
-                           ("system_prompt", config.system_prompt)):
+        for key, value in (
+            ("diagnostics", config.diagnostics),
+            ("stats", config.stats),
+            ("guide_device", config.guide_device),
+            ("system_prompt", config.system_prompt),
+        ):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name}.{key} must be a string, got {value!r}")
         gamma = check_gamma(config.gamma, f"{name}.gamma")
@@ -151,13 +164,16 @@ class RequestConfig:
             check_agree_bonus(config.agree_bonus, f"{name}.agree_bonus")
         if config.strategy is not None:
             if not isinstance(config.strategy, str):
-                raise ValueError(f"{name}.strategy must be a strategy name, "
-                                 f"got {config.strategy!r}")
+                raise ValueError(
+                    f"{name}.strategy must be a strategy name, got {config.strategy!r}"
+                )
             choose(config.strategy, name=f"{name}.strategy")
-        if config.request_id is not None and (not isinstance(config.request_id, str)
-                                              or not config.request_id):
-            raise ValueError(f"{name}.request_id must be a non-empty string, "
-                             f"got {config.request_id!r}")
+        if config.request_id is not None and (
+            not isinstance(config.request_id, str) or not config.request_id
+        ):
+            raise ValueError(
+                f"{name}.request_id must be a non-empty string, got {config.request_id!r}"
+            )
         return config
 
     def resolve(self, engine: EngineConfig) -> tuple:
@@ -165,8 +181,9 @@ class RequestConfig:
         gamma = engine.gamma if self.gamma is None else self.gamma
         alpha = engine.alpha if self.alpha is None else self.alpha
         strategy = engine.strategy if self.strategy is None else self.strategy
-        choice: StrategyChoice = choose(strategy, gamma, alpha,
-                                        name=f"extra_args.{REQUEST_KEY}.strategy")
+        choice: StrategyChoice = choose(
+            strategy, gamma, alpha, name=f"extra_args.{REQUEST_KEY}.strategy"
+        )
         bonus = engine.agree_bonus if self.agree_bonus is None else self.agree_bonus
         return choice, float(bonus)
 
@@ -178,7 +195,9 @@ def validate_request(sampling_params) -> Optional[RequestConfig]:
     config = RequestConfig.parse(sampling_params.extra_args)
     if config is not None and config.strategy is not None and sampling_params.temperature:
         if choose(config.strategy).top_n:
-            raise ValueError(f"extra_args.{REQUEST_KEY}.strategy {config.strategy!r} is the "
-                             "paper's greedy top-N procedure: it needs temperature 0, got "
-                             f"{sampling_params.temperature}")
+            raise ValueError(
+                f"extra_args.{REQUEST_KEY}.strategy {config.strategy!r} is the "
+                "paper's greedy top-N procedure: it needs temperature 0, got "
+                f"{sampling_params.temperature}"
+            )
     return config

@@ -18,6 +18,7 @@ a stop token) or, under V2, when a step left its slot out: its guide row is
 released and its summary logged at once (the engine may not step again
 soon). An away request that shows up in a later step simply rejoins.
 """
+
 from __future__ import annotations
 
 from typing import Collection, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
@@ -36,26 +37,39 @@ from blendin_ext.vllm.step import BlendStep
 class BlendCore:
     """Blended requests by batch index, the guide's rows, one step per call."""
 
-    def __init__(self, config: EngineConfig, guide: SyncedGuide, base_tokenizer, *,
-                 capacity: int = 256, eos_ids: FrozenSet[int] = frozenset(), rank: int = 0,
-                 writes_diagnostics: bool = True, guide_param_bytes: int = 0,
-                 cache_bytes_per_token: int = 0):
+    def __init__(
+        self,
+        config: EngineConfig,
+        guide: SyncedGuide,
+        base_tokenizer,
+        *,
+        capacity: int = 256,
+        eos_ids: FrozenSet[int] = frozenset(),
+        rank: int = 0,
+        writes_diagnostics: bool = True,
+        guide_param_bytes: int = 0,
+        cache_bytes_per_token: int = 0,
+    ):
         self.config = config
         self.eos_ids = eos_ids
         self.rank = rank
         self.guide_param_bytes = guide_param_bytes
         self.requests: Dict[int, BlendRequest] = {}
-        self.away: Set[int] = set()   # indices whose request finished or sat a step out
+        self.away: Set[int] = set()  # indices whose request finished or sat a step out
         guide.time_forwards = True
         self.guide_rows = GuideRows(guide, base_tokenizer, capacity, cache_bytes_per_token)
         self.stepper = BlendStep(self.guide_rows, config.lazy)
         self.book = DiagnosticsBook(config.diagnostics if writes_diagnostics else None)
         self.stats_log = StatsLog(config.stats)
-        self._stats_steps = 0             # steps when the stats line was last written
+        self._stats_steps = 0  # steps when the stats line was last written
 
     # ------------------------------------------------------------ requests
-    def update(self, removed: Sequence[int], added: Sequence[Tuple[int, Optional[BlendRequest]]],
-               moved: Sequence[Tuple[int, int, bool]]) -> None:
+    def update(
+        self,
+        removed: Sequence[int],
+        added: Sequence[Tuple[int, Optional[BlendRequest]]],
+        moved: Sequence[Tuple[int, int, bool]],
+    ) -> None:
         """A batch update in vLLM's order: removed, added, moved (swap=True
         exchanges two rows, else a moves to b). An added index replaces
         whatever held it."""
@@ -64,8 +78,9 @@ class BlendCore:
             leaving.append(self._pop(index))
             if request is not None:
                 self.requests[index] = request
-                request.diagnostics = self.book.join(request.request_id, request.choice.name,
-                                                     request.prompt_ids, request.tokens)
+                request.diagnostics = self.book.join(
+                    request.request_id, request.choice.name, request.prompt_ids, request.tokens
+                )
         for a, b, swap in moved:
             first, second = self._pop_entry(a), self._pop_entry(b)
             if first is not None:
@@ -101,8 +116,9 @@ class BlendCore:
         while the guide still holds their rows, then they are logged."""
         self.guide_rows.save_stats(requests)
         for request in requests:
-            self.book.leave(request.diagnostics, request.prompt_ids, request.tokens,
-                            write=not request.logged)
+            self.book.leave(
+                request.diagnostics, request.prompt_ids, request.tokens, write=not request.logged
+            )
 
     def _set_away(self, indices: Sequence[int]) -> None:
         """Requests that finished or sat a step out: logged as they stand,
@@ -155,8 +171,11 @@ class BlendCore:
     def end_step(self, present: Collection[int]) -> None:
         """After the step's last `run`: requests whose token ends them are
         logged and release their guide rows."""
-        done = [i for i in sorted(present) if i in self.requests and i not in self.away
-                and self._ends(self.requests[i])]
+        done = [
+            i
+            for i in sorted(present)
+            if i in self.requests and i not in self.away and self._ends(self.requests[i])
+        ]
         if done:
             self._set_away(done)
             self.guide_rows.sync(self._active())
@@ -170,12 +189,19 @@ class BlendCore:
     def stats(self) -> EngineStats:
         counters, guide = self.stepper.counters, self.guide_rows.guide
         return EngineStats(
-            rank=self.rank, steps=counters.steps, blended_rows=counters.blended_rows,
-            guide_runs=counters.guide_runs, guide_rows_fed=counters.guide_rows_fed,
-            guide_forwards=guide.forwards, guide_tokens=guide.tokens_fed,
-            guide_seconds=guide.forward_seconds, apply_seconds=counters.apply_seconds,
-            rebuilds=guide.rebuilds, guide_param_bytes=self.guide_param_bytes,
-            guide_cache_bytes=self.guide_rows.peak_cache_bytes)
+            rank=self.rank,
+            steps=counters.steps,
+            blended_rows=counters.blended_rows,
+            guide_runs=counters.guide_runs,
+            guide_rows_fed=counters.guide_rows_fed,
+            guide_forwards=guide.forwards,
+            guide_tokens=guide.tokens_fed,
+            guide_seconds=guide.forward_seconds,
+            apply_seconds=counters.apply_seconds,
+            rebuilds=guide.rebuilds,
+            guide_param_bytes=self.guide_param_bytes,
+            guide_cache_bytes=self.guide_rows.peak_cache_bytes,
+        )
 
     def _maybe_write_stats(self) -> None:
         """A stats line when no blended request is left running and steps

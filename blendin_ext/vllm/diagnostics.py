@@ -21,6 +21,7 @@ Where to read them:
   parallelism the first rank writes it;
 - `current()` in the engine's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,8 @@ from blendin_ext.decode.diagnostics import SequenceDiagnostics
 # (token, base_confidence, intervened, alpha, agree, base_top, guide_top),
 # the arguments of SequenceDiagnostics.record.
 Step = Tuple[int, float, bool, float, float, int, int]
-KEEP_FINISHED = 10_000   # summaries kept in memory per engine
-KEEP_LEFT = 1024         # requests that left, kept to recognise them if they resume
+KEEP_FINISHED = 10_000  # summaries kept in memory per engine
+KEEP_LEFT = 1024  # requests that left, kept to recognise them if they resume
 
 
 @dataclass
@@ -47,8 +48,8 @@ class RequestDiagnostics:
     request_id: str
     strategy: str
     steps: Dict[int, Step] = field(default_factory=dict)
-    bad_steps: int = 0       # steps whose logits held NaN/+inf: left to vLLM
-    resumed: int = 0         # times it came back after preemption
+    bad_steps: int = 0  # steps whose logits held NaN/+inf: left to vLLM
+    resumed: int = 0  # times it came back after preemption
     # A cross-tokenizer guide's view of the row, read when it leaves the
     # batch (None before, or with a guide of the base's vocabulary): the
     # share of its guide ids fed as the chosen tokens' twins, and the guide's
@@ -67,9 +68,14 @@ class RequestDiagnostics:
         return diag
 
     def summary(self) -> dict:
-        return {"request_id": self.request_id, "strategy": self.strategy,
-                "bad_steps": self.bad_steps, "resumed": self.resumed,
-                "map_coverage": self.map_coverage, **self.sequence().summary()}
+        return {
+            "request_id": self.request_id,
+            "strategy": self.strategy,
+            "bad_steps": self.bad_steps,
+            "resumed": self.resumed,
+            "map_coverage": self.map_coverage,
+            **self.sequence().summary(),
+        }
 
 
 class DiagnosticsLog:
@@ -119,8 +125,9 @@ class DiagnosticsBook:
         self._left: "OrderedDict[str, _Left]" = OrderedDict()
         self._count = 0
 
-    def join(self, request_id: Optional[str], strategy: str, prompt_ids: List[int],
-             tokens: List[int]) -> RequestDiagnostics:
+    def join(
+        self, request_id: Optional[str], strategy: str, prompt_ids: List[int], tokens: List[int]
+    ) -> RequestDiagnostics:
         """The record of a request entering the batch: its earlier one if it
         resumes after preemption, else a new one."""
         key = request_id if request_id is not None else self._resumed_key(prompt_ids, tokens)
@@ -136,8 +143,9 @@ class DiagnosticsBook:
         self.log.track(diag)
         return diag
 
-    def leave(self, diag: RequestDiagnostics, prompt_ids: List[int], tokens: List[int],
-              write: bool = True) -> None:
+    def leave(
+        self, diag: RequestDiagnostics, prompt_ids: List[int], tokens: List[int], write: bool = True
+    ) -> None:
         """A request left the batch (finished, or preempted and may resume);
         write=False: its summary is already logged as it stands."""
         if write:
@@ -153,7 +161,7 @@ class DiagnosticsBook:
         if not tokens:
             return None
         for key, left in reversed(self._left.items()):
-            if left.prompt_ids == prompt_ids and tokens[:len(left.tokens)] == left.tokens:
+            if left.prompt_ids == prompt_ids and tokens[: len(left.tokens)] == left.tokens:
                 return key
         return None
 

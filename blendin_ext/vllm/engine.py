@@ -11,6 +11,7 @@ the guide and runs the same op on the same inputs: they all decide the
 same tokens (the op is deterministic, seeds are per request). The first
 rank of each tensor-parallel group writes the diagnostics file.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,9 +35,11 @@ def load_base_tokenizer(model_config):
     """The base model's Hugging Face tokenizer, as vLLM was told to load it."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_config.tokenizer,
-                                         revision=model_config.tokenizer_revision,
-                                         trust_remote_code=model_config.trust_remote_code)
+    return AutoTokenizer.from_pretrained(
+        model_config.tokenizer,
+        revision=model_config.tokenizer_revision,
+        trust_remote_code=model_config.trust_remote_code,
+    )
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -45,8 +48,11 @@ def weight_bytes(model: torch.nn.Module) -> int:
     once)."""
     tensors = {}
     for module in model.modules():
-        held = itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False),
-                               (v for v in vars(module).values() if isinstance(v, torch.Tensor)))
+        held = itertools.chain(
+            module.parameters(recurse=False),
+            module.buffers(recurse=False),
+            (v for v in vars(module).values() if isinstance(v, torch.Tensor)),
+        )
         for tensor in held:
             tensors[id(tensor)] = tensor
     return sum(t.numel() * t.element_size() for t in tensors.values())
@@ -58,7 +64,7 @@ def cache_bytes_per_token(model: torch.nn.Module) -> int:
     config = model.config
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads  # HF: optional
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads             # HF: optional
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads  # HF: optional
     element = torch.finfo(model.dtype).bits // 8
     return 2 * config.num_hidden_layers * kv_heads * head_dim * element
 
@@ -69,23 +75,44 @@ def build_core(config: EngineConfig, vllm_config, device: torch.device) -> Blend
     guide_device = torch.device(config.guide_device) if config.guide_device else device
     try:
         loaded = load_model(config.guide, dtype=config.guide_dtype, device=str(guide_device))
-    except Exception as exc:  # noqa: BLE001 - any failure stops start-up with our words
+    except Exception as exc:
         raise GuideLoadError(
             f"BlendIn: could not load the guide {config.guide!r} "
-            f"(additional_config.{ENGINE_KEY}.guide): {type(exc).__name__}: {exc}") from exc
+            f"(additional_config.{ENGINE_KEY}.guide): {type(exc).__name__}: {exc}"
+        ) from exc
     base_tokenizer = load_base_tokenizer(model_config)
     guide = make_guide_stream(
-        loaded.model, base_tokenizer, loaded.tokenizer, system_prompt=config.system_prompt,
-        chat=config.guide_chat, device=guide_device,
-        base_vocab=model_config.get_vocab_size(), rows_change=True, guide_sync=config.guide_sync)
+        loaded.model,
+        base_tokenizer,
+        loaded.tokenizer,
+        system_prompt=config.system_prompt,
+        chat=config.guide_chat,
+        device=guide_device,
+        base_vocab=model_config.get_vocab_size(),
+        rows_change=True,
+        guide_sync=config.guide_sync,
+    )
     eos = base_tokenizer.eos_token_id
     rank = parallel.rank
-    logger.info("BlendIn: guide %s (%s, %s, %.1f MB) on %s, rank %d, %s, default strategy %s",
-                config.guide, type(guide).__name__, str(loaded.model.dtype).replace("torch.", ""),
-                weight_bytes(loaded.model) / 1e6, guide_device, rank,
-                "lazy" if config.lazy else "eager", config.strategy)
-    return BlendCore(config, guide, base_tokenizer, capacity=model_config.max_model_len,
-                     eos_ids=frozenset() if eos is None else frozenset([eos]), rank=rank,
-                     writes_diagnostics=rank % parallel.tensor_parallel_size == 0,
-                     guide_param_bytes=weight_bytes(loaded.model),
-                     cache_bytes_per_token=cache_bytes_per_token(loaded.model))
+    logger.info(
+        "BlendIn: guide %s (%s, %s, %.1f MB) on %s, rank %d, %s, default strategy %s",
+        config.guide,
+        type(guide).__name__,
+        str(loaded.model.dtype).replace("torch.", ""),
+        weight_bytes(loaded.model) / 1e6,
+        guide_device,
+        rank,
+        "lazy" if config.lazy else "eager",
+        config.strategy,
+    )
+    return BlendCore(
+        config,
+        guide,
+        base_tokenizer,
+        capacity=model_config.max_model_len,
+        eos_ids=frozenset() if eos is None else frozenset([eos]),
+        rank=rank,
+        writes_diagnostics=rank % parallel.tensor_parallel_size == 0,
+        guide_param_bytes=weight_bytes(loaded.model),
+        cache_bytes_per_token=cache_bytes_per_token(loaded.model),
+    )

@@ -8,6 +8,7 @@ own token list (read by reference), so a request that comes back after
 preemption, or whose draft tokens were rejected, just feeds what the
 guide lacks (the guide rolls back to the common prefix).
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -22,12 +23,13 @@ from blendin_ext.vllm.requests import BlendRequest
 class GuideRows:
     """The guide stream's rows, in the order requests joined."""
 
-    def __init__(self, guide: SyncedGuide, base_tokenizer, capacity: int,
-                 cache_bytes_per_token: int = 0):
+    def __init__(
+        self, guide: SyncedGuide, base_tokenizer, capacity: int, cache_bytes_per_token: int = 0
+    ):
         self.guide = guide
         self.base_tokenizer = base_tokenizer
         self.requests: List[BlendRequest] = []
-        self._row: Dict[int, int] = {}          # id(request) -> its row
+        self._row: Dict[int, int] = {}  # id(request) -> its row
         self.cache_bytes_per_token = cache_bytes_per_token
         self.peak_cache_bytes = 0
         guide.start([], capacity)
@@ -50,12 +52,16 @@ class GuideRows:
         held = {id(r) for r in self.requests}
         new = [r for r in wanted if id(r) not in held]
         if new:
-            texts = [self.base_tokenizer.decode(r.prompt_ids, skip_special_tokens=True)
-                     for r in new]
+            texts = [
+                self.base_tokenizer.decode(r.prompt_ids, skip_special_tokens=True) for r in new
+            ]
             # The base's own prompt ids, when the guide shares its vocabulary
             # and takes prompts as they are (no chat template).
-            same_prompt = (None if self.guide.chat or self.guide.guide_to_base is not None
-                           else [r.prompt_ids for r in new])
+            same_prompt = (
+                None
+                if self.guide.chat or self.guide.guide_to_base is not None
+                else [r.prompt_ids for r in new]
+            )
             self.guide.add_rows(texts, base_ids=[r.tokens for r in new], prompt_ids=same_prompt)
             self.requests.extend(new)
         self._row = {id(r): i for i, r in enumerate(self.requests)}

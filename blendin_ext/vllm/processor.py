@@ -25,13 +25,14 @@ gets a class without it), and an engine without
 and touches no logits. Only an engine configured for BlendIn imports the
 rest (the guide, the compiled op), and fails with our message if it can't.
 """
+
 from __future__ import annotations
 
 import logging
 import weakref
 from typing import Optional
 
-from blendin_ext.vllm.config import EngineConfig, RequestConfig, has_blendin, validate_request
+from blendin_ext.vllm.config import EngineConfig, has_blendin, validate_request
 
 try:  # the V1 runner's interface
     from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
@@ -40,8 +41,9 @@ except ImportError:  # pragma: no cover - a vLLM without the V1 runner
     V1LogitsProcessor, MoveDirectionality = object, None
 
 try:  # Model Runner V2's interface (vLLM >= 0.2x)
-    from vllm.v1.worker.gpu.sample.logits_processor.interface import \
-        LogitsProcessor as V2LogitsProcessor
+    from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+        LogitsProcessor as V2LogitsProcessor,
+    )
 except ImportError:  # pragma: no cover - a vLLM without Model Runner V2
     V2LogitsProcessor = object
 
@@ -50,8 +52,10 @@ logger = logging.getLogger("blendin_ext.vllm")
 # vllm_config ids that already have an active processor: the entry point
 # and an explicit logits_processors=[...] would otherwise both blend.
 _ACTIVE: "weakref.WeakValueDictionary[int, BlendInLogitsProcessor]" = weakref.WeakValueDictionary()
-NO_GUIDE = ("a request has extra_args.blendin but this engine has no additional_config.blendin "
-            "(no guide); leaving it to vLLM")
+NO_GUIDE = (
+    "a request has extra_args.blendin but this engine has no additional_config.blendin "
+    "(no guide); leaving it to vLLM"
+)
 
 
 class BlendInLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
@@ -64,20 +68,22 @@ class BlendInLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
 
     def __init__(self, vllm_config, *runner_args):
         """V1: (vllm_config, device, is_pin_memory); V2: (vllm_config, req_states)."""
-        self.batch = None   # runner_v1.BatchRows, on a V1 BlendIn engine
-        self.slots = None   # runner_v2.SlotRows, on a V2 BlendIn engine
+        self.batch = None  # runner_v1.BatchRows, on a V1 BlendIn engine
+        self.slots = None  # runner_v2.SlotRows, on a V2 BlendIn engine
         self._warned = False
         config = EngineConfig.parse(vllm_config.additional_config)
         if config is None:
             return
         if id(vllm_config) in _ACTIVE:
-            logger.info("BlendIn: processor registered twice (entry point and "
-                        "logits_processors); this copy stays inert")
+            logger.info(
+                "BlendIn: processor registered twice (entry point and "
+                "logits_processors); this copy stays inert"
+            )
             return
         _ACTIVE[id(vllm_config)] = self
-        from blendin_ext.vllm.engine import build_core   # the guide, the op: BlendIn only
+        from blendin_ext.vllm.engine import build_core  # the guide, the op: BlendIn only
 
-        if len(runner_args) == 1:   # Model Runner V2
+        if len(runner_args) == 1:  # Model Runner V2
             from blendin_ext.vllm.runner_v2 import SlotRows
 
             req_states = runner_args[0]
@@ -94,23 +100,25 @@ class BlendInLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         return None if adapter is None else adapter.core
 
     def is_argmax_invariant(self) -> bool:
-        return False   # it decides the token
+        return False  # it decides the token
 
     # ------------------------------------------------------------------ V1
     def update_state(self, batch_update) -> None:
         if batch_update is None:
             return
         if self.batch is None:
-            if any(has_blendin(params.extra_args)
-                   for _, params, _, _ in batch_update.added):
+            if any(has_blendin(params.extra_args) for _, params, _, _ in batch_update.added):
                 self._warn_once(NO_GUIDE)
             return
-        moved = [(a, b, direction == MoveDirectionality.SWAP)
-                 for a, b, direction in batch_update.moved]
+        moved = [
+            (a, b, direction == MoveDirectionality.SWAP) for a, b, direction in batch_update.moved
+        ]
         if self.batch.update(batch_update.removed, batch_update.added, moved):
             # Raising here would stop the engine: such a request is vLLM's.
-            self._warn_once("a request with extra_args.blendin came as prompt embeddings "
-                            "(no token ids), which BlendIn cannot read; leaving it to vLLM")
+            self._warn_once(
+                "a request with extra_args.blendin came as prompt embeddings "
+                "(no token ids), which BlendIn cannot read; leaving it to vLLM"
+            )
 
     # ------------------------------------------------------------------ V2
     def add_request(self, req_idx: int, sampling_params) -> bool:

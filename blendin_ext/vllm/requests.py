@@ -8,6 +8,7 @@ to date from the engine before each step, never with a placeholder: a
 token the engine has not copied back yet is the one the op chose
 (``decided``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,13 +33,17 @@ class Sampling:
     seed: int
 
     @classmethod
-    def of(cls, temperature: float, top_k: Optional[int], top_p: Optional[float],
-           seed: Optional[int]) -> "Sampling":
+    def of(
+        cls, temperature: float, top_k: Optional[int], top_p: Optional[float], seed: Optional[int]
+    ) -> "Sampling":
         """vLLM's conventions: top_k <= 0 and top_p 1 mean no filter; no
         seed means a fresh random one (not reproducible, as in vLLM)."""
-        return cls(float(temperature), top_k if top_k and top_k > 0 else None,
-                   top_p if top_p is not None and top_p < 1 else None,
-                   random.getrandbits(63) if seed is None else int(seed))
+        return cls(
+            float(temperature),
+            top_k if top_k and top_k > 0 else None,
+            top_p if top_p is not None and top_p < 1 else None,
+            random.getrandbits(63) if seed is None else int(seed),
+        )
 
 
 @dataclass(eq=False)
@@ -49,14 +54,14 @@ class BlendRequest:
     agree_bonus: float
     sampling: Sampling
     prompt_ids: List[int]
-    tokens: List[int]                 # output so far, the plug-in's own list
+    tokens: List[int]  # output so far, the plug-in's own list
     request_id: Optional[str] = None  # extra_args.blendin.request_id, if given
     max_tokens: Optional[int] = None
     min_tokens: int = 0
     stop_ids: FrozenSet[int] = frozenset()
-    decided: Dict[int, int] = field(default_factory=dict)   # position -> the op's token
-    diagnostics: Optional[RequestDiagnostics] = None   # set when it joins the batch
-    logged: bool = False   # its summary is in the log as it stands (finished, sat out)
+    decided: Dict[int, int] = field(default_factory=dict)  # position -> the op's token
+    diagnostics: Optional[RequestDiagnostics] = None  # set when it joins the batch
+    logged: bool = False  # its summary is in the log as it stands (finished, sat out)
 
     @property
     def uses_guide(self) -> bool:
@@ -79,8 +84,13 @@ class BlendRequest:
             del self.decided[old]
 
 
-def request_from_params(engine: EngineConfig, params, prompt_ids: Sequence[int],
-                        tokens: List[int], eos_ids: FrozenSet[int]) -> Optional[BlendRequest]:
+def request_from_params(
+    engine: EngineConfig,
+    params,
+    prompt_ids: Sequence[int],
+    tokens: List[int],
+    eos_ids: FrozenSet[int],
+) -> Optional[BlendRequest]:
     """The blended request for vLLM's ``SamplingParams`` (None when it has
     no ``extra_args["blendin"]``). eos_ids: the base's end-of-sequence ids,
     which stop a request unless it ignores EOS. Arguments that fail their
@@ -98,8 +108,14 @@ def request_from_params(engine: EngineConfig, params, prompt_ids: Sequence[int],
     stops = set(params.stop_token_ids or ())
     if not params.ignore_eos:
         stops |= set(eos_ids)
-    return BlendRequest(choice, bonus,
-                        Sampling.of(params.temperature, params.top_k, params.top_p, params.seed),
-                        list(prompt_ids), tokens, request_id=config.request_id,
-                        max_tokens=params.max_tokens, min_tokens=params.min_tokens or 0,
-                        stop_ids=frozenset(stops))
+    return BlendRequest(
+        choice,
+        bonus,
+        Sampling.of(params.temperature, params.top_k, params.top_p, params.seed),
+        list(prompt_ids),
+        tokens,
+        request_id=config.request_id,
+        max_tokens=params.max_tokens,
+        min_tokens=params.min_tokens or 0,
+        stop_ids=frozenset(stops),
+    )

@@ -14,6 +14,7 @@ placeholder with its own choice (`BlendRequest.decided`) and never feeds a
 placeholder to the guide; a request whose output it cannot know (a step
 left to vLLM) sits the step out until the engine has the token.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,10 +48,11 @@ class BatchRows:
 
     def __init__(self, core: BlendCore):
         self.core = core
-        self.engine_lists: Dict[int, List[int]] = {}   # index -> vLLM's output list
+        self.engine_lists: Dict[int, List[int]] = {}  # index -> vLLM's output list
 
-    def update(self, removed: Sequence[int], added: Sequence[Added],
-               moved: Sequence[Tuple[int, int, bool]]) -> List[int]:
+    def update(
+        self, removed: Sequence[int], added: Sequence[Added], moved: Sequence[Tuple[int, int, bool]]
+    ) -> List[int]:
         """A BatchUpdate (moved: (a, b, swap)). Returns the indices of blended
         requests that came as prompt embeddings (no token ids to read): they
         are left to vLLM."""
@@ -64,8 +66,13 @@ class BatchRows:
                 if has_blendin(params.extra_args):
                     embeds.append(index)
             else:
-                request = request_from_params(self.core.config, params, prompt_ids,
-                                              known_prefix(output, {}), self.core.eos_ids)
+                request = request_from_params(
+                    self.core.config,
+                    params,
+                    prompt_ids,
+                    known_prefix(output, {}),
+                    self.core.eos_ids,
+                )
             if request is not None:
                 self.engine_lists[index] = output
             joining.append((index, request))
@@ -88,8 +95,11 @@ class BatchRows:
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.core.requests:
             return logits
-        rows = {index: index for index, request in self.core.requests.items()
-                if catch_up(request, self.engine_lists[index])}
+        rows = {
+            index: index
+            for index, request in self.core.requests.items()
+            if catch_up(request, self.engine_lists[index])
+        }
         return self.core.apply(logits, rows)
 
 
@@ -98,9 +108,9 @@ def catch_up(request: BlendRequest, engine: List[int]) -> bool:
     it by reference) up to the engine's; False if a token is not known yet."""
     mine = request.tokens
     if len(engine) < len(mine):
-        del mine[len(engine):]                  # the engine discarded tokens
+        del mine[len(engine) :]  # the engine discarded tokens
     last = len(mine) - 1
     if last >= 0 and 0 <= engine[last] != mine[last]:
-        mine[:] = known_prefix(engine, request.decided)   # never expected: start over
+        mine[:] = known_prefix(engine, request.decided)  # never expected: start over
     mine.extend(known_prefix(engine, request.decided, len(mine)))
     return len(mine) == len(engine)

@@ -28,6 +28,7 @@ draft tokens are rolled back by the guide's common-prefix sync. A row
 before the end of its request's prefill (chunked prefill) produces no
 token and is left alone.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -45,9 +46,9 @@ class SlotRows:
 
     def __init__(self, core: BlendCore, req_states):
         self.core = core
-        self.req_states = req_states            # LogitsProcRequestState (read-only)
-        self.admitted: Dict[int, object] = {}   # slot -> SamplingParams, joining next step
-        self.committed: Dict[int, List[int]] = {}   # slot -> committed output ids
+        self.req_states = req_states  # LogitsProcRequestState (read-only)
+        self.admitted: Dict[int, object] = {}  # slot -> SamplingParams, joining next step
+        self.committed: Dict[int, List[int]] = {}  # slot -> committed output ids
 
     # ------------------------------------------------------------ requests
     def add(self, slot: int, params) -> bool:
@@ -71,8 +72,9 @@ class SlotRows:
             prompt_len = int(self.req_states.prompt_len.np[slot])
             prefill_len = int(self.req_states.prefill_len.np[slot])
             ids = self._tokens(slot, 0, prefill_len)
-            request = request_from_params(self.core.config, params, ids[:prompt_len],
-                                          ids[prompt_len:], self.core.eos_ids)
+            request = request_from_params(
+                self.core.config, params, ids[:prompt_len], ids[prompt_len:], self.core.eos_ids
+            )
             if request is not None:
                 self.committed[slot] = list(request.tokens)
             joining.append((slot, request))
@@ -82,20 +84,26 @@ class SlotRows:
     # ----------------------------------------------------------------- step
     def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
         self.join_admitted()
-        if not self.core.requests or not any(int(s) in self.core.requests
-                                             for s in ctx.idx_mapping_np):
+        if not self.core.requests or not any(
+            int(s) in self.core.requests for s in ctx.idx_mapping_np
+        ):
             self.core.begin_step(())
-            return logits   # no blended request in this step: no device sync
-        slots, local, pos, fed = torch.stack([
-            ctx.expanded_idx_mapping.long(), ctx.expanded_local_pos.long(), ctx.pos.long(),
-            ctx.input_ids.long()]).tolist()
-        rows_of = defaultdict(list)   # slot -> its rows, by draft position
+            return logits  # no blended request in this step: no device sync
+        slots, local, pos, fed = torch.stack(
+            [
+                ctx.expanded_idx_mapping.long(),
+                ctx.expanded_local_pos.long(),
+                ctx.pos.long(),
+                ctx.input_ids.long(),
+            ]
+        ).tolist()
+        rows_of = defaultdict(list)  # slot -> its rows, by draft position
         for row, slot in enumerate(slots):
             if slot in self.core.requests:
                 rows_of[slot].append(row)
         self.core.begin_step(rows_of)
         totals = self._totals(list(rows_of))
-        levels: Dict[int, Dict[int, tuple]] = defaultdict(dict)   # draft position -> slot -> row
+        levels: Dict[int, Dict[int, tuple]] = defaultdict(dict)  # draft position -> slot -> row
         for slot, rows in rows_of.items():
             rows.sort(key=lambda r: local[r])
             committed = self._committed(slot, totals[slot])
@@ -103,13 +111,13 @@ class SlotRows:
             prefill_len = int(self.req_states.prefill_len.np[slot])
             for row in rows:
                 if pos[row] + 1 < prefill_len:
-                    continue       # a prefill chunk: its sample is discarded
+                    continue  # a prefill chunk: its sample is discarded
                 output = row_output(committed, prompt_len, totals[slot], pos, fed, rows, row)
                 if output is not None:
                     levels[local[row]][slot] = (row, output)
         for level in sorted(levels):
             for slot, (_, output) in levels[level].items():
-                self.core.requests[slot].tokens[:] = output   # in place: the guide reads it
+                self.core.requests[slot].tokens[:] = output  # in place: the guide reads it
             self.core.run(logits, {slot: row for slot, (row, _) in levels[level].items()})
         self.core.end_step(rows_of)
         return logits
@@ -127,20 +135,27 @@ class SlotRows:
         if total > have:
             committed.extend(self._tokens(slot, have, total))
         elif total < have:
-            del committed[max(total - prompt_len, 0):]
+            del committed[max(total - prompt_len, 0) :]
         return committed
 
     def _tokens(self, slot: int, start: int, stop: int) -> List[int]:
         return self.req_states.all_token_ids.gpu[slot, start:stop].tolist()
 
 
-def row_output(committed: List[int], prompt_len: int, total: int, pos: List[int],
-               fed: List[int], rows: List[int], row: int) -> Optional[List[int]]:
+def row_output(
+    committed: List[int],
+    prompt_len: int,
+    total: int,
+    pos: List[int],
+    fed: List[int],
+    rows: List[int],
+    row: int,
+) -> Optional[List[int]]:
     """The output ids a row's logits follow: the committed ones up to its
     position, then the tokens its request's rows feed from `total` up to
     it (a runner's last sampled token not yet committed, draft tokens).
     None when some position is not known."""
-    seen = pos[row] + 1               # tokens visible to the row's next token
+    seen = pos[row] + 1  # tokens visible to the row's next token
     output = committed[: max(min(total, seen) - prompt_len, 0)]
     if seen > total:
         inputs = {pos[r]: fed[r] for r in rows if total <= pos[r] <= pos[row]}

@@ -8,6 +8,7 @@ server going idle); `read_stats(PATH)` returns the last line per rank.
 Benchmarks and the tensor-parallel test read it; it works whichever
 process the engine's workers run in.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,18 +23,18 @@ from blendin_ext.vllm.diagnostics import last_line_by
 class EngineStats:
     """Counters since the engine started, for one rank."""
 
-    rank: int                 # the worker's rank (tensor parallel: each runs its guide)
-    steps: int                # apply calls with blended rows
-    blended_rows: int         # rows over those steps
-    guide_runs: int           # (step, agree-bonus group) pairs with a guide forward
-    guide_rows_fed: int       # rows that needed the guide, over all steps
-    guide_forwards: int       # the guide model's forward calls
-    guide_tokens: int         # tokens fed to the guide
-    guide_seconds: float      # time in the guide's forwards
-    apply_seconds: float      # time in the plug-in's apply, guide included
-    rebuilds: int             # times the guide's cache was rebuilt from its rows' ids
-    guide_param_bytes: int    # the guide's weights on this rank
-    guide_cache_bytes: int    # the guide's KV cache at its largest so far (rows x length)
+    rank: int  # the worker's rank (tensor parallel: each runs its guide)
+    steps: int  # apply calls with blended rows
+    blended_rows: int  # rows over those steps
+    guide_runs: int  # (step, agree-bonus group) pairs with a guide forward
+    guide_rows_fed: int  # rows that needed the guide, over all steps
+    guide_forwards: int  # the guide model's forward calls
+    guide_tokens: int  # tokens fed to the guide
+    guide_seconds: float  # time in the guide's forwards
+    apply_seconds: float  # time in the plug-in's apply, guide included
+    rebuilds: int  # times the guide's cache was rebuilt from its rows' ids
+    guide_param_bytes: int  # the guide's weights on this rank
+    guide_cache_bytes: int  # the guide's KV cache at its largest so far (rows x length)
 
 
 class StatsLog:
@@ -46,7 +47,7 @@ class StatsLog:
 
     def write(self, stats: EngineStats) -> None:
         if self.path is not None:
-            with open(self.path, "a") as out:   # one short line: ranks may share the file
+            with open(self.path, "a") as out:  # one short line: ranks may share the file
                 out.write(json.dumps(asdict(stats)) + "\n")
 
 

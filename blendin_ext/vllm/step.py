@@ -14,6 +14,7 @@ the op mixes them in, and a row whose token would still be a masked one
 is left to vLLM untouched (counted as a bad step), so the plug-in never
 raises a -inf entry.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from blendin_ext.decode.loop import HostStep
-from blendin_ext.guides.stream import pair_logits
 from blendin_ext.decode.options import DecodeOptions, RowParams
+from blendin_ext.guides.stream import pair_logits
 from blendin_ext.ops.args import BlendStepResult
 from blendin_ext.ops.fused import run_base_step, run_step
 from blendin_ext.ops.top_n import TopNRows
@@ -36,8 +37,8 @@ from blendin_ext.vllm.requests import BlendRequest
 class StepGroup:
     """The requests of one op call (one agree bonus) and their logits rows."""
 
-    rows: torch.Tensor        # (n,) logits row of each request
-    window: Optional[slice]   # the same rows as a slice, when they are consecutive
+    rows: torch.Tensor  # (n,) logits row of each request
+    window: Optional[slice]  # the same rows as a slice, when they are consecutive
     requests: List[BlendRequest]
     params: RowParams
 
@@ -57,9 +58,9 @@ def row_window(rows: List[int]) -> Optional[slice]:
 
 @dataclass
 class StepCounters:
-    steps: int = 0           # run calls with decided rows
-    blended_rows: int = 0    # rows over those steps
-    guide_runs: int = 0      # (step, agree-bonus group) pairs with a guide forward
+    steps: int = 0  # run calls with decided rows
+    blended_rows: int = 0  # rows over those steps
+    guide_runs: int = 0  # (step, agree-bonus group) pairs with a guide forward
     guide_rows_fed: int = 0  # rows that needed the guide, over all steps
     apply_seconds: float = 0.0
 
@@ -112,16 +113,22 @@ class BlendStep:
             rows = [row for row, _ in pairs]
             requests = [request for _, request in pairs]
             options = DecodeOptions(
-                max_new_tokens=0, strategy=None, agree_bonus=bonus,
+                max_new_tokens=0,
+                strategy=None,
+                agree_bonus=bonus,
                 gamma=[r.choice.gamma for r in requests],
                 alpha=[r.choice.alpha for r in requests],
                 temperature=[r.sampling.temperature for r in requests],
                 top_k=[r.sampling.top_k for r in requests],
                 top_p=[r.sampling.top_p for r in requests],
-                seed=[r.sampling.seed for r in requests])
-            groups[bonus] = StepGroup(torch.tensor(rows, dtype=torch.long, device=device),
-                                      row_window(rows), requests,
-                                      RowParams.build(len(rows), device, options))
+                seed=[r.sampling.seed for r in requests],
+            )
+            groups[bonus] = StepGroup(
+                torch.tensor(rows, dtype=torch.long, device=device),
+                row_window(rows),
+                requests,
+                RowParams.build(len(rows), device, options),
+            )
         self._groups, self._layout = groups, layout
         return groups
 
@@ -129,14 +136,16 @@ class BlendStep:
         requests = group.requests
         # The op's random stream: each request's seed at offset = its output
         # length, so draws depend neither on the batch nor on preemption.
-        offsets = torch.tensor([len(r.tokens) for r in requests], dtype=torch.long,
-                               device=logits.device)
+        offsets = torch.tensor(
+            [len(r.tokens) for r in requests], dtype=torch.long, device=logits.device
+        )
         args = group.params.args._replace(offset_tensor=offsets, offset_value=0)
         base = group.rows_of(logits)
         first = run_base_step(base, args)
         intervened = first.intervened.tolist()
-        need = [j for j, r in enumerate(requests)
-                if r.uses_guide and (intervened[j] or not self.lazy)]
+        need = [
+            j for j, r in enumerate(requests) if r.uses_guide and (intervened[j] or not self.lazy)
+        ]
         out, base_top, guide_top = first, None, None
         if need:
             out, base_top, guide_top = self._with_guide(base, requests, args, first, need)
@@ -149,11 +158,12 @@ class BlendStep:
         guide_rows, guide_logits = self.guide_rows.logits([requests[j] for j in need])
         self.counters.guide_runs += 1
         self.counters.guide_rows_fed += len(need)
-        every = len(need) == n   # eager, or every row unsure: no copies
+        every = len(need) == n  # eager, or every row unsure: no copies
         pick = torch.tensor(need, dtype=torch.long, device=base.device)
         sub_base = base if every else base.index_select(0, pick)
         sub_guide = guide_logits.index_select(
-            0, torch.tensor(guide_rows, dtype=torch.long, device=guide_logits.device))
+            0, torch.tensor(guide_rows, dtype=torch.long, device=guide_logits.device)
+        )
         maps = self.guide.guide_to_base
         sub_base, sub_guide = pair_logits(sub_base, sub_guide, maps)
         sub_guide = mask_like_base(sub_guide, sub_base, maps)
@@ -164,8 +174,11 @@ class BlendStep:
         top_n = TopNRows.of([requests[j].choice.top_n for j in need], sub_base.device)
         if top_n is not None:
             sub = top_n.apply(sub, sub_base, sub_guide, maps, sub_args)
-        merged = sub if every else BlendStepResult(
-            *(full.index_put((pick,), part) for full, part in zip(first, sub)))
+        merged = (
+            sub
+            if every
+            else BlendStepResult(*(full.index_put((pick,), part) for full, part in zip(first, sub)))
+        )
         base_top = torch.full((n,), -1, dtype=torch.long, device=base.device)
         guide_top = torch.full((n,), -1, dtype=torch.long, device=base.device)
         # greedy, the first call's tokens (a = 0) are the base's argmax
@@ -173,8 +186,15 @@ class BlendStep:
         guide_top[pick] = self.guide.top_base_token(sub_guide).to(base.device).long()
         return merged, base_top, guide_top
 
-    def _emit(self, logits, group: StepGroup, base: torch.Tensor, out: BlendStepResult,
-              base_top, guide_top) -> None:
+    def _emit(
+        self,
+        logits,
+        group: StepGroup,
+        base: torch.Tensor,
+        out: BlendStepResult,
+        base_top,
+        guide_top,
+    ) -> None:
         """Writes the op's tokens into the logits and records diagnostics
         (one host transfer for everything, as in the decode loop). A token
         the engine had masked marks its row bad: left to vLLM."""
@@ -185,9 +205,9 @@ class BlendStep:
         host = HostStep.fetch(out, base_top, guide_top)
         good = [j for j, t in enumerate(host.tokens) if t >= 0]
         for j in set(range(len(requests))) - set(good):
-            requests[j].diagnostics.bad_steps += 1   # NaN/+inf or masked: left to vLLM
+            requests[j].diagnostics.bad_steps += 1  # NaN/+inf or masked: left to vLLM
         if len(good) == len(requests) and group.window is not None:
-            rows = logits[group.window]   # in place, no index tensors
+            rows = logits[group.window]  # in place, no index tensors
             rows.fill_(float("-inf"))
             rows.scatter_(1, out.tokens.to(logits.device)[:, None], 0.0)
         elif good:
@@ -197,6 +217,15 @@ class BlendStep:
         for j in good:
             request, position = requests[j], len(requests[j].tokens)
             request.remember(position, host.tokens[j])
-            request.diagnostics.record(position, (
-                host.tokens[j], host.base_confidence[j], host.intervened[j], host.alpha[j],
-                host.agree[j], host.base_top[j], host.guide_top[j]))
+            request.diagnostics.record(
+                position,
+                (
+                    host.tokens[j],
+                    host.base_confidence[j],
+                    host.intervened[j],
+                    host.alpha[j],
+                    host.agree[j],
+                    host.base_top[j],
+                    host.guide_top[j],
+                ),
+            )

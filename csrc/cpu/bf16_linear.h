@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "blend_step_cpu.h"  // ParallelFor
+#include "blend_step_cpu.h"       // ParallelFor
 #include "blendin/step_params.h"  // BFloat16Bits
 
 namespace blendin::cpu {

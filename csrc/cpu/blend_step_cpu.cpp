@@ -81,9 +81,7 @@ class StepRunner {
   const T* guide_row(int64_t row) const { return guide_ + row * p_.guide_row_stride; }
   ChunkStats* row_stats(int64_t row) const { return stats_.get() + row * chunks_per_row_; }
 
-  float inv_temperature(int64_t row) const {
-    return inverse_temperature(p_.temperature.at(row));
-  }
+  float inv_temperature(int64_t row) const { return inverse_temperature(p_.temperature.at(row)); }
 
   void chunk_task(int64_t task) {
     const int64_t row = task / chunks_per_row_;
@@ -91,8 +89,8 @@ class StepRunner {
     const float t = p_.temperature.at(row);
     const bool tempered = t > 0.0f && t != 1.0f;
     ChunkStats* out = row_stats(row) + chunk;
-    const Prefetch ahead = task + 1 < p_.batch * chunks_per_row_ ? task_logits(task + 1)
-                                                                 : Prefetch{};
+    const Prefetch ahead =
+        task + 1 < p_.batch * chunks_per_row_ ? task_logits(task + 1) : Prefetch{};
     if (chunk < base_chunks_) {
       *out = plain_chunk(base_row(row), p_.vocab, chunk, tempered, inv_temperature(row), ahead);
     } else if (!p_.map.present()) {
@@ -115,8 +113,8 @@ class StepRunner {
     return {reinterpret_cast<const char*>(logits), n * static_cast<int64_t>(sizeof(T))};
   }
 
-  ChunkStats plain_chunk(const T* row, int64_t length, int64_t chunk, bool tempered,
-                         float inv_t, Prefetch ahead) const {
+  ChunkStats plain_chunk(const T* row, int64_t length, int64_t chunk, bool tempered, float inv_t,
+                         Prefetch ahead) const {
     const int64_t begin = chunk * kChunk;
     const int64_t n = std::min(kChunk, length - begin);
     float staging[kChunk];
@@ -196,9 +194,9 @@ class StepRunner {
     for (int64_t c = base_chunks_; c < chunks_per_row_; ++c) {
       merge_partial(sum.guide, stats[c].softmax, inv_t);
     }
-    const bool params_ok = row_params_valid(p_.gamma.at(row), p_.alpha.at(row),
-                                            p_.temperature.at(row), p_.top_k.at(row),
-                                            p_.top_p.at(row));
+    const bool params_ok =
+        row_params_valid(p_.gamma.at(row), p_.alpha.at(row), p_.temperature.at(row),
+                         p_.top_k.at(row), p_.top_p.at(row));
     if (!params_ok || sum.base.bad || sum.guide.bad || sum.base.max == -BLENDIN_INF ||
         sum.guide.max == -BLENDIN_INF) {
       write_bad_row(row);
@@ -207,8 +205,8 @@ class StepRunner {
     TopK base_top, guide_top;
     row_candidates(stats, p_.vocab, sum.base.max, raw_entries(base_row(row)), base_entry(row),
                    base_top, sum.base.argmax);
-    row_candidates(stats + base_chunks_, p_.guide_vocab, sum.guide.max,
-                   raw_entries(guide_row(row)), guide_entry(row), guide_top, sum.guide.argmax);
+    row_candidates(stats + base_chunks_, p_.guide_vocab, sum.guide.max, raw_entries(guide_row(row)),
+                   guide_entry(row), guide_top, sum.guide.argmax);
     const float base_top_prob = 1.0f / sum.base.sum;  // prob_of(max) == 1 / sum
     const float guide_top_prob = 1.0f / sum.guide.sum;
     const float agree = base_prob(row, sum.guide.argmax, sum.base);
@@ -240,32 +238,40 @@ class StepRunner {
                               const TopK& guide_top) const {
     MixtureArgmax best = mixture_argmax_init();
     auto consider = [&](int32_t id) {
-      const float q = mixture_prob(sum.alpha, guide_prob(row, id, sum.guide),
-                                   base_prob(row, id, sum.base));
+      const float q =
+          mixture_prob(sum.alpha, guide_prob(row, id, sum.guide), base_prob(row, id, sum.base));
       mixture_consider(best, q, id);
     };
     for (int i = 0; i < base_top.count; ++i) consider(base_top.id[i]);
     for (int i = 0; i < guide_top.count; ++i) consider(guide_top.id[i]);
-    const float base_floor = base_top.count == kTopK
-        ? prob_of(base_top.value[kTopK - 1], sum.base.max, 1.0f / sum.base.sum) : 0.0f;
-    const float guide_floor = guide_top.count == kTopK
-        ? prob_of(guide_top.value[kTopK - 1], sum.guide.max, 1.0f / sum.guide.sum) : 0.0f;
+    const float base_floor = base_top.count == kTopK ? prob_of(base_top.value[kTopK - 1],
+                                                               sum.base.max, 1.0f / sum.base.sum)
+                                                     : 0.0f;
+    const float guide_floor =
+        guide_top.count == kTopK
+            ? prob_of(guide_top.value[kTopK - 1], sum.guide.max, 1.0f / sum.guide.sum)
+            : 0.0f;
     if (!candidates_are_exact(best, sum.alpha, guide_floor, base_floor)) return false;
     p_.out.tokens[row] = best.token;
     return true;
   }
 
   int32_t sample(int64_t row, float alpha, const RowSummary& sum) const {
-    const RowUniforms u = row_uniforms(static_cast<uint64_t>(p_.seed.at(row)),
-                                       static_cast<uint64_t>(p_.offset.at(row)),
-                                       p_.rng_stream(row));
+    const RowUniforms u =
+        row_uniforms(static_cast<uint64_t>(p_.seed.at(row)),
+                     static_cast<uint64_t>(p_.offset.at(row)), p_.rng_stream(row));
     const bool use_guide = u.component < alpha;
     const float inv_t = inv_temperature(row);
-    const ComponentRow<T> component = use_guide
-        ? ComponentRow<T>{guide_row(row), p_.guide_vocab, p_.map.present() ? &p_.map : nullptr,
-                          p_.vocab, row_stats(row) + base_chunks_, sum.guide.max, inv_t}
-        : ComponentRow<T>{base_row(row), p_.vocab, nullptr, p_.vocab, row_stats(row),
-                          sum.base.max, inv_t};
+    const ComponentRow<T> component =
+        use_guide ? ComponentRow<T>{guide_row(row),
+                                    p_.guide_vocab,
+                                    p_.map.present() ? &p_.map : nullptr,
+                                    p_.vocab,
+                                    row_stats(row) + base_chunks_,
+                                    sum.guide.max,
+                                    inv_t}
+                  : ComponentRow<T>{base_row(row),  p_.vocab,     nullptr, p_.vocab,
+                                    row_stats(row), sum.base.max, inv_t};
     const int32_t top_k = p_.top_k.at(row);
     const float top_p = p_.top_p.at(row);
     const bool filtered = (top_k > 0 && top_k < component.length) || top_p < 1.0f;

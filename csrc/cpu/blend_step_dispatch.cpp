@@ -41,10 +41,10 @@ struct Variant {
   StepFn<BFloat16Bits> step(const BFloat16Bits*) const { return bf16; }
 };
 
-#define BLENDIN_CPU_VARIANT_ENTRY(ns, needs, runnable)                                        \
-  Variant {                                                                                   \
-    BLENDIN_STRINGIFY(ns), needs, runnable, &ns::blend_step_impl<float>,                      \
-        &ns::blend_step_impl<Float16Bits>, &ns::blend_step_impl<BFloat16Bits>                 \
+#define BLENDIN_CPU_VARIANT_ENTRY(ns, needs, runnable)                        \
+  Variant {                                                                   \
+    BLENDIN_STRINGIFY(ns), needs, runnable, &ns::blend_step_impl<float>,      \
+        &ns::blend_step_impl<Float16Bits>, &ns::blend_step_impl<BFloat16Bits> \
   }
 
 bool any_cpu() { return true; }
@@ -118,8 +118,9 @@ const Variant* find_variant(const std::string& wanted, std::string& error) {
       return nullptr;
     }
   }
-  error = "'" + wanted + "' is not a CPU variant of this build of blendin_ext (built: " +
-          names(false) + "; or auto)";
+  error = "'" + wanted +
+          "' is not a CPU variant of this build of blendin_ext (built: " + names(false) +
+          "; or auto)";
   return nullptr;
 }
 
@@ -174,10 +175,10 @@ void blend_step_variant(const std::string& variant, const T* base_logits, const 
   v->step(base_logits)(base_logits, guide_logits, params, parallel_for);
 }
 
-#define BLENDIN_INSTANTIATE_CPU_STEP(T)                                                       \
-  template void blend_step<T>(const T*, const T*, const StepParams&, const ParallelFor&);     \
-  template void blend_step_variant<T>(const std::string&, const T*, const T*,                 \
-                                      const StepParams&, const ParallelFor&);
+#define BLENDIN_INSTANTIATE_CPU_STEP(T)                                                          \
+  template void blend_step<T>(const T*, const T*, const StepParams&, const ParallelFor&);        \
+  template void blend_step_variant<T>(const std::string&, const T*, const T*, const StepParams&, \
+                                      const ParallelFor&);
 BLENDIN_INSTANTIATE_CPU_STEP(float)
 BLENDIN_INSTANTIATE_CPU_STEP(Float16Bits)
 BLENDIN_INSTANTIATE_CPU_STEP(BFloat16Bits)

@@ -156,8 +156,8 @@ constexpr int64_t kScanGroup = 32;
 // `value_at(j, &id)` returns entry j (-inf when masked or unmapped) and its
 // base id.
 template <typename RawAt, typename ValueAt>
-void row_candidates(const ChunkStats* chunks, int64_t length, float row_max,
-                    const RawAt& raw_at, const ValueAt& value_at, TopK& top, int32_t& argmax) {
+void row_candidates(const ChunkStats* chunks, int64_t length, float row_max, const RawAt& raw_at,
+                    const ValueAt& value_at, TopK& top, int32_t& argmax) {
   const int64_t blocks = (length + kSubBlock - 1) / kSubBlock;
   auto block_max = [&](int64_t b) { return sub_block_max(chunks, b); };
   TopK block_rank;

@@ -50,13 +50,13 @@ using Vector = std::vector<T, Allocator<T>>;
 
 // The entry point every variant defines, for T = float, Float16Bits,
 // BFloat16Bits; the same contract as blendin::cpu::blend_step.
-#define BLENDIN_DECLARE_CPU_VARIANT(name)                                                  \
-  namespace blendin::cpu {                                                                 \
-  inline namespace name {                                                                  \
-  template <typename T>                                                                    \
+#define BLENDIN_DECLARE_CPU_VARIANT(name)                                                     \
+  namespace blendin::cpu {                                                                    \
+  inline namespace name {                                                                     \
+  template <typename T>                                                                       \
   void blend_step_impl(const T* base_logits, const T* guide_logits, const StepParams& params, \
-                       const ParallelFor& parallel_for);                                   \
-  }                                                                                        \
+                       const ParallelFor& parallel_for);                                      \
+  }                                                                                           \
   }
 
 BLENDIN_DECLARE_CPU_VARIANT(BLENDIN_CPU_VARIANT)

@@ -50,9 +50,7 @@ inline float to_float(Float16Bits x) {
 
 // Returns a float view of src[0, n): src itself for float, else `staging`
 // filled with the widened values.
-inline const float* as_floats(const float* src, int64_t /*n*/, float* /*staging*/) {
-  return src;
-}
+inline const float* as_floats(const float* src, int64_t /*n*/, float* /*staging*/) { return src; }
 
 inline const float* as_floats(const BFloat16Bits* src, int64_t n, float* staging) {
   for (int64_t i = 0; i < n; ++i) staging[i] = to_float(src[i]);

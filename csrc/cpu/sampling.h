@@ -94,8 +94,8 @@ inline bool ranked_before(const RankedLogit& a, const RankedLogit& b) {
 // Expected O(n): nth_element halves the range while the prefix mass decides
 // which half holds the cut.
 template <typename T>
-RankedLogit filter_threshold(const ComponentRow<T>& row, Vector<RankedLogit>& items,
-                             int32_t top_k, float top_p, double set_mass) {
+RankedLogit filter_threshold(const ComponentRow<T>& row, Vector<RankedLogit>& items, int32_t top_k,
+                             float top_p, double set_mass) {
   int64_t keep = static_cast<int64_t>(items.size());
   if (top_k > 0 && top_k < keep) {
     std::nth_element(items.begin(), items.begin() + (top_k - 1), items.end(), ranked_before);
@@ -202,8 +202,7 @@ int32_t draw_filtered(const ComponentRow<T>& row, float u, int32_t top_k, float 
   items.clear();
   const bool top_k_on = top_k > 0 && top_k < row.length;
   const double component_total = top_k_on ? -1.0 : component_mass(row);
-  const float floor = top_k_on ? top_k_floor(row, top_k)
-                               : top_p_floor(row, top_p, component_total);
+  const float floor = top_k_on ? top_k_floor(row, top_k) : top_p_floor(row, top_p, component_total);
   visit_blocks_reaching(row, floor, [&](int64_t j) {
     const int32_t id = row.base_id(j);
     const float x = to_float(row.logits[j]);

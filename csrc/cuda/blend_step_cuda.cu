@@ -4,7 +4,6 @@
 
 #include <atomic>
 
-
 namespace blendin::cuda {
 
 constexpr int kMaxDevices = 64;

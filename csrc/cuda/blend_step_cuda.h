@@ -41,9 +41,8 @@ WorkspaceSize blend_step_workspace(const StepParams& params, int device, KernelV
 // millions on a small GPU) runs the last_block kernel instead; the
 // workspace query makes the same choice.
 template <typename T>
-cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
-                              const StepParams& params, KernelVariant variant,
-                              unsigned int* tickets, int64_t ticket_count, void* scratch,
-                              size_t scratch_bytes, cudaStream_t stream);
+cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits, const StepParams& params,
+                              KernelVariant variant, unsigned int* tickets, int64_t ticket_count,
+                              void* scratch, size_t scratch_bytes, cudaStream_t stream);
 
 }  // namespace blendin::cuda

@@ -5,8 +5,8 @@
 namespace blendin::cuda {
 
 template cudaError_t launch_blend_step<float>(const float*, const float*, const StepParams&,
-                                              KernelVariant, unsigned int*, int64_t, void*,
-                                              size_t, cudaStream_t);
+                                              KernelVariant, unsigned int*, int64_t, void*, size_t,
+                                              cudaStream_t);
 template WorkspaceSize blend_step_workspace<float>(const StepParams&, int, KernelVariant);
 
 }  // namespace blendin::cuda

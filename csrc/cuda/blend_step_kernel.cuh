@@ -89,8 +89,8 @@ __device__ __forceinline__ RowContext<T> row_context(const T* base, const T* gui
   RowContext<T> ctx;
   ctx.row = row;
   ctx.base = RowView<T>{base + row * p.base_row_stride, p.vocab, p.map, false, p.vocab};
-  ctx.guide = RowView<T>{guide + row * p.guide_row_stride, p.guide_vocab, p.map,
-                         p.map.present(), p.vocab};
+  ctx.guide =
+      RowView<T>{guide + row * p.guide_row_stride, p.guide_vocab, p.map, p.map.present(), p.vocab};
   ctx.partials = args.partials + row * (args.base_slices + args.guide_slices);
   ctx.base_slices = args.base_slices;
   ctx.guide_slices = args.guide_slices;
@@ -124,8 +124,8 @@ __global__ void __launch_bounds__(kThreads, 2)
                               p.map.present(), p.vocab}
                  : RowView<T>{base + row * p.base_row_stride, p.vocab, p.map, false, p.vocab};
     const int64_t begin = (is_guide ? slice - args.base_slices : slice) * args.slice_elems;
-    const int64_t end = begin + args.slice_elems < view.length ? begin + args.slice_elems
-                                                                : view.length;
+    const int64_t end =
+        begin + args.slice_elems < view.length ? begin + args.slice_elems : view.length;
     run_slice_statistics(view, begin, end, inv_t, tempered, sh,
                          args.partials + row * slices + slice);
   }

@@ -100,8 +100,12 @@ template <typename D>
 cudaError_t launch_cooperative(const D* base, const D* guide, const StepParams& params,
                                const CoopPlan& plan, unsigned int* tickets, char* scratch,
                                cudaStream_t stream) {
-  const CoopArgs args{plan.team, plan.lanes, plan.base_subblocks, plan.guide_subblocks,
-                      plan.member_subblocks, tickets,
+  const CoopArgs args{plan.team,
+                      plan.lanes,
+                      plan.base_subblocks,
+                      plan.guide_subblocks,
+                      plan.member_subblocks,
+                      tickets,
                       reinterpret_cast<SlicePartial*>(scratch + plan.partial_offset),
                       reinterpret_cast<CoopDecision*>(scratch + plan.decision_offset),
                       reinterpret_cast<MixtureArgmax*>(scratch + plan.mixture_offset),
@@ -122,10 +126,9 @@ cudaError_t launch_cooperative(const D* base, const D* guide, const StepParams& 
 }
 
 template <typename T>
-cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
-                              const StepParams& params, KernelVariant variant,
-                              unsigned int* tickets, int64_t ticket_count, void* scratch,
-                              size_t scratch_bytes, cudaStream_t stream) {
+cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits, const StepParams& params,
+                              KernelVariant variant, unsigned int* tickets, int64_t ticket_count,
+                              void* scratch, size_t scratch_bytes, cudaStream_t stream) {
   using D = typename DeviceType<T>::type;
   static_assert(sizeof(T) == sizeof(D), "logit storage size");
   if (params.batch == 0) return cudaSuccess;
@@ -147,14 +150,14 @@ cudaError_t launch_blend_step(const T* base_logits, const T* guide_logits,
   const D* base = reinterpret_cast<const D*>(base_logits);
   const D* guide = reinterpret_cast<const D*>(guide_logits);
   if (plans.cooperative) {
-    return launch_cooperative(base, guide, params, plans.coop, tickets,
-                              static_cast<char*>(scratch), stream);
+    return launch_cooperative(base, guide, params, plans.coop, tickets, static_cast<char*>(scratch),
+                              stream);
   }
   const LaunchPlan& plan = plans.last_block;
   const KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices, tickets,
                         static_cast<SlicePartial*>(scratch)};
-  blend_step_kernel<D><<<static_cast<unsigned int>(plan.blocks), kThreads, 0, stream>>>(
-      base, guide, params, args);
+  blend_step_kernel<D>
+      <<<static_cast<unsigned int>(plan.blocks), kThreads, 0, stream>>>(base, guide, params, args);
   return cudaGetLastError();
 }
 

@@ -136,8 +136,8 @@ __device__ void lead_row(const RowContext<T>& ctx, const StepParams& p, const Co
 // whose max reaches the bound; returns the block's best token there.
 template <typename T>
 __device__ MixtureArgmax greedy_scan(const RowContext<T>& ctx, const CoopArgs& args,
-                                     const Team& team, const CoopDecision& d,
-                                     const float* sb_max, ReduceScratch& reduce) {
+                                     const Team& team, const CoopDecision& d, const float* sb_max,
+                                     ReduceScratch& reduce) {
   constexpr int kVec = VecTraits<T>::kSize;
   constexpr int64_t kSub = 32 * kVec;
   const bool aligned = (reinterpret_cast<uintptr_t>(ctx.base.logits) & 15u) == 0u;
@@ -185,8 +185,7 @@ __device__ __forceinline__ RowView<T> base_view(const T* base, const StepParams&
 }
 
 template <typename T>
-__device__ __forceinline__ RowView<T> guide_view(const T* guide, const StepParams& p,
-                                                 int64_t row) {
+__device__ __forceinline__ RowView<T> guide_view(const T* guide, const StepParams& p, int64_t row) {
   return RowView<T>{guide + row * p.guide_row_stride, p.guide_vocab, p.map, p.map.present(),
                     p.vocab};
 }
@@ -201,10 +200,11 @@ __device__ void coop_row(const T* base, const T* guide, const StepParams& p, con
     float* sb_max = args.subblock_max + lane * subblocks;
     SlicePartial* parts = args.partials + lane * 2 * team.size;
     coop_part<T, false>(base_view(base, p, row), member_part(args, team.member, false),
-              inverse_temperature(temperature), tempered, sb_max, sh, parts + team.member);
+                        inverse_temperature(temperature), tempered, sb_max, sh,
+                        parts + team.member);
     coop_part<T, true>(guide_view(guide, p, row), member_part(args, team.member, true),
-              inverse_temperature(temperature), tempered, sb_max + args.base_subblocks, sh,
-              parts + team.size + team.member);
+                       inverse_temperature(temperature), tempered, sb_max + args.base_subblocks, sh,
+                       parts + team.size + team.member);
   }
   float* sb_max = args.subblock_max + lane * subblocks;
   const float inv_t = inverse_temperature(p.temperature.at(row));

@@ -28,8 +28,8 @@
 
 namespace blendin::cuda {
 
-constexpr int kCoopThreads = 256;          // threads per block (= kThreads)
-constexpr int kCoopMaxTeam = 64;           // blocks per row at most
+constexpr int kCoopThreads = 256;  // threads per block (= kThreads)
+constexpr int kCoopMaxTeam = 64;   // blocks per row at most
 constexpr int kCoopMinSubblocksPerMember = 2;
 constexpr int kCoopMaxMemberSubblocks = 4096;  // bounds a member's shared arrays
 
@@ -42,20 +42,20 @@ struct CoopPartial {
 
 // What the leader of a row publishes for the rest of its team.
 struct CoopDecision {
-  int32_t mode;          // CoopMode (coop_kernel.cuh)
-  int32_t owner;         // walk: the member whose part holds the target
-  int32_t use_guide;     // sampling: the component drawn from
+  int32_t mode;       // CoopMode (coop_kernel.cuh)
+  int32_t owner;      // walk: the member whose part holds the target
+  int32_t use_guide;  // sampling: the component drawn from
   float alpha;
-  float threshold;       // greedy scan: base logits below it cannot win
-  MixtureArgmax best;    // greedy scan: the best of the candidates
-  float u_token;         // sampling: the token's uniform
-  int32_t bound_bin;     // select: sub-blocks whose max lies past it hold no kept entry
-  int32_t gather_lo;     // select: entries of bins below gather_lo are kept for sure,
-  int32_t gather_hi;     //   those of bins [gather_lo, gather_hi] are gathered
+  float threshold;                 // greedy scan: base logits below it cannot win
+  MixtureArgmax best;              // greedy scan: the best of the candidates
+  float u_token;                   // sampling: the token's uniform
+  int32_t bound_bin;               // select: sub-blocks whose max lies past it hold no kept entry
+  int32_t gather_lo;               // select: entries of bins below gather_lo are kept for sure,
+  int32_t gather_hi;               //   those of bins [gather_lo, gather_hi] are gathered
   unsigned long long above_count;  // select: entries (and their mass) of the
   unsigned long long above_mass;   //   bins below gather_lo
-  double remainder;      // walk: the target within the owner's part
-  SoftmaxPartial base;   // the merged row statistics
+  double remainder;                // walk: the target within the owner's part
+  SoftmaxPartial base;             // the merged row statistics
   SoftmaxPartial guide;
 };
 static_assert(sizeof(CoopDecision) % 4 == 0, "copied as 32-bit words");
@@ -66,36 +66,36 @@ static_assert(sizeof(CoopDecision) % 4 == 0, "copied as 32-bit words");
 // `released` to k. Every member takes a `finished` ticket when it is done
 // with the row; the last one completes the row's last phase and resets
 // everything here, so the words are zero again for the next launch.
-constexpr int kCoopSelectBins = 1024;   // = kSelectBins of select_cut.cuh
-constexpr int kCoopGatherCap = 2048;    // keys gathered for an exact top-k / top-p cut
+constexpr int kCoopSelectBins = 1024;  // = kSelectBins of select_cut.cuh
+constexpr int kCoopGatherCap = 2048;   // keys gathered for an exact top-k / top-p cut
 struct CoopSync {
   unsigned int arrived;
   unsigned int released;
   unsigned int finished;
-  unsigned int gathered;  // keys in the row's gather buffer
-  unsigned int bin_count[kCoopSelectBins];         // the team's histogram of
-  unsigned long long bin_mass[kCoopSelectBins];    // distance bins (select)
+  unsigned int gathered;                         // keys in the row's gather buffer
+  unsigned int bin_count[kCoopSelectBins];       // the team's histogram of
+  unsigned long long bin_mass[kCoopSelectBins];  // distance bins (select)
 };
 constexpr int kCoopSyncWords = static_cast<int>(sizeof(CoopSync) / 4);  // per row lane
 static_assert(sizeof(CoopSync) % 8 == 0, "lanes stay 8-byte aligned");
 
 struct CoopPlan {
   int64_t batch = 0;
-  int32_t team = 1;              // blocks per row
-  int64_t lanes = 0;             // rows worked on at once (grid = lanes * team)
-  int64_t subblock_elems = 0;    // logits per sub-block
+  int32_t team = 1;            // blocks per row
+  int64_t lanes = 0;           // rows worked on at once (grid = lanes * team)
+  int64_t subblock_elems = 0;  // logits per sub-block
   int64_t base_subblocks = 0;
   int64_t guide_subblocks = 0;
   int64_t member_subblocks = 0;  // sub-blocks per member (the last may have fewer)
   int64_t blocks = 0;
-  int64_t tickets = 0;           // lanes x kCoopSyncWords zeroed words
+  int64_t tickets = 0;  // lanes x kCoopSyncWords zeroed words
   // scratch, in bytes from its start (all 16-byte aligned; no initialisation)
-  size_t partial_offset = 0;     // lanes x team x 2 CoopPartial
-  size_t decision_offset = 0;    // lanes x CoopDecision
-  size_t mixture_offset = 0;     // lanes x team x MixtureArgmax
-  size_t subblock_offset = 0;    // lanes x (base + guide sub-blocks) floats
-  size_t kept_offset = 0;        // lanes x max(base, guide sub-blocks) u64: kept mass per sub-block
-  size_t gather_offset = 0;      // lanes x kCoopGatherCap u64 keys
+  size_t partial_offset = 0;   // lanes x team x 2 CoopPartial
+  size_t decision_offset = 0;  // lanes x CoopDecision
+  size_t mixture_offset = 0;   // lanes x team x MixtureArgmax
+  size_t subblock_offset = 0;  // lanes x (base + guide sub-blocks) floats
+  size_t kept_offset = 0;      // lanes x max(base, guide sub-blocks) u64: kept mass per sub-block
+  size_t gather_offset = 0;    // lanes x kCoopGatherCap u64 keys
   size_t scratch_bytes = 0;
 
   int64_t subblocks() const { return base_subblocks + guide_subblocks; }
@@ -106,8 +106,8 @@ inline size_t coop_align16(size_t n) { return (n + 15) & ~static_cast<size_t>(15
 
 // `resident_blocks`: blocks of the kernel the device runs at once. `team_cap`
 // (0: no cap) lets tests force small or large teams.
-inline CoopPlan make_coop_plan(int64_t batch, int64_t vocab, int64_t guide_vocab,
-                               int element_bytes, int64_t resident_blocks, int team_cap = 0) {
+inline CoopPlan make_coop_plan(int64_t batch, int64_t vocab, int64_t guide_vocab, int element_bytes,
+                               int64_t resident_blocks, int team_cap = 0) {
   CoopPlan plan;
   plan.batch = batch;
   plan.subblock_elems = 32 * (16 / element_bytes);

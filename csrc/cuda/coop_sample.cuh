@@ -99,9 +99,9 @@ __device__ void lead_sample(const RowContext<T>& ctx, const StepParams& p, const
                             CoopDecision& d) {
   const RowShared& rs = sh.row;
   if (threadIdx.x == 0) {
-    const RowUniforms u = row_uniforms(static_cast<uint64_t>(p.seed.at(ctx.row)),
-                                       static_cast<uint64_t>(p.offset.at(ctx.row)),
-                                       p.rng_stream(ctx.row));
+    const RowUniforms u =
+        row_uniforms(static_cast<uint64_t>(p.seed.at(ctx.row)),
+                     static_cast<uint64_t>(p.offset.at(ctx.row)), p.rng_stream(ctx.row));
     sh.sample.u_token = u.token;
     sh.sample.use_guide = u.component < rs.alpha;
   }
@@ -200,9 +200,9 @@ __device__ void team_select(const RowView<T>& view, const StepParams& p, const C
 // keys, or one block's select when they overflowed), then the row's select
 // words cleared for the next launch.
 template <typename T>
-__device__ int32_t finish_select(const RowView<T>& view, const StepParams& p,
-                                 const CoopArgs& args, const Team& team, int64_t lane,
-                                 int64_t row, float inv_t, CoopShared& sh) {
+__device__ int32_t finish_select(const RowView<T>& view, const StepParams& p, const CoopArgs& args,
+                                 const Team& team, int64_t lane, int64_t row, float inv_t,
+                                 CoopShared& sh) {
   const CoopDecision d = sh.decision;
   const bool guide = d.use_guide != 0;
   const SoftmaxPartial stats = guide ? d.guide : d.base;
@@ -212,12 +212,10 @@ __device__ int32_t finish_select(const RowView<T>& view, const StepParams& p,
   int32_t token;
   if (gathered > static_cast<unsigned int>(kCoopGatherCap)) {
     if (threadIdx.x == 0) BLENDIN_TRACE("coop_select_overflow");
-    token = draw_by_select(view, stats.max, inv_t, top_k, top_p, d.u_token, sh.u.select,
-                           sh.reduce);
+    token = draw_by_select(view, stats.max, inv_t, top_k, top_p, d.u_token, sh.u.select, sh.reduce);
   } else {
-    token = select_finish(SelectRow<T>{view, stats.max, inv_t}, d, top_k, top_p,
-                          stats.sum_tempered, args.subblocks(guide),
-                          args.kept + lane * kept_stride(args),
+    token = select_finish(SelectRow<T>{view, stats.max, inv_t}, d, top_k, top_p, stats.sum_tempered,
+                          args.subblocks(guide), args.kept + lane * kept_stride(args),
                           args.gather + lane * kCoopGatherCap, gathered, sh.u.finish, sh.reduce);
   }
   clear_select_words(team.sync);

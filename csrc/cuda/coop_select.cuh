@@ -51,7 +51,8 @@ __device__ __forceinline__ void for_lane_entries(const SelectRow<T>& row, int64_
   unpack_vec<T>(load_lane_vector(row.view.logits, row.view.length, j, aligned), x);
 #pragma unroll
   for (int k = 0; k < kVec; ++k) {
-    if (x[k] == -BLENDIN_INF || !(x[k] < BLENDIN_INF)) continue;  // padding, masked (bad rows never get here)
+    if (x[k] == -BLENDIN_INF || !(x[k] < BLENDIN_INF))
+      continue;  // padding, masked (bad rows never get here)
     const int32_t id = row.view.base_id(j + k);
     if (id >= 0) f(x[k], rank_key(x[k], id), j + k);
   }
@@ -78,11 +79,10 @@ __device__ int select_bound_bin(const SelectRow<T>& row, const float* sb_max, in
   }
   __syncthreads();
   const bool k_active = top_k > 0 && top_k < row.view.length;
-  const int pos =
-      k_active ? find_position(sh, kSelectBins, false, false, 0ull,
-                               static_cast<unsigned long long>(top_k), reduce)
-               : find_position(sh, kSelectBins, false, true, 0ull,
-                               nucleus_need(top_p, z_tempered), reduce);
+  const int pos = k_active ? find_position(sh, kSelectBins, false, false, 0ull,
+                                           static_cast<unsigned long long>(top_k), reduce)
+                           : find_position(sh, kSelectBins, false, true, 0ull,
+                                           nucleus_need(top_p, z_tempered), reduce);
   __syncthreads();
   return pos < 0 ? kSelectBins - 1 : pos;
 }
@@ -119,11 +119,10 @@ __device__ inline void select_cut_bins(const CoopSync* words, int32_t top_k, flo
   }
   __syncthreads();
   const bool k_active = top_k > 0 && top_k < length;
-  const int pos =
-      k_active ? find_position(sh, kSelectBins, false, false, 0ull,
-                               static_cast<unsigned long long>(top_k), reduce)
-               : find_position(sh, kSelectBins, false, true, 0ull,
-                               nucleus_need(top_p, z_tempered), reduce);
+  const int pos = k_active ? find_position(sh, kSelectBins, false, false, 0ull,
+                                           static_cast<unsigned long long>(top_k), reduce)
+                           : find_position(sh, kSelectBins, false, true, 0ull,
+                                           nucleus_need(top_p, z_tempered), reduce);
   if (pos < 0) {  // fewer entries than k (or rounding left the nucleus short): keep all
     d.gather_lo = d.gather_hi = kSelectBins;
   } else if (k_active && top_p < 1.0f) {  // the whole top-k set, for the top-p cut inside it
@@ -141,8 +140,8 @@ __device__ inline void select_cut_bins(const CoopSync* words, int32_t top_k, flo
 // 3. (members) Surely kept mass per sub-block, and the keys to decide on.
 template <typename T>
 __device__ void select_gather(const SelectRow<T>& row, const float* sb_max, int64_t subblocks,
-                              const CoopDecision& d, const Team& team,
-                              unsigned long long* kept_sb, unsigned long long* gather) {
+                              const CoopDecision& d, const Team& team, unsigned long long* kept_sb,
+                              unsigned long long* gather) {
   const TeamStride s = team_stride(team);
   for (int64_t sb = s.first; sb < subblocks; sb += s.step) {
     const float m = load_cg(sb_max + sb);
@@ -223,7 +222,8 @@ __device__ RankCut rank_cut(const unsigned long long* keys, int n, const SelectR
     }
   }
   const long long index = block_reduce(found, MinOp{}, reduce);
-  if (index != INT64_MAX && found == index) shared_result = RankCut{static_cast<int>(index), found_mass};
+  if (index != INT64_MAX && found == index)
+    shared_result = RankCut{static_cast<int>(index), found_mass};
   if (index == INT64_MAX && threadIdx.x == 0) shared_result = RankCut{-1, running};
   __syncthreads();
   const RankCut r = shared_result;
@@ -262,8 +262,8 @@ __device__ int32_t select_finish(const SelectRow<T>& row, const CoopDecision& d,
     const bool k_active = top_k > 0 && top_k < row.view.length;
     RankCut c;
     if (k_active && top_p < 1.0f) {  // everything up to the top-k cut was gathered
-      c = rank_cut(sh.keys, n, row, 0ull, false, static_cast<unsigned long long>(top_k - 1),
-                   sh.cut, reduce);
+      c = rank_cut(sh.keys, n, row, 0ull, false, static_cast<unsigned long long>(top_k - 1), sh.cut,
+                   reduce);
       c = rank_cut(sh.keys, c.index + 1, row, 0ull, true, mass_target(top_p, c.mass), sh.cut,
                    reduce);
     } else if (k_active) {

@@ -21,15 +21,21 @@ namespace blendin::cuda {
 // Sub-blocks in flight per warp: four for plain rows; two under a map, whose
 // per-entry map loads need the registers (and keep loads in flight anyway).
 template <bool kMapped>
-constexpr int coop_unroll() { return kMapped ? 2 : 4; }
+constexpr int coop_unroll() {
+  return kMapped ? 2 : 4;
+}
 
 // The bits of -inf in a 16-bit storage type (padding of partial loads).
 template <typename T>
 __device__ __forceinline__ uint16_t neg_inf_half_bits();
 template <>
-__device__ __forceinline__ uint16_t neg_inf_half_bits<__half>() { return 0xfc00u; }
+__device__ __forceinline__ uint16_t neg_inf_half_bits<__half>() {
+  return 0xfc00u;
+}
 template <>
-__device__ __forceinline__ uint16_t neg_inf_half_bits<__nv_bfloat16>() { return 0xff80u; }
+__device__ __forceinline__ uint16_t neg_inf_half_bits<__nv_bfloat16>() {
+  return 0xff80u;
+}
 
 // Lane `lane`'s vector of sub-block `sb` of a row: one 16-byte load when the
 // row is 16-byte aligned and the vector lies inside it, else element by
@@ -153,8 +159,8 @@ __device__ SoftmaxPartial lean_part_pass(const RowView<T>& row, int64_t first, i
 #pragma unroll
     for (int u = 0; u < kCoopUnroll; ++u) {
       const int64_t sb = sb0 + u * kWarps;
-      if (sb < last) raw[u] = load_lane_vector(row.logits, row.length, sb * kSub + lane_id() * kVec,
-                                               aligned);
+      if (sb < last)
+        raw[u] = load_lane_vector(row.logits, row.length, sb * kSub + lane_id() * kVec, aligned);
     }
 #pragma unroll
     for (int u = 0; u < kCoopUnroll; ++u) {

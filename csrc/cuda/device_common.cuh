@@ -140,8 +140,7 @@ __device__ __forceinline__ float key_value(uint32_t key) {
 // 64-bit key whose order is the rank order of ranks_before(): larger logit
 // first, ties to the smaller id (ids lie in [0, 2^31)).
 __device__ __forceinline__ uint64_t rank_key(float x, int32_t id) {
-  return (static_cast<uint64_t>(order_key(x)) << 32) |
-         static_cast<uint32_t>(0x7fffffff - id);
+  return (static_cast<uint64_t>(order_key(x)) << 32) | static_cast<uint32_t>(0x7fffffff - id);
 }
 
 // --------------------------------------------------- register top-K ----
@@ -295,27 +294,37 @@ __device__ __forceinline__ MixtureArgmax block_mixture_argmax(MixtureArgmax m,
 
 struct MaxOp {
   template <typename U>
-  __device__ __forceinline__ U operator()(U a, U b) const { return a > b ? a : b; }
+  __device__ __forceinline__ U operator()(U a, U b) const {
+    return a > b ? a : b;
+  }
 };
 struct MinOp {
   template <typename U>
-  __device__ __forceinline__ U operator()(U a, U b) const { return a < b ? a : b; }
+  __device__ __forceinline__ U operator()(U a, U b) const {
+    return a < b ? a : b;
+  }
 };
 struct SumOp {
   template <typename U>
-  __device__ __forceinline__ U operator()(U a, U b) const { return a + b; }
+  __device__ __forceinline__ U operator()(U a, U b) const {
+    return a + b;
+  }
 };
 
 template <typename U>
 __device__ __forceinline__ U* scratch_slots(ReduceScratch& s);
 template <>
-__device__ __forceinline__ double* scratch_slots<double>(ReduceScratch& s) { return s.f64; }
+__device__ __forceinline__ double* scratch_slots<double>(ReduceScratch& s) {
+  return s.f64;
+}
 template <>
 __device__ __forceinline__ unsigned long long* scratch_slots<unsigned long long>(ReduceScratch& s) {
   return s.u64;
 }
 template <>
-__device__ __forceinline__ long long* scratch_slots<long long>(ReduceScratch& s) { return s.i64; }
+__device__ __forceinline__ long long* scratch_slots<long long>(ReduceScratch& s) {
+  return s.i64;
+}
 
 // Reduction of a commutative, associative op over the block, returned to
 // every thread. Lanes combine in a butterfly, warps in a fixed order, so the

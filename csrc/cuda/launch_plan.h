@@ -45,8 +45,7 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // `min_slice_elems` (0: the default) lets tests force many tiny slices.
 inline LaunchPlan make_launch_plan(int64_t batch, int64_t vocab, int64_t guide_vocab,
-                                   int element_bytes, int num_sms,
-                                   int64_t min_slice_elems = 0) {
+                                   int element_bytes, int num_sms, int64_t min_slice_elems = 0) {
   LaunchPlan plan;
   plan.batch = batch;
   const int64_t vec = 16 / element_bytes;
@@ -54,7 +53,8 @@ inline LaunchPlan make_launch_plan(int64_t batch, int64_t vocab, int64_t guide_v
   if (min_slice_elems <= 0) min_slice_elems = quantum * kMinVectorsPerThread;
   min_slice_elems = ceil_div(min_slice_elems, vec) * vec;
   const int64_t target_blocks = static_cast<int64_t>(std::max(num_sms, 1)) * kTargetBlocksPerSm;
-  const int64_t slices_wanted = std::max<int64_t>(1, ceil_div(target_blocks, std::max<int64_t>(batch, 1)));
+  const int64_t slices_wanted =
+      std::max<int64_t>(1, ceil_div(target_blocks, std::max<int64_t>(batch, 1)));
   int64_t elems = ceil_div(vocab + guide_vocab, slices_wanted);
   elems = std::max(elems, min_slice_elems);
   elems = std::max(elems, ceil_div(std::max(vocab, guide_vocab), kMaxSlicesPerModel));

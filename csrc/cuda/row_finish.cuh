@@ -19,12 +19,12 @@ template <typename T>
 struct RowContext {
   int64_t row;
   RowView<T> base;
-  RowView<T> guide;                 // guide.mapped: ids go through the vocabulary map
-  const SlicePartial* partials;     // the row's base slices, then its guide slices
+  RowView<T> guide;              // guide.mapped: ids go through the vocabulary map
+  const SlicePartial* partials;  // the row's base slices, then its guide slices
   int32_t base_slices;
   int32_t guide_slices;
   int64_t slice_elems;
-  float inv_temperature;            // 1 / T, or 1 for greedy rows
+  float inv_temperature;  // 1 / T, or 1 for greedy rows
 };
 
 enum RowMode : int { kRowFinished = 0, kRowGreedy = 1, kRowSample = 2 };
@@ -81,8 +81,8 @@ __device__ void merge_row_partials(const RowContext<T>& ctx, RowShared& rs) {
     const int32_t argmax = __shfl_sync(kFullMask, id, 0);
     const RescaledSums sums = warp_sum(rescale_to(mine, max, ctx.inv_temperature));
     if (lane_id() == 0) {
-      (w == 0 ? rs.base : rs.guide) = SoftmaxPartial{max, sums.sum, sums.sum_tempered, argmax,
-                                                     sums.bad};
+      (w == 0 ? rs.base : rs.guide) =
+          SoftmaxPartial{max, sums.sum, sums.sum_tempered, argmax, sums.bad};
     }
     if (lane_id() < kTopK) {
       (w == 0 ? rs.base_top_value : rs.guide_top_value)[lane_id()] = value;
@@ -128,9 +128,10 @@ __device__ void decide_row(const RowContext<T>& ctx, const StepParams& p, RowSha
       top_p = p.top_p.at(row);
     }
     const bool from_base = lane < kTopK;
-    const float cand_value = from_base ? rs.base_top_value[lane % kTopK]
-                                       : rs.guide_top_value[lane % kTopK];
-    const int32_t cand_id = from_base ? rs.base_top_id[lane % kTopK] : rs.guide_top_id[lane % kTopK];
+    const float cand_value =
+        from_base ? rs.base_top_value[lane % kTopK] : rs.guide_top_value[lane % kTopK];
+    const int32_t cand_id =
+        from_base ? rs.base_top_id[lane % kTopK] : rs.guide_top_id[lane % kTopK];
     const bool candidate = lane < 2 * kTopK && cand_value != -BLENDIN_INF;
     const float base_logit = candidate ? ctx.base.at(cand_id) : -BLENDIN_INF;
     const float guide_logit = candidate ? guide_logit_of(ctx.guide, cand_id) : -BLENDIN_INF;
@@ -149,8 +150,8 @@ __device__ void decide_row(const RowContext<T>& ctx, const StepParams& p, RowSha
         const float guide_top_prob = 1.0f / g.sum;
         // lane kTopK's candidate is the guide's argmax (head of its list)
         const float agree = prob_of(guide_head_base_logit, b.max, 1.0f / b.sum);
-        const Decision d = decide(base_top_prob, guide_top_prob, agree, gamma, alpha_param,
-                                  p.agree_bonus);
+        const Decision d =
+            decide(base_top_prob, guide_top_prob, agree, gamma, alpha_param, p.agree_bonus);
         p.out.intervened[row] = d.intervened;
         p.out.alpha[row] = d.alpha;
         p.out.base_top_prob[row] = base_top_prob;
@@ -205,8 +206,8 @@ __device__ void decide_row(const RowContext<T>& ctx, const StepParams& p, RowSha
 // Greedy rows the candidates could not settle: the whole block scores every
 // base token of the mixture.
 template <typename T>
-__device__ void greedy_full_pass(const RowContext<T>& ctx, const StepParams& p,
-                                 const RowShared& rs, ReduceScratch& reduce) {
+__device__ void greedy_full_pass(const RowContext<T>& ctx, const StepParams& p, const RowShared& rs,
+                                 ReduceScratch& reduce) {
   const float alpha = rs.alpha;
   const float inv_base_sum = 1.0f / rs.base.sum;
   const float inv_guide_sum = 1.0f / rs.guide.sum;

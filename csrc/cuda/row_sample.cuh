@@ -152,9 +152,8 @@ __device__ inline void pick_slice(const SlicePartial* parts, int32_t num_slices,
 // Picks the slice (pick_slice), then walks only that slice.
 template <typename T>
 __device__ int32_t draw_unfiltered(const RowView<T>& view, const SlicePartial* parts,
-                                   int32_t num_slices, int64_t slice_elems, float max,
-                                   float inv_t, float u, SliceMassShared& sh,
-                                   ReduceScratch& reduce) {
+                                   int32_t num_slices, int64_t slice_elems, float max, float inv_t,
+                                   float u, SliceMassShared& sh, ReduceScratch& reduce) {
   pick_slice(parts, num_slices, max, inv_t, u, sh);
   __syncthreads();
   const int64_t begin = sh.chosen * slice_elems;
@@ -181,7 +180,7 @@ struct ComponentTop {
 // (then top-p within those), or top-p alone reached inside the list (its
 // threshold from the float mass of the statistics pass). False otherwise.
 __device__ inline bool cut_from_list(const ComponentTop& top, float max, float inv_t, int32_t top_k,
-                              float top_p, int64_t length, SelectResult& out) {
+                                     float top_p, int64_t length, SelectResult& out) {
   int n = 0;  // valid entries in the list; fewer than kTopK means all of the row's
   while (n < kTopK && top.value[n] != -BLENDIN_INF) ++n;
   const bool full = n == kTopK;
@@ -196,9 +195,8 @@ __device__ inline bool cut_from_list(const ComponentTop& top, float max, float i
   unsigned long long need = ~0ull;  // without top-p: the last entry of the set
   if (top_p < 1.0f) {
     if (universe < 0) {
-      need = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) *
-                                                  static_cast<double>(top.sum_tempered) *
-                                                  4294967296.0));
+      need = static_cast<unsigned long long>(
+          ceil(static_cast<double>(top_p) * static_cast<double>(top.sum_tempered) * 4294967296.0));
     } else {
       unsigned long long total = 0ull;
       for (int i = 0; i < universe; ++i) total += fixed_weight((top.value[i] - max) * inv_t);
@@ -226,23 +224,22 @@ __device__ int32_t draw_by_select(const RowView<T>& view, float max, float inv_t
   const SelectRow<T> row{view, max, inv_t};
   SelectResult kept{0ull, 0ull, kUnknownCount};
   if (top_k > 0 && top_k < view.length) {
-    kept = select_cut(row, SelectQuery{0ull, kUnknownCount, false,
-                                       static_cast<unsigned long long>(top_k), 1.0f},
-                      sh, reduce);
+    kept = select_cut(
+        row, SelectQuery{0ull, kUnknownCount, false, static_cast<unsigned long long>(top_k), 1.0f},
+        sh, reduce);
   }
   if (top_p < 1.0f) {
     kept = select_cut(row, SelectQuery{kept.cut, kept.count, true, 0ull, top_p}, sh, reduce);
   }
   const unsigned long long target = scale_by_uniform(u, kept.mass);
-  return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut},
-                            reduce);
+  return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut}, reduce);
 }
 
 // top-k, then top-p, then the walk over the kept entries.
 template <typename T>
 __device__ int32_t draw_filtered(const RowView<T>& view, const ComponentTop& top, float max,
-                                 float inv_t, int32_t top_k, float top_p, float u,
-                                 SelectShared& sh, ReduceScratch& reduce) {
+                                 float inv_t, int32_t top_k, float top_p, float u, SelectShared& sh,
+                                 ReduceScratch& reduce) {
   if (threadIdx.x == 0) {
     SelectResult from_list;
     const bool found = cut_from_list(top, max, inv_t, top_k, top_p, view.length, from_list);
@@ -254,8 +251,7 @@ __device__ int32_t draw_filtered(const RowView<T>& view, const ComponentTop& top
   __syncthreads();
   if (kept.count == 0ull) return draw_by_select(view, max, inv_t, top_k, top_p, u, sh, reduce);
   const unsigned long long target = scale_by_uniform(u, kept.mass);
-  return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut},
-                            reduce);
+  return walk_storage_order(view, 0, view.length, target, KeptWeight{max, inv_t, kept.cut}, reduce);
 }
 
 // Shared state of the sampling decision.
@@ -271,8 +267,7 @@ __device__ void sample_row(const RowContext<T>& ctx, const StepParams& p, RowSha
   const int64_t row = ctx.row;
   if (threadIdx.x == 0) {
     const RowUniforms u = row_uniforms(static_cast<uint64_t>(p.seed.at(row)),
-                                       static_cast<uint64_t>(p.offset.at(row)),
-                                       p.rng_stream(row));
+                                       static_cast<uint64_t>(p.offset.at(row)), p.rng_stream(row));
     ss.u_token = u.token;
     ss.use_guide = u.component < rs.alpha;
   }
@@ -289,8 +284,8 @@ __device__ void sample_row(const RowContext<T>& ctx, const StepParams& p, RowSha
     const ComponentTop top{use_guide ? rs.guide_top_value : rs.base_top_value,
                            use_guide ? rs.guide_top_id : rs.base_top_id,
                            use_guide ? rs.guide.sum_tempered : rs.base.sum_tempered};
-    token = draw_filtered(view, top, max, ctx.inv_temperature, top_k, top_p, ss.u_token,
-                          select_sh, reduce);
+    token = draw_filtered(view, top, max, ctx.inv_temperature, top_k, top_p, ss.u_token, select_sh,
+                          reduce);
   } else {
     const SlicePartial* parts = ctx.partials + (use_guide ? ctx.base_slices : 0);
     const int32_t slices = use_guide ? ctx.guide_slices : ctx.base_slices;

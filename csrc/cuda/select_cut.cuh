@@ -86,7 +86,7 @@ struct SelectShared {
 // Entries still in the running for the cut.
 struct InPlay {
   unsigned long long lower;
-  int bin;  // -1: any distance bin
+  int bin;                          // -1: any distance bin
   unsigned long long prefix, mask;  // (key & mask) == prefix
 
   template <typename T>
@@ -146,8 +146,8 @@ __device__ void histogram_distance(const SelectRow<T>& row, unsigned long long l
 // entries in play, read from the row (from_row) or from the gathered
 // entries in shared memory, with each digit's smallest and largest key.
 template <typename T>
-__device__ void histogram_digit(const SelectRow<T>& row, const InPlay& in, int shift,
-                                bool from_row, SelectShared& sh) {
+__device__ void histogram_digit(const SelectRow<T>& row, const InPlay& in, int shift, bool from_row,
+                                SelectShared& sh) {
   for (int b = threadIdx.x; b < 256; b += kThreads) {
     sh.low[b] = ~0ull;
     sh.high[b] = 0ull;
@@ -185,8 +185,8 @@ __device__ __forceinline__ int bin_at(int pos, int nbins, bool descending) {
   return descending ? nbins - 1 - pos : pos;
 }
 
-__device__ inline BinSums sum_bins_before(const SelectShared& sh, int nbins, bool descending, int end,
-                                   ReduceScratch& reduce) {
+__device__ inline BinSums sum_bins_before(const SelectShared& sh, int nbins, bool descending,
+                                          int end, ReduceScratch& reduce) {
   unsigned long long count = 0ull, mass = 0ull;
   for (int pos = threadIdx.x; pos < end && pos < nbins; pos += kThreads) {
     const int b = bin_at(pos, nbins, descending);
@@ -201,9 +201,9 @@ __device__ inline BinSums sum_bins_before(const SelectShared& sh, int nbins, boo
 
 // First position at which above + (metric of positions <= it) >= target,
 // or -1. nbins is a multiple of kThreads or at most kThreads.
-__device__ inline int find_position(const SelectShared& sh, int nbins, bool descending, bool by_mass,
-                             unsigned long long above, unsigned long long target,
-                             ReduceScratch& reduce) {
+__device__ inline int find_position(const SelectShared& sh, int nbins, bool descending,
+                                    bool by_mass, unsigned long long above,
+                                    unsigned long long target, ReduceScratch& reduce) {
   const int per = nbins > kThreads ? nbins / kThreads : 1;
   const int first_pos = static_cast<int>(threadIdx.x) * per;
   unsigned long long local = 0ull;
@@ -240,8 +240,8 @@ __device__ unsigned long long narrow_by_digit(const SelectRow<T>& row, InPlay& i
                                               SelectShared& sh, ReduceScratch& reduce) {
   if (threadIdx.x == 0) BLENDIN_TRACE(from_row ? "select_row_digit" : "select_shared_digit");
   histogram_digit(row, in, shift, from_row, sh);
-  int pos = find_position(sh, 256, true, by_mass, by_mass ? above.mass : above.count, target,
-                          reduce);
+  int pos =
+      find_position(sh, 256, true, by_mass, by_mass ? above.mass : above.count, target, reduce);
   if (pos < 0) pos = 255;  // unreachable: the entries in play hold the target
   const BinSums before = sum_bins_before(sh, 256, true, pos, reduce);
   above.count += before.count;
@@ -250,7 +250,7 @@ __device__ unsigned long long narrow_by_digit(const SelectRow<T>& row, InPlay& i
   const unsigned long long left = sh.count[digit];
   const unsigned long long low = sh.low[digit];
   const unsigned long long differ = low ^ sh.high[digit];
-  __syncthreads();  // the bins are cleared by the next pass
+  __syncthreads();       // the bins are cleared by the next pass
   if (differ == 0ull) {  // one key left (or several equal ones)
     in.prefix = low;
     in.mask = ~0ull;
@@ -298,9 +298,9 @@ __device__ __forceinline__ BinSums gathered_above(const SelectShared& sh, unsign
 
 // Exact cut among the gathered entries still in play (at most kLocalCap):
 // each entry counts the entries that rank before it.
-__device__ inline SelectResult select_gathered(const InPlay& in, bool by_mass, unsigned long long target,
-                                        const BinSums& above, SelectShared& sh,
-                                        ReduceScratch& reduce) {
+__device__ inline SelectResult select_gathered(const InPlay& in, bool by_mass,
+                                               unsigned long long target, const BinSums& above,
+                                               SelectShared& sh, ReduceScratch& reduce) {
   const unsigned n = sh.gather_n < kGatherCap ? sh.gather_n : kGatherCap;
   unsigned long long best = 0ull, count = 0ull, mass = 0ull;
   for (unsigned i = threadIdx.x; i < n; i += kThreads) {
@@ -309,8 +309,8 @@ __device__ inline SelectResult select_gathered(const InPlay& in, bool by_mass, u
     count += 1ull;
     mass += sh.gather_mass[i];
     const BinSums before = gathered_above(sh, n, in, key);
-    const unsigned long long reached = by_mass ? above.mass + before.mass + sh.gather_mass[i]
-                                               : above.count + before.count + 1ull;
+    const unsigned long long reached =
+        by_mass ? above.mass + before.mass + sh.gather_mass[i] : above.count + before.count + 1ull;
     if (reached >= target && key > best) best = key;
   }
   const unsigned long long cut = block_reduce(best, MaxOp{}, reduce);
@@ -341,8 +341,8 @@ __device__ __forceinline__ unsigned long long mass_target(float top_p, unsigned 
 }
 
 template <typename T>
-__device__ SelectResult select_cut(const SelectRow<T>& row, const SelectQuery& q,
-                                   SelectShared& sh, ReduceScratch& reduce) {
+__device__ SelectResult select_cut(const SelectRow<T>& row, const SelectQuery& q, SelectShared& sh,
+                                   ReduceScratch& reduce) {
   InPlay in{q.lower, -1, 0ull, 0ull};
   BinSums above{0ull, 0ull};
   unsigned long long target = q.count_target;

@@ -38,7 +38,8 @@ template <typename T>
 __device__ __forceinline__ void load_scalars(const T* row, int64_t start, int n,
                                              float (&x)[VecTraits<T>::kSize]) {
 #pragma unroll
-  for (int k = 0; k < VecTraits<T>::kSize; ++k) x[k] = k < n ? to_float(row[start + k]) : -BLENDIN_INF;
+  for (int k = 0; k < VecTraits<T>::kSize; ++k)
+    x[k] = k < n ? to_float(row[start + k]) : -BLENDIN_INF;
   BLENDIN_COUNT_READ(row + start, static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(T)));
 }
 
@@ -202,8 +203,7 @@ __device__ __forceinline__ void warp_topk_of_entries(int n, const Load& load, fl
 // argmax), then the sums rescaled to that max.
 template <typename T, bool kMapped, bool kTempered>
 __device__ void slice_statistics(const RowView<T>& row, int64_t begin, int64_t end, float inv_t,
-                                 SliceScratch& scratch, ReduceScratch& reduce,
-                                 SlicePartial* out) {
+                                 SliceScratch& scratch, ReduceScratch& reduce, SlicePartial* out) {
   SliceAccumulator<VecTraits<T>::kSize, kMapped, kTempered> acc;
   acc.init(inv_t, row.map, row.base_vocab);
   for_each_vector(row.logits, begin, end, acc);

@@ -31,15 +31,15 @@ using namespace blendin;
 const float kInf = std::numeric_limits<float>::infinity();
 int failures = 0;
 
-#define EXPECT(cond, ...)                                                  \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::fprintf(stderr, "case %d row %lld: %s: ", current_case,         \
-                   static_cast<long long>(current_row), #cond);           \
-      std::fprintf(stderr, __VA_ARGS__);                                   \
-      std::fprintf(stderr, "\n");                                          \
-      ++failures;                                                          \
-    }                                                                      \
+#define EXPECT(cond, ...)                                          \
+  do {                                                             \
+    if (!(cond)) {                                                 \
+      std::fprintf(stderr, "case %d row %lld: %s: ", current_case, \
+                   static_cast<long long>(current_row), #cond);    \
+      std::fprintf(stderr, __VA_ARGS__);                           \
+      std::fprintf(stderr, "\n");                                  \
+      ++failures;                                                  \
+    }                                                              \
   } while (0)
 
 int current_case = 0;
@@ -71,14 +71,20 @@ float random_logit() {
   return x;
 }
 
-template <typename T> T store(float x);
-template <> float store<float>(float x) { return x; }
-template <> BFloat16Bits store<BFloat16Bits>(float x) {
+template <typename T>
+T store(float x);
+template <>
+float store<float>(float x) {
+  return x;
+}
+template <>
+BFloat16Bits store<BFloat16Bits>(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);
   return BFloat16Bits{static_cast<uint16_t>(bits >> 16)};  // values here have short mantissas
 }
-template <> Float16Bits store<Float16Bits>(float x) {
+template <>
+Float16Bits store<Float16Bits>(float x) {
   if (std::isnan(x)) return Float16Bits{0x7e00};
   if (std::isinf(x)) return Float16Bits{static_cast<uint16_t>(x > 0 ? 0x7c00 : 0xfc00)};
   if (x == 0.0f) return Float16Bits{static_cast<uint16_t>(std::signbit(x) ? 0x8000 : 0)};
@@ -96,8 +102,8 @@ template <> Float16Bits store<Float16Bits>(float x) {
 
 struct Case {
   int64_t batch, vocab, guide_vocab, base_stride, guide_stride;
-  std::vector<float> base, guide;   // values as stored (strided layout)
-  std::vector<int64_t> g2b;         // empty: no map
+  std::vector<float> base, guide;  // values as stored (strided layout)
+  std::vector<int64_t> g2b;        // empty: no map
   std::vector<int32_t> b2g;
   bool map_out_of_range = false;
   std::vector<float> gamma, alpha, temperature, top_p;
@@ -121,9 +127,12 @@ std::vector<float> random_rows(int64_t batch, int64_t vocab, int64_t stride) {
     for (int64_t j = 0; j < vocab; ++j) row[j] = random_logit();
     if (spike > 0) row[uniform_int(0, vocab - 1)] = static_cast<float>(spike);
     const double kind = std::uniform_real_distribution<double>(0, 1)(rng);
-    if (kind < 0.02) row[uniform_int(0, vocab - 1)] = NAN;
-    else if (kind < 0.035) row[uniform_int(0, vocab - 1)] = kInf;
-    else if (kind < 0.05) for (int64_t j = 0; j < vocab; ++j) row[j] = -kInf;
+    if (kind < 0.02)
+      row[uniform_int(0, vocab - 1)] = NAN;
+    else if (kind < 0.035)
+      row[uniform_int(0, vocab - 1)] = kInf;
+    else if (kind < 0.05)
+      for (int64_t j = 0; j < vocab; ++j) row[j] = -kInf;
   }
   return data;
 }
@@ -166,16 +175,22 @@ Case random_case() {
   }
   c.gamma = row_values<float>(c.batch, [] { return chance(0.03) ? -0.5f : uniform(0, 1.2f); });
   c.alpha = row_values<float>(c.batch, [] {
-    return chance(0.03) ? 1.5f : chance(0.4) ? -1.0f : uniform(0, 1); });
+    return chance(0.03) ? 1.5f : chance(0.4) ? -1.0f : uniform(0, 1);
+  });
   c.temperature = row_values<float>(c.batch, [] {
     const float tiny[] = {1e-40f, 1e-45f, 1e-30f, 0.0f};
-    return chance(0.4) ? 0.0f : chance(0.1) ? tiny[uniform_int(0, 3)]
-                                            : chance(0.02) ? -1.0f : uniform(0.05f, 3.0f); });
+    return chance(0.4)    ? 0.0f
+           : chance(0.1)  ? tiny[uniform_int(0, 3)]
+           : chance(0.02) ? -1.0f
+                          : uniform(0.05f, 3.0f);
+  });
   c.top_k = row_values<int32_t>(c.batch, [&] {
     if (chance(0.5)) return 0;
-    return static_cast<int32_t>(chance(0.02) ? -3 : uniform_int(1, c.vocab + 5)); });
+    return static_cast<int32_t>(chance(0.02) ? -3 : uniform_int(1, c.vocab + 5));
+  });
   c.top_p = row_values<float>(c.batch, [] {
-    return chance(0.5) ? 1.0f : chance(0.02) ? 0.0f : uniform(0.01f, 1.0f); });
+    return chance(0.5) ? 1.0f : chance(0.02) ? 0.0f : uniform(0.01f, 1.0f);
+  });
   c.seed = row_values<int64_t>(c.batch, [] { return static_cast<int64_t>(rng()); });
   c.offset = row_values<int64_t>(c.batch, [] { return static_cast<int64_t>(rng() % 1000); });
   c.agree_bonus = uniform(-0.5f, 0.5f);
@@ -234,7 +249,8 @@ void check_row(const Case& c, const Outputs& out, int64_t r) {
   if (expect_bad(c, r)) {
     EXPECT(out.tokens[r] == -1, "token %lld", static_cast<long long>(out.tokens[r]));
     EXPECT(out.intervened[r] == 0 && std::isnan(out.alpha[r]) && std::isnan(out.base_top[r]) &&
-               std::isnan(out.guide_top[r]) && std::isnan(out.agree[r]), "bad-row statistics");
+               std::isnan(out.guide_top[r]) && std::isnan(out.agree[r]),
+           "bad-row statistics");
     return;
   }
   const int64_t t = out.tokens[r];
@@ -279,9 +295,9 @@ void run_case(const Case& c, const std::vector<std::string>& variants) {
     p.seed = as_param(c.seed);
     p.offset = as_param(c.offset);
     p.agree_bonus = c.agree_bonus;
-    p.out = StepOutputs{out.tokens.data(), reinterpret_cast<bool*>(out.intervened.data()),
-                        out.alpha.data(), out.base_top.data(), out.guide_top.data(),
-                        out.agree.data()};
+    p.out = StepOutputs{out.tokens.data(),    reinterpret_cast<bool*>(out.intervened.data()),
+                        out.alpha.data(),     out.base_top.data(),
+                        out.guide_top.data(), out.agree.data()};
     const std::mt19937_64 saved = rng;  // same pieces for every variant
     cpu::blend_step_variant(variant, base.data(), guide.data(), p, pieces_for);
     rng = saved;
@@ -309,14 +325,20 @@ int main(int argc, char** argv) {
     for (int64_t r = 0; r < c.batch; ++r) bad_rows += expect_bad(c, r);
     rows += static_cast<int>(c.batch);
     switch (current_case % 3) {
-      case 0: run_case<float>(c, variants); break;
-      case 1: run_case<Float16Bits>(c, variants); break;
-      default: run_case<BFloat16Bits>(c, variants); break;
+      case 0:
+        run_case<float>(c, variants);
+        break;
+      case 1:
+        run_case<Float16Bits>(c, variants);
+        break;
+      default:
+        run_case<BFloat16Bits>(c, variants);
+        break;
     }
     if (failures > 20) break;
   }
   std::printf("fuzz_core: %d cases, %d rows (%d bad), %zu variants, seed %llu: %d failure(s)\n",
-              current_case, rows, bad_rows, variants.size(),
-              static_cast<unsigned long long>(seed), failures);
+              current_case, rows, bad_rows, variants.size(), static_cast<unsigned long long>(seed),
+              failures);
   return failures ? 1 : 0;
 }

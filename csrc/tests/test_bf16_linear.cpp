@@ -21,14 +21,14 @@ using namespace blendin::cpu;
 
 int failures = 0;
 
-#define CHECK(cond, ...)                                                      \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
+#define CHECK(cond, ...)                                                            \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
       std::fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                      \
-      std::fprintf(stderr, "\n");                                             \
-      ++failures;                                                             \
-    }                                                                         \
+      std::fprintf(stderr, __VA_ARGS__);                                            \
+      std::fprintf(stderr, "\n");                                                   \
+      ++failures;                                                                   \
+    }                                                                               \
   } while (0)
 
 BFloat16Bits truncated(float f) {  // any bfloat16 will do as test data
@@ -71,8 +71,8 @@ void test_case(const Case& c, std::mt19937& rng) {
   for (const std::string& kernel : bf16_linear_kernels()) {
     for (const ParallelFor& pf : {ParallelFor(serial_for), ParallelFor(split_for)}) {
       std::vector<BFloat16Bits> y(c.rows * c.out, BFloat16Bits{0x7fc0});
-      const LinearArgs args{x.data(), packed.data(), c.bias ? bias.data() : nullptr, y.data(),
-                            c.rows, c.in, c.out};
+      const LinearArgs args{
+          x.data(), packed.data(), c.bias ? bias.data() : nullptr, y.data(), c.rows, c.in, c.out};
       bf16_linear_with(kernel, args, pf);
       for (int64_t r = 0; r < c.rows; ++r)
         for (int64_t n = 0; n < c.out; ++n) {
@@ -85,17 +85,17 @@ void test_case(const Case& c, std::mt19937& rng) {
           // one bfloat16 rounding, plus float32 sums over `in` terms
           CHECK(std::fabs(got - exact) <= std::fabs(exact) * 0x1p-8 + scale * 1e-6 * c.in,
                 "kernel %s rows %lld in %lld out %lld: y[%lld][%lld] = %g, exact %g",
-                kernel.c_str(), (long long)c.rows, (long long)c.in, (long long)c.out,
-                (long long)r, (long long)n, got, exact);
+                kernel.c_str(), (long long)c.rows, (long long)c.in, (long long)c.out, (long long)r,
+                (long long)n, got, exact);
         }
       outputs.push_back(y);
     }
   }
   for (const auto& y : outputs)
-    CHECK(y.empty() ||
-              std::memcmp(y.data(), outputs[0].data(), y.size() * sizeof(BFloat16Bits)) == 0,
-          "kernels differ at rows %lld in %lld out %lld", (long long)c.rows, (long long)c.in,
-          (long long)c.out);
+    CHECK(
+        y.empty() || std::memcmp(y.data(), outputs[0].data(), y.size() * sizeof(BFloat16Bits)) == 0,
+        "kernels differ at rows %lld in %lld out %lld", (long long)c.rows, (long long)c.in,
+        (long long)c.out);
 }
 
 }  // namespace

@@ -17,12 +17,12 @@ namespace {
 
 int failures = 0;
 
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
       std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                     \
-    }                                                                 \
+      ++failures;                                                                   \
+    }                                                                               \
   } while (0)
 
 using namespace blendin;
@@ -125,8 +125,9 @@ struct Outputs {
   explicit Outputs(int64_t b)
       : tokens(b), intervened(b), alpha(b), base_top(b), guide_top(b), agree(b) {}
   StepOutputs view() {
-    return StepOutputs{tokens.data(), reinterpret_cast<bool*>(intervened.data()), alpha.data(),
-                       base_top.data(), guide_top.data(), agree.data()};
+    return StepOutputs{tokens.data(),    reinterpret_cast<bool*>(intervened.data()),
+                       alpha.data(),     base_top.data(),
+                       guide_top.data(), agree.data()};
   }
 };
 
@@ -232,16 +233,16 @@ template <typename T>
 void check_variants_agree(const std::vector<T>& base, const std::vector<T>& guide, int64_t batch,
                           int64_t vocab, const char* dtype) {
   const std::vector<std::string> variants = cpu::runnable_cpu_variants();
-  const float settings[][3] = {{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.8f, 40, 1.0f},
-                               {0.8f, 0, 0.9f}, {1.3f, 20, 0.5f}};
+  const float settings[][3] = {
+      {0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.8f, 40, 1.0f}, {0.8f, 0, 0.9f}, {1.3f, 20, 0.5f}};
   for (const auto& s : settings) {
     const int32_t top_k = static_cast<int32_t>(s[1]);
     const auto want = step_bytes(variants[0], base, guide, batch, vocab, s[0], top_k, s[2]);
     for (size_t v = 1; v < variants.size(); ++v) {
       if (step_bytes(variants[v], base, guide, batch, vocab, s[0], top_k, s[2]) != want) {
         std::fprintf(stderr, "variant %s differs from %s: %s V=%lld T=%g top_k=%d top_p=%g\n",
-                     variants[v].c_str(), variants[0].c_str(), dtype,
-                     static_cast<long long>(vocab), s[0], top_k, s[2]);
+                     variants[v].c_str(), variants[0].c_str(), dtype, static_cast<long long>(vocab),
+                     s[0], top_k, s[2]);
         ++failures;
       }
     }

@@ -23,9 +23,9 @@ void check_packed(const at::Tensor& packed, int64_t in_features, int64_t out_fea
               cpu::kLinearBlockCols, ", 2) (blendin_ext.models.bf16_linear.pack_bf16_weight), got ",
               packed.sizes());
   TORCH_CHECK(packed.is_contiguous(), "bf16_linear: packed_weight must be contiguous");
-  TORCH_CHECK(packed.size(1) == cpu::linear_pairs(in_features),
-              "bf16_linear: packed_weight holds ", packed.size(1), " input pairs, x has ",
-              in_features, " features (", cpu::linear_pairs(in_features), " pairs)");
+  TORCH_CHECK(packed.size(1) == cpu::linear_pairs(in_features), "bf16_linear: packed_weight holds ",
+              packed.size(1), " input pairs, x has ", in_features, " features (",
+              cpu::linear_pairs(in_features), " pairs)");
   TORCH_CHECK(out_features >= 0 && packed.size(0) == cpu::linear_blocks(out_features),
               "bf16_linear: out_features ", out_features, " does not fit packed_weight's ",
               packed.size(0), " blocks of ", cpu::kLinearBlockCols, " columns");
@@ -34,8 +34,8 @@ void check_packed(const at::Tensor& packed, int64_t in_features, int64_t out_fea
 void check_bias(const std::optional<at::Tensor>& bias, int64_t out_features) {
   if (!bias.has_value()) return;
   TORCH_CHECK(bias->device().is_cpu() && bias->scalar_type() == at::kBFloat16,
-              "bf16_linear: bias must be a bfloat16 CPU tensor, got ", bias->scalar_type(),
-              " on ", bias->device());
+              "bf16_linear: bias must be a bfloat16 CPU tensor, got ", bias->scalar_type(), " on ",
+              bias->device());
   TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out_features,
               "bf16_linear: bias must have shape (", out_features, ",), got ", bias->sizes());
 }
@@ -69,7 +69,9 @@ at::Tensor bf16_linear_op(const at::Tensor& x, const at::Tensor& packed_weight,
       bias_c ? reinterpret_cast<const BFloat16Bits*>(bias_c->const_data_ptr<at::BFloat16>())
              : nullptr,
       reinterpret_cast<BFloat16Bits*>(y.mutable_data_ptr<at::BFloat16>()),
-      rows_of(x), in_features, out_features};
+      rows_of(x),
+      in_features,
+      out_features};
   const cpu::ParallelFor parallel_for = [](int64_t n, int64_t grain,
                                            const std::function<void(int64_t, int64_t)>& body) {
     at::parallel_for(0, n, grain, body);

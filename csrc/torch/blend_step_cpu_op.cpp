@@ -54,9 +54,7 @@ std::vector<std::string> cpu_variants_op() { return cpu::runnable_cpu_variants()
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(blendin_ext, CPU, m) {
-  m.impl("blend_step", &blend_step_op<CpuBackend>);
-}
+TORCH_LIBRARY_IMPL(blendin_ext, CPU, m) { m.impl("blend_step", &blend_step_op<CpuBackend>); }
 
 // No tensor arguments, so no backend to dispatch on.
 TORCH_LIBRARY_IMPL(blendin_ext, CompositeExplicitAutograd, m) {

@@ -58,8 +58,8 @@ class BufferCache {
       buffers.ticket_count = count;
     }
     if (buffers.scratch_bytes < need.scratch_bytes) {
-      const size_t bytes = std::max<size_t>({need.scratch_bytes, 2 * buffers.scratch_bytes,
-                                             size_t{256} << 10});
+      const size_t bytes =
+          std::max<size_t>({need.scratch_bytes, 2 * buffers.scratch_bytes, size_t{256} << 10});
       buffers.scratch = allocate(bytes);
       buffers.scratch_bytes = bytes;
     }
@@ -106,8 +106,8 @@ BufferCache& buffer_cache() {
 template <typename T>
 cudaError_t launch_typed(const void* base, const void* guide, const StepParams& params,
                          cuda::KernelVariant variant, int device, cudaStream_t stream) {
-  const StreamBuffers buf = buffer_cache().get(
-      device, stream, cuda::blend_step_workspace<T>(params, device, variant));
+  const StreamBuffers buf =
+      buffer_cache().get(device, stream, cuda::blend_step_workspace<T>(params, device, variant));
   return cuda::launch_blend_step(static_cast<const T*>(base), static_cast<const T*>(guide), params,
                                  variant, buf.tickets, buf.ticket_count, buf.scratch,
                                  buf.scratch_bytes, stream);
@@ -115,7 +115,8 @@ cudaError_t launch_typed(const void* base, const void* guide, const StepParams& 
 
 cuda::KernelVariant current_variant() {
   const int slot = cuda::kernel_variant_slot().load();
-  TORCH_CHECK(slot >= 0, "blend_step: BLENDIN_CUDA_KERNEL names no CUDA kernel variant "
+  TORCH_CHECK(slot >= 0,
+              "blend_step: BLENDIN_CUDA_KERNEL names no CUDA kernel variant "
               "(torch.ops.blendin_ext.cuda_kernel_variants() lists them)");
   return static_cast<cuda::KernelVariant>(slot);
 }
@@ -147,8 +148,6 @@ struct CudaBackend {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(blendin_ext, CUDA, m) {
-  m.impl("blend_step", &blend_step_op<CudaBackend>);
-}
+TORCH_LIBRARY_IMPL(blendin_ext, CUDA, m) { m.impl("blend_step", &blend_step_op<CudaBackend>); }
 
 }  // namespace blendin::torch_glue

@@ -26,10 +26,10 @@ void check_logits(const at::Tensor& t, const char* name) {
 void check_index_vector(const at::Tensor& t, const char* name, int64_t length,
                         const at::Device& device, bool allow_int64) {
   // Expected: (length,) int32 (or int64 where allowed), contiguous.
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == length, name, " must have shape (", length,
-              ",), got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kInt || (allow_int64 && t.scalar_type() == at::kLong),
-              name, allow_int64 ? " must be int32 or int64" : " must be int32", ", got ",
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == length, name, " must have shape (", length, ",), got ",
+              t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kInt || (allow_int64 && t.scalar_type() == at::kLong), name,
+              allow_int64 ? " must be int32 or int64" : " must be int32", ", got ",
               t.scalar_type());
   TORCH_CHECK(t.device() == device, name, " must be on ", device, " like base_logits, got ",
               t.device());
@@ -66,9 +66,8 @@ VocabMap describe_map(const StepInputs& in, int64_t vocab, int64_t guide_vocab) 
 
 // A per-row parameter: the optional tensor (numel 1 or B) or the scalar.
 template <typename T>
-RowParam<T> describe_row_param(const c10::optional<at::Tensor>& tensor, T value,
-                               const char* name, at::ScalarType dtype, int64_t batch,
-                               const at::Device& device) {
+RowParam<T> describe_row_param(const c10::optional<at::Tensor>& tensor, T value, const char* name,
+                               at::ScalarType dtype, int64_t batch, const at::Device& device) {
   if (!tensor.has_value()) return RowParam<T>{nullptr, value, 0};
   const at::Tensor& t = *tensor;
   TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
@@ -162,19 +161,19 @@ StepParams describe_step(const StepInputs& in, StepOutputTensors& out) {
   p.base_row_stride = in.base_logits.stride(0);
   p.guide_row_stride = in.guide_logits.stride(0);
   p.map = describe_map(in, p.vocab, p.guide_vocab);
-  p.gamma = describe_row_param<float>(in.gamma_tensor, static_cast<float>(in.gamma_value),
-                                      "gamma", at::kFloat, batch, device);
-  p.alpha = describe_row_param<float>(in.alpha_tensor, static_cast<float>(in.alpha_value),
-                                      "alpha", at::kFloat, batch, device);
-  p.temperature = describe_row_param<float>(in.temperature_tensor,
-                                            temperature_as_float(in.temperature_value),
-                                            "temperature", at::kFloat, batch, device);
+  p.gamma = describe_row_param<float>(in.gamma_tensor, static_cast<float>(in.gamma_value), "gamma",
+                                      at::kFloat, batch, device);
+  p.alpha = describe_row_param<float>(in.alpha_tensor, static_cast<float>(in.alpha_value), "alpha",
+                                      at::kFloat, batch, device);
+  p.temperature =
+      describe_row_param<float>(in.temperature_tensor, temperature_as_float(in.temperature_value),
+                                "temperature", at::kFloat, batch, device);
   p.top_k = describe_row_param<int32_t>(in.top_k_tensor, static_cast<int32_t>(in.top_k_value),
                                         "top_k", at::kInt, batch, device);
-  p.top_p = describe_row_param<float>(in.top_p_tensor, static_cast<float>(in.top_p_value),
-                                      "top_p", at::kFloat, batch, device);
-  p.seed = describe_row_param<int64_t>(in.seed_tensor, in.seed_value, "seed", at::kLong, batch,
-                                       device);
+  p.top_p = describe_row_param<float>(in.top_p_tensor, static_cast<float>(in.top_p_value), "top_p",
+                                      at::kFloat, batch, device);
+  p.seed =
+      describe_row_param<int64_t>(in.seed_tensor, in.seed_value, "seed", at::kLong, batch, device);
   if (p.seed.data != nullptr && p.seed.stride == 0 && in.seed_tensor->numel() == batch &&
       batch > 1) {
     // A (B,) seed made with expand() is still one seed per row (stream 0);
@@ -194,8 +193,8 @@ StepParams describe_step(const StepInputs& in, StepOutputTensors& out) {
   out.base_top_prob = at::empty({batch}, f32);
   out.guide_top_prob = at::empty({batch}, f32);
   out.agree = at::empty({batch}, f32);
-  p.out = StepOutputs{out.tokens.data_ptr<int64_t>(),   out.intervened.data_ptr<bool>(),
-                      out.alpha.data_ptr<float>(),      out.base_top_prob.data_ptr<float>(),
+  p.out = StepOutputs{out.tokens.data_ptr<int64_t>(),       out.intervened.data_ptr<bool>(),
+                      out.alpha.data_ptr<float>(),          out.base_top_prob.data_ptr<float>(),
                       out.guide_top_prob.data_ptr<float>(), out.agree.data_ptr<float>()};
   return p;
 }

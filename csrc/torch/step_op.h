@@ -13,18 +13,17 @@ StepResult blend_step_op(const at::Tensor& base_logits, const at::Tensor& guide_
                          const c10::optional<at::Tensor>& base_to_guide,
                          const c10::optional<at::Tensor>& gamma_tensor, double gamma_value,
                          const c10::optional<at::Tensor>& alpha_tensor, double alpha_value,
-                         double agree_bonus,
-                         const c10::optional<at::Tensor>& temperature_tensor,
-                         double temperature_value,
-                         const c10::optional<at::Tensor>& top_k_tensor, int64_t top_k_value,
-                         const c10::optional<at::Tensor>& top_p_tensor, double top_p_value,
-                         const c10::optional<at::Tensor>& seed_tensor, int64_t seed_value,
-                         const c10::optional<at::Tensor>& offset_tensor, int64_t offset_value) {
-  const StepInputs in{base_logits,    guide_logits,      guide_to_base,      base_to_guide,
-                      gamma_tensor,   gamma_value,       alpha_tensor,       alpha_value,
-                      agree_bonus,    temperature_tensor, temperature_value, top_k_tensor,
-                      top_k_value,    top_p_tensor,      top_p_value,        seed_tensor,
-                      seed_value,     offset_tensor,     offset_value};
+                         double agree_bonus, const c10::optional<at::Tensor>& temperature_tensor,
+                         double temperature_value, const c10::optional<at::Tensor>& top_k_tensor,
+                         int64_t top_k_value, const c10::optional<at::Tensor>& top_p_tensor,
+                         double top_p_value, const c10::optional<at::Tensor>& seed_tensor,
+                         int64_t seed_value, const c10::optional<at::Tensor>& offset_tensor,
+                         int64_t offset_value) {
+  const StepInputs in{base_logits,  guide_logits,       guide_to_base,     base_to_guide,
+                      gamma_tensor, gamma_value,        alpha_tensor,      alpha_value,
+                      agree_bonus,  temperature_tensor, temperature_value, top_k_tensor,
+                      top_k_value,  top_p_tensor,       top_p_value,       seed_tensor,
+                      seed_value,   offset_tensor,      offset_value};
   StepOutputTensors out;
   const StepParams params = describe_step(in, out);
   if (params.batch > 0) {

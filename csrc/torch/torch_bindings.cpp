@@ -8,8 +8,8 @@
 // below; the module itself exposes nothing.
 extern "C" PyObject* PyInit__C(void) {
   // Every member spelled out (-Wextra warns about a missing initializer).
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr,
-                                          nullptr, nullptr, nullptr, nullptr};
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module_def);
 }
 
@@ -41,7 +41,8 @@ TORCH_LIBRARY(blendin_ext, m) {
   // packs it). kernel_name: "auto" (the best this CPU runs) or one that
   // bf16_linear_kernels() lists, best first. (Not "kernel": inductor's
   // fallback for an opaque op takes a keyword of that name.)
-  m.def("bf16_linear(Tensor x, Tensor packed_weight, Tensor? bias, int out_features, "
-        "str kernel_name=\"auto\") -> Tensor");
+  m.def(
+      "bf16_linear(Tensor x, Tensor packed_weight, Tensor? bias, int out_features, "
+      "str kernel_name=\"auto\") -> Tensor");
   m.def("bf16_linear_kernels() -> str[]");
 }

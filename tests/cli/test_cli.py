@@ -1,6 +1,7 @@
 """The `blendin` command line: argument errors, missing packages and extras
 (found before any work), an end-to-end run on tiny saved models, and (slow)
 the real offline demo pair."""
+
 import json
 
 import pytest
@@ -18,7 +19,7 @@ from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentenc
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BLENDIN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)   # default output folders (eval's results/) land here
+    monkeypatch.chdir(tmp_path)  # default output folders (eval's results/) land here
 
 
 def fails(argv, capsys, match):
@@ -29,22 +30,25 @@ def fails(argv, capsys, match):
     assert match in err, err
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--gamma", "-0.1"], "argument --gamma: must be a number >= 0"),
-    (["--temperature", "-1"], "argument --temperature: must be a number >= 0"),
-    (["--top-p", "0"], "argument --top-p: must be None or a number in (0, 1]"),
-    (["--top-k", "-2"], "argument --top-k: must be None or an int >= 0"),
-    (["--top-k", "2.5"], "argument --top-k: invalid value '2.5'"),
-    (["--max-new-tokens", "0"], "argument --max-new-tokens: must be an int >= 1"),
-    (["--alpha", "1.5"], 'argument --alpha: must be "auto" or a number in [0, 1]'),
-    (["--alpha", "sometimes"], "argument --alpha"),
-    (["--strategy", "greedy"], "argument --strategy: unknown strategy 'greedy'"),
-    (["--dtype", "int8"], "argument --dtype: invalid choice"),
-    (["--stop", ""], "argument --stop: must be a non-empty string"),
-    (["--threads", "0"], "argument --threads: must be an int >= 1"),
-    (["--lazy", "--eager"], "not allowed with argument"),
-    (["--guide-sync", "bytes"], "argument --guide-sync: invalid choice"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--gamma", "-0.1"], "argument --gamma: must be a number >= 0"),
+        (["--temperature", "-1"], "argument --temperature: must be a number >= 0"),
+        (["--top-p", "0"], "argument --top-p: must be None or a number in (0, 1]"),
+        (["--top-k", "-2"], "argument --top-k: must be None or an int >= 0"),
+        (["--top-k", "2.5"], "argument --top-k: invalid value '2.5'"),
+        (["--max-new-tokens", "0"], "argument --max-new-tokens: must be an int >= 1"),
+        (["--alpha", "1.5"], 'argument --alpha: must be "auto" or a number in [0, 1]'),
+        (["--alpha", "sometimes"], "argument --alpha"),
+        (["--strategy", "greedy"], "argument --strategy: unknown strategy 'greedy'"),
+        (["--dtype", "int8"], "argument --dtype: invalid choice"),
+        (["--stop", ""], "argument --stop: must be a non-empty string"),
+        (["--threads", "0"], "argument --threads: must be an int >= 1"),
+        (["--lazy", "--eager"], "not allowed with argument"),
+        (["--guide-sync", "bytes"], "argument --guide-sync: invalid choice"),
+    ],
+)
 def test_generate_argument_errors(extra, match, capsys):
     fails(["generate", "--prompt", "hi", *extra], capsys, match)
 
@@ -59,8 +63,9 @@ def test_strategy_aliases_and_lazy_default():
     assert [c.name for c in cli_args.strategy_choices(eager)] == ["base", "nudging"]
 
 
-@pytest.mark.parametrize("command", [["generate", "--prompt", "hi"], ["demo"],
-                                     ["eval", "--task", "gsm8k"]])
+@pytest.mark.parametrize(
+    "command", [["generate", "--prompt", "hi"], ["demo"], ["eval", "--task", "gsm8k"]]
+)
 def test_dtype_defaults_to_auto(command):
     assert cli.build_parser().parse_args(command).dtype == "auto"
     assert not cli.build_parser().parse_args(command).compile
@@ -69,8 +74,10 @@ def test_dtype_defaults_to_auto(command):
     assert cli.build_parser().parse_args(command).pack_weights
     assert not cli.build_parser().parse_args(command + ["--no-pack-weights"]).pack_weights
     assert cli.build_parser().parse_args(command).linear_kernel == "auto"
-    assert cli.build_parser().parse_args(command + ["--linear-kernel", "onednn"]).linear_kernel \
+    assert (
+        cli.build_parser().parse_args(command + ["--linear-kernel", "onednn"]).linear_kernel
         == "onednn"
+    )
 
 
 def test_generate_needs_a_prompt(capsys):
@@ -79,7 +86,9 @@ def test_generate_needs_a_prompt(capsys):
 
 def test_demo_and_bench_argument_errors(capsys):
     fails(["demo", "--strategies", "base,magic"], capsys, "unknown --strategies 'magic'")
-    fails(["demo", "--max-new-tokens", "0"], capsys, "argument --max-new-tokens: must be an int >= 1")
+    fails(
+        ["demo", "--max-new-tokens", "0"], capsys, "argument --max-new-tokens: must be an int >= 1"
+    )
     fails(["bench", "fastest"], capsys, "invalid choice")
     fails([], capsys, "COMMAND")
 
@@ -115,13 +124,27 @@ def test_an_unknown_model_fails_at_once_without_a_traceback(monkeypatch, capsys)
 
     def unreachable(self, repo_id, **kwargs):
         raise ConnectionError("no route to host")
+
     monkeypatch.setattr(HfApi, "model_info", unreachable)
     monkeypatch.setattr(hub, "_checked", {})
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     loaded = []
     monkeypatch.setattr("blendin_ext.models.loading.load_model", lambda *a, **k: loaded.append(a))
-    assert cli.main(["generate", "--base", "no-such-model", "--guide", "no-such-model",
-                     "--prompt", "hi", "--quiet"]) == 1
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--base",
+                "no-such-model",
+                "--guide",
+                "no-such-model",
+                "--prompt",
+                "hi",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "model 'no-such-model' was not found" in err and "Traceback" not in err
     assert err.count("could not be reached") == 1
@@ -132,8 +155,11 @@ def test_an_unknown_model_fails_at_once_without_a_traceback(monkeypatch, capsys)
 
 def test_missing_extra_names_the_pip_command(monkeypatch, capsys):
     real = cli_extras.importlib.util.find_spec
-    monkeypatch.setattr(cli_extras.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    monkeypatch.setattr(
+        cli_extras.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "transformers" else real(name, *a),
+    )
     assert cli.main(["eval", "--task", "gsm8k", "--limit", "2", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "transformers" in err and "pip install 'blendin_ext[demo]'" in err
@@ -159,7 +185,10 @@ def test_bench_runs_the_script_with_its_arguments(monkeypatch):
 def saved_pair(tmp_path_factory):
     """A tiny base and guide with different tokenizers, saved as HF folders."""
     root = tmp_path_factory.mktemp("models")
-    for name, tok, seed in (("base", trained_sentencepiece(), 1), ("guide", trained_byte_level(), 2)):
+    for name, tok, seed in (
+        ("base", trained_sentencepiece(), 1),
+        ("guide", trained_byte_level(), 2),
+    ):
         model = tiny_llama_for(tok, seed=seed)
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)
@@ -168,8 +197,23 @@ def saved_pair(tmp_path_factory):
 
 def test_generate_json_on_saved_models(saved_pair, capsys):
     base, guide = saved_pair
-    status = cli.main(["generate", "--base", base, "--guide", guide, "--prompt", "the cat",
-                       "--prompt", "a dog sat", "--max-new-tokens", "6", "--json", "--quiet"])
+    status = cli.main(
+        [
+            "generate",
+            "--base",
+            base,
+            "--guide",
+            guide,
+            "--prompt",
+            "the cat",
+            "--prompt",
+            "a dog sat",
+            "--max-new-tokens",
+            "6",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     assert [r["prompt"] for r in report["results"]] == ["the cat", "a dog sat"]
@@ -182,8 +226,24 @@ def test_generate_json_on_saved_models(saved_pair, capsys):
 
 def test_generate_streams_then_summarises_without_colour_when_piped(saved_pair, capsys):
     base, guide = saved_pair
-    assert cli.main(["generate", "--base", base, "--guide", guide, "--prompt", "the cat",
-                     "--max-new-tokens", "6", "--quiet", "--lazy"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--base",
+                base,
+                "--guide",
+                guide,
+                "--prompt",
+                "the cat",
+                "--max-new-tokens",
+                "6",
+                "--quiet",
+                "--lazy",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "interventions" in out and "won by:" in out and "tokens/s" in out
     assert "\033[" not in out
@@ -202,8 +262,17 @@ def test_real_demo_pair_runs_a_few_tokens(capsys, monkeypatch):
             builtins.builtin_chunks(builtins.BUILTIN_MODELS[name])
         except builtins.MissingModelPackage as missing:
             pytest.skip(f"demo model packages not installed: {missing.install}")
-    status = cli.main(["demo", "--max-new-tokens", "4", "--json", "--quiet",
-                       "--prompt", "Question: What is the capital of France?\nAnswer:"])
+    status = cli.main(
+        [
+            "demo",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "--quiet",
+            "--prompt",
+            "Question: What is the capital of France?\nAnswer:",
+        ]
+    )
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["prompts"][0]["results"]

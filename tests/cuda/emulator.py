@@ -2,6 +2,7 @@
 (tests/cuda/emu): builds the emulator once, writes a case, reads back a
 BlendStepResult. Lets the kernel's logic be tested on machines without a GPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,18 @@ def build_emulator(out_dir: Path) -> Path:
         raise FileNotFoundError("CUDA headers (cuda_fp16.h) not found")
     cxx = os.environ.get("CXX", "g++")
     exe = out_dir / "emu_main"
-    cmd = [cxx, "-std=c++17", "-O1", "-w", "-U_FORTIFY_SOURCE", f"-I{ROOT / 'csrc' / 'include'}", f"-I{include}",
-           str(EMU_DIR / "emu_main.cpp"), "-o", str(exe)]
+    cmd = [
+        cxx,
+        "-std=c++17",
+        "-O1",
+        "-w",
+        "-U_FORTIFY_SOURCE",
+        f"-I{ROOT / 'csrc' / 'include'}",
+        f"-I{include}",
+        str(EMU_DIR / "emu_main.cpp"),
+        "-o",
+        str(exe),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe
 
@@ -69,11 +80,30 @@ def _storage(logits: torch.Tensor):
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
-def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to_base=None,
-                 gamma=0.4, alpha="auto", agree_bonus=0.1, temperature=0.0, top_k=None,
-                 top_p=None, seed=0, offset=0, num_sms=2, min_slice=0, order="shuffle",
-                 emu_seed=1, variant="last_block", resident_blocks=16, team_cap=0,
-                 traces: Optional[dict] = None, reads: Optional[dict] = None) -> BlendStepResult:
+def run_emulated(
+    exe: Path,
+    base: torch.Tensor,
+    guide: torch.Tensor,
+    *,
+    guide_to_base=None,
+    gamma=0.4,
+    alpha="auto",
+    agree_bonus=0.1,
+    temperature=0.0,
+    top_k=None,
+    top_p=None,
+    seed=0,
+    offset=0,
+    num_sms=2,
+    min_slice=0,
+    order="shuffle",
+    emu_seed=1,
+    variant="last_block",
+    resident_blocks=16,
+    team_cap=0,
+    traces: Optional[dict] = None,
+    reads: Optional[dict] = None,
+) -> BlendStepResult:
     """blend_step's arguments (as for blendin_ext.blend_step) run through the
     emulated CUDA kernel `variant` ("last_block" or "cooperative").
     last_block: num_sms / min_slice shape the grid. cooperative: the grid
@@ -93,21 +123,37 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
         guide_buf, guide_stride = _storage(guide)
         _write(d / "base.bin", base_buf)
         _write(d / "guide.bin", guide_buf)
-        meta = dict(batch=batch, vocab=vocab, guide_vocab=guide.shape[1], base_stride=base_stride,
-                    guide_stride=guide_stride, dtype=_DTYPES[base.dtype],
-                    agree_bonus=float(agree_bonus), num_sms=num_sms, min_slice=min_slice,
-                    order=order, emu_seed=emu_seed, g2b_int64=0, variant=variant,
-                    resident_blocks=resident_blocks, team_cap=team_cap)
+        meta = dict(
+            batch=batch,
+            vocab=vocab,
+            guide_vocab=guide.shape[1],
+            base_stride=base_stride,
+            guide_stride=guide_stride,
+            dtype=_DTYPES[base.dtype],
+            agree_bonus=float(agree_bonus),
+            num_sms=num_sms,
+            min_slice=min_slice,
+            order=order,
+            emu_seed=emu_seed,
+            g2b_int64=0,
+            variant=variant,
+            resident_blocks=resident_blocks,
+            team_cap=team_cap,
+        )
         if maps is not None:
             _write(d / "g2b.bin", maps.guide_to_base)
             _write(d / "b2g.bin", maps.base_to_guide)
             meta["g2b_int64"] = int(maps.guide_to_base.dtype == torch.int64)
         alpha = -1.0 if isinstance(alpha, str) else alpha
-        params = dict(gamma=(gamma, torch.float32), alpha=(alpha, torch.float32),
-                      temperature=(temperature, torch.float32),
-                      top_k=(0 if top_k is None else top_k, torch.int32),
-                      top_p=(1.0 if top_p is None else top_p, torch.float32),
-                      seed=(seed, torch.int64), offset=(offset, torch.int64))
+        params = dict(
+            gamma=(gamma, torch.float32),
+            alpha=(alpha, torch.float32),
+            temperature=(temperature, torch.float32),
+            top_k=(0 if top_k is None else top_k, torch.int32),
+            top_p=(1.0 if top_p is None else top_p, torch.float32),
+            seed=(seed, torch.int64),
+            offset=(offset, torch.int64),
+        )
         for name, (value, dtype) in params.items():
             if isinstance(value, torch.Tensor):
                 _write(d / f"{name}.bin", value.to(dtype).reshape(-1))
@@ -130,10 +176,10 @@ def run_emulated(exe: Path, base: torch.Tensor, guide: torch.Tensor, *, guide_to
                 reads[int(block)] = (int(total), int(first))
     tokens = torch.frombuffer(bytearray(raw[: 8 * batch]), dtype=torch.int64)
     pos = 8 * batch
-    intervened = torch.frombuffer(bytearray(raw[pos: pos + batch]), dtype=torch.uint8).bool()
+    intervened = torch.frombuffer(bytearray(raw[pos : pos + batch]), dtype=torch.uint8).bool()
     pos += batch
     floats = []
     for _ in range(4):
-        floats.append(torch.frombuffer(bytearray(raw[pos: pos + 4 * batch]), dtype=torch.float32))
+        floats.append(torch.frombuffer(bytearray(raw[pos : pos + 4 * batch]), dtype=torch.float32))
         pos += 4 * batch
     return BlendStepResult(tokens.clone(), intervened.clone(), *(f.clone() for f in floats))

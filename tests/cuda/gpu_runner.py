@@ -7,6 +7,7 @@ those tests use (parametrize, skip marks, importorskip) and nothing more.
 
     python tests/cuda/gpu_runner.py --json OUT.json [--junit OUT.xml] [--deadline S]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ def fake_pytest() -> types.ModuleType:
             def deco(fn):
                 fn.__dict__.setdefault("_params", []).insert(0, (names, list(values)))
                 return fn
+
             return deco
 
         def skip(self, reason=""):
@@ -94,12 +96,11 @@ def run_without_pytest(deadline_s: float) -> dict:
             except Skipped as exc:
                 results["skipped"] += 1
                 print(f"SKIPPED {label}: {exc}", flush=True)
-            except Exception:  # a failed assertion or an error: report, go on
+            except Exception:  # noqa: BLE001 - a failed assertion or an error: report, go on
                 results["failed"] += 1
                 results["failures"].append({"test": label, "error": traceback.format_exc()})
                 print(f"FAILED {label}\n{traceback.format_exc()}", flush=True)
-    print(f"{results['passed']} passed, {results['failed']} failed, "
-          f"{results['skipped']} skipped")
+    print(f"{results['passed']} passed, {results['failed']} failed, {results['skipped']} skipped")
     return results
 
 
@@ -107,8 +108,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", required=True)
     parser.add_argument("--junit")
-    parser.add_argument("--deadline", type=float, default=240.0,
-                        help="seconds after which remaining tests are not started (stand-in only)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=240.0,
+        help="seconds after which remaining tests are not started (stand-in only)",
+    )
     args = parser.parse_args(argv)
     try:
         import pytest
@@ -116,8 +121,7 @@ def main(argv=None) -> int:
         pytest = None
     if pytest is not None:
         extra = [f"--junitxml={args.junit}"] if args.junit else []
-        code = int(pytest.main([str(MODULE_FILE), "-q", "-rs", "-p", "no:cacheprovider",
-                                *extra]))
+        code = int(pytest.main([str(MODULE_FILE), "-q", "-rs", "-p", "no:cacheprovider", *extra]))
         summary = {"runner": "pytest", "exit_code": code}
     else:
         summary = {"runner": "stand-in (no pytest)", **run_without_pytest(args.deadline)}

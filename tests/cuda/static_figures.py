@@ -11,6 +11,7 @@
 `python benchmarks/cuda_static.py` prints both tables (and --json writes
 them); tests/cuda/test_cuda_static_figures.py fails when they regress.
 """
+
 from __future__ import annotations
 
 import glob
@@ -27,13 +28,18 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 ARCHS = (CUDA_DIR / "default_archs.txt").read_text().strip().split(";")
-DTYPE_SOURCES = {"float32": "blend_step_f32.cu", "float16": "blend_step_f16.cu",
-                 "bfloat16": "blend_step_bf16.cu"}
+DTYPE_SOURCES = {
+    "float32": "blend_step_f32.cu",
+    "float16": "blend_step_f16.cu",
+    "bfloat16": "blend_step_bf16.cu",
+}
 THREADS = 256
 # Per-SM limits of the archs we build for: registers, shared memory a block
 # may use in all, resident threads and blocks.
-SM_LIMITS = {"80": dict(regs=65536, smem=167936, threads=2048, blocks=32),
-             "90": dict(regs=65536, smem=233472, threads=2048, blocks=32)}
+SM_LIMITS = {
+    "80": dict(regs=65536, smem=167936, threads=2048, blocks=32),
+    "90": dict(regs=65536, smem=233472, threads=2048, blocks=32),
+}
 STREAMING_LOOP = ("// BEGIN STREAMING LOOP", "// END STREAMING LOOP")  # markers in coop_stats.cuh
 
 
@@ -57,9 +63,22 @@ def find_nvdisasm() -> Optional[str]:
 
 
 def compile_cubin(source: Path, arch: str, out: Path, extra=()) -> subprocess.CompletedProcess:
-    cmd = [find_nvcc(), "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-lineinfo",
-           f"-I{ROOT / 'csrc' / 'include'}", f"-gencode=arch=compute_{arch},code=sm_{arch}",
-           "-Xptxas", "-v", *extra, "-cubin", str(source), "-o", str(out)]
+    cmd = [
+        find_nvcc(),
+        "-std=c++17",
+        "-O3",
+        "--expt-relaxed-constexpr",
+        "-lineinfo",
+        f"-I{ROOT / 'csrc' / 'include'}",
+        f"-gencode=arch=compute_{arch},code=sm_{arch}",
+        "-Xptxas",
+        "-v",
+        *extra,
+        "-cubin",
+        str(source),
+        "-o",
+        str(out),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -73,7 +92,7 @@ class KernelFigures:
     spill_store_bytes: int
     spill_load_bytes: int
     blocks_per_sm: int
-    occupancy: float              # resident warps / the SM's maximum
+    occupancy: float  # resident warps / the SM's maximum
     loop_local_ops: Optional[int]  # local-memory instructions in the streaming loop (cooperative)
 
 
@@ -92,7 +111,8 @@ _PTXAS = re.compile(
     r"Compiling entry function '(\S+)' for 'sm_\d+'\n(?:ptxas info\s*: Function properties for \S+\n)?"
     r"\s*(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads\n"
     r"ptxas info\s*: Used (\d+) registers(?:, used \d+ barriers)?(?:, \d+ bytes cumulative stack size)?"
-    r"(?:, (\d+) bytes smem)?")
+    r"(?:, (\d+) bytes smem)?"
+)
 
 
 def loop_lines() -> range:
@@ -109,15 +129,20 @@ def local_ops_in_loop(cubin: Path) -> Optional[int]:
     nvdisasm = find_nvdisasm()
     if nvdisasm is None:
         return None
-    text = subprocess.run([nvdisasm, "-g", "-c", str(cubin)], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(
+        [nvdisasm, "-g", "-c", str(cubin)], capture_output=True, text=True, check=True
+    ).stdout
     lines, count, where = loop_lines(), 0, None
     for line in text.splitlines():
         info = re.search(r'//## File "([^"]+)", line (\d+)', line)
         if info:
             where = (Path(info.group(1)).name, int(info.group(2)))
-        if where and where[0] == "coop_stats.cuh" and where[1] in lines \
-                and re.search(r"\b(STL|LDL)\b", line):
+        if (
+            where
+            and where[0] == "coop_stats.cuh"
+            and where[1] in lines
+            and re.search(r"\b(STL|LDL)\b", line)
+        ):
             count += 1
     return count
 
@@ -141,11 +166,20 @@ def ptxas_figures(out_dir: Path) -> List[KernelFigures]:
             name, _stack, stores, loads, regs, smem = m.groups()
             variant = "cooperative" if "coop_kernel" in name else "last_block"
             blocks, occ = occupancy(int(regs), int(smem or 0), arch)
-            figures.append(KernelFigures(
-                variant=variant, dtype=dtype, arch=arch, registers=int(regs),
-                shared_bytes=int(smem or 0), spill_store_bytes=int(stores),
-                spill_load_bytes=int(loads), blocks_per_sm=blocks, occupancy=occ,
-                loop_local_ops=local_ops_in_loop(cubin) if variant == "cooperative" else None))
+            figures.append(
+                KernelFigures(
+                    variant=variant,
+                    dtype=dtype,
+                    arch=arch,
+                    registers=int(regs),
+                    shared_bytes=int(smem or 0),
+                    spill_store_bytes=int(stores),
+                    spill_load_bytes=int(loads),
+                    blocks_per_sm=blocks,
+                    occupancy=occ,
+                    loop_local_ops=local_ops_in_loop(cubin) if variant == "cooperative" else None,
+                )
+            )
     return sorted(figures, key=lambda f: (f.variant, f.dtype, f.arch))
 
 
@@ -153,10 +187,10 @@ def ptxas_figures(out_dir: Path) -> List[KernelFigures]:
 class ReadFigures:
     variant: str
     mode: str
-    read_x: float     # all bytes read / bytes of logits
-    first_x: float    # bytes read first in the launch / bytes of logits
+    read_x: float  # all bytes read / bytes of logits
+    first_x: float  # bytes read first in the launch / bytes of logits
     busiest_x: float  # most bytes one block read / bytes of one model row
-    balance: float    # most bytes one block read / the blocks' mean
+    balance: float  # most bytes one block read / the blocks' mean
     blocks: int
 
 
@@ -176,15 +210,23 @@ def emulator_modes(vocab: int):
         ("greedy, candidates decide", peaked, dict(gamma=2.0, alpha=0.5)),
         ("greedy, bounded scan", flat, dict(gamma=2.0, alpha=0.5)),
         ("sampled, T=1", flat, dict(gamma=2.0, alpha=0.5, temperature=1.0, seed=1)),
-        ("top-k 50 + top-p 0.9", flat, dict(gamma=2.0, alpha=0.5, temperature=1.0, top_k=50,
-                                            top_p=0.9, seed=1)),
+        (
+            "top-k 50 + top-p 0.9",
+            flat,
+            dict(gamma=2.0, alpha=0.5, temperature=1.0, top_k=50, top_p=0.9, seed=1),
+        ),
         ("top-p 0.9", flat, dict(gamma=2.0, alpha=0.5, temperature=1.0, top_p=0.9, seed=1)),
         ("top-k 1024", flat, dict(gamma=2.0, alpha=0.5, temperature=1.0, top_k=1024, seed=1)),
     ]
 
 
-def read_figures(exe: Path, batch: int = 2, vocab: int = 16384, resident_blocks: int = 32,
-                 variants=("last_block", "cooperative")) -> List[ReadFigures]:
+def read_figures(
+    exe: Path,
+    batch: int = 2,
+    vocab: int = 16384,
+    resident_blocks: int = 32,
+    variants=("last_block", "cooperative"),
+) -> List[ReadFigures]:
     """Bytes read per mode, float32 logits, grids of a small GPU: last_block
     on resident_blocks / 4 SMs, cooperative with resident_blocks resident
     (a team of 16 per row at batch 2 and 32)."""
@@ -196,36 +238,54 @@ def read_figures(exe: Path, batch: int = 2, vocab: int = 16384, resident_blocks:
         base, guide = make(batch, 1), make(batch, 2)
         for variant in variants:
             reads: Dict[int, tuple] = {}
-            grid = (dict(num_sms=max(1, resident_blocks // 4)) if variant == "last_block"
-                    else dict(resident_blocks=resident_blocks))
+            grid = (
+                dict(num_sms=max(1, resident_blocks // 4))
+                if variant == "last_block"
+                else dict(resident_blocks=resident_blocks)
+            )
             run_emulated(exe, base, guide, variant=variant, reads=reads, **grid, **kwargs)
             total = sum(r[0] for r in reads.values())
             first = sum(r[1] for r in reads.values())
-            figures.append(ReadFigures(
-                variant=variant, mode=name, read_x=total / (2 * batch * row_bytes),
-                first_x=first / (2 * batch * row_bytes),
-                busiest_x=max(r[0] for r in reads.values()) / row_bytes,
-                balance=max(r[0] for r in reads.values()) * len(reads) / total,
-                blocks=len(reads)))
+            figures.append(
+                ReadFigures(
+                    variant=variant,
+                    mode=name,
+                    read_x=total / (2 * batch * row_bytes),
+                    first_x=first / (2 * batch * row_bytes),
+                    busiest_x=max(r[0] for r in reads.values()) / row_bytes,
+                    balance=max(r[0] for r in reads.values()) * len(reads) / total,
+                    blocks=len(reads),
+                )
+            )
     return figures
 
 
 def print_tables(kernels: List[KernelFigures], reads: List[ReadFigures]) -> None:
     print("ptxas (256-thread blocks)")
-    print(f"{'variant':<12} {'dtype':<9} {'arch':<5} {'regs':>4} {'smem B':>7} {'spill B':>8} "
-          f"{'blocks/SM':>9} {'occupancy':>9} {'loop local ops':>14}")
+    print(
+        f"{'variant':<12} {'dtype':<9} {'arch':<5} {'regs':>4} {'smem B':>7} {'spill B':>8} "
+        f"{'blocks/SM':>9} {'occupancy':>9} {'loop local ops':>14}"
+    )
     for k in kernels:
         loop = "-" if k.loop_local_ops is None else str(k.loop_local_ops)
-        print(f"{k.variant:<12} {k.dtype:<9} sm_{k.arch:<2} {k.registers:>4} {k.shared_bytes:>7} "
-              f"{k.spill_store_bytes:>8} {k.blocks_per_sm:>9} {k.occupancy:>9.0%} {loop:>14}")
+        print(
+            f"{k.variant:<12} {k.dtype:<9} sm_{k.arch:<2} {k.registers:>4} {k.shared_bytes:>7} "
+            f"{k.spill_store_bytes:>8} {k.blocks_per_sm:>9} {k.occupancy:>9.0%} {loop:>14}"
+        )
     print()
-    print("emulator: bytes of logits read (read x, first x: x all logits; busiest x: the busiest"
-          " block, x one model row; balance: busiest / mean block)")
-    print(f"{'mode':<26} {'variant':<12} {'read x':>7} {'first x':>8} {'busiest x':>9} "
-          f"{'balance':>8} {'blocks':>6}")
+    print(
+        "emulator: bytes of logits read (read x, first x: x all logits; busiest x: the busiest"
+        " block, x one model row; balance: busiest / mean block)"
+    )
+    print(
+        f"{'mode':<26} {'variant':<12} {'read x':>7} {'first x':>8} {'busiest x':>9} "
+        f"{'balance':>8} {'blocks':>6}"
+    )
     for r in reads:
-        print(f"{r.mode:<26} {r.variant:<12} {r.read_x:>7.2f} {r.first_x:>8.2f} "
-              f"{r.busiest_x:>9.2f} {r.balance:>8.1f} {r.blocks:>6}")
+        print(
+            f"{r.mode:<26} {r.variant:<12} {r.read_x:>7.2f} {r.first_x:>8.2f} "
+            f"{r.busiest_x:>9.2f} {r.balance:>8.1f} {r.blocks:>6}"
+        )
 
 
 def as_json(kernels, reads) -> dict:

@@ -3,6 +3,7 @@ no GPU needed): no errors, no warnings (nvcc, host compiler and ptxas
 warnings are errors). The last_block kernel keeps everything in registers
 (no local-memory spill, no stack frame); the cooperative kernel fits 64
 registers (its streaming loop is checked in test_cuda_static_figures.py)."""
+
 import os
 import re
 import shutil
@@ -33,12 +34,25 @@ pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (set CUDA_H
 
 
 def compile_one(source: Path, arch: str, out_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [NVCC, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-lineinfo",
-           f"-I{ROOT / 'csrc' / 'include'}",
-           f"-gencode=arch=compute_{arch},code=sm_{arch}",
-           "-Xptxas", "-v", "-Werror", "all-warnings",
-           "-Xcompiler", "-Wall,-Wextra,-Werror",
-           "-c", str(source), "-o", str(out_dir / f"{source.stem}.sm{arch}.o")]
+    cmd = [
+        NVCC,
+        "-std=c++17",
+        "-O3",
+        "--expt-relaxed-constexpr",
+        "-lineinfo",
+        f"-I{ROOT / 'csrc' / 'include'}",
+        f"-gencode=arch=compute_{arch},code=sm_{arch}",
+        "-Xptxas",
+        "-v",
+        "-Werror",
+        "all-warnings",
+        "-Xcompiler",
+        "-Wall,-Wextra,-Werror",
+        "-c",
+        str(source),
+        "-o",
+        str(out_dir / f"{source.stem}.sm{arch}.o"),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -58,14 +72,22 @@ def function_properties(ptxas_log: str):
     for every function ptxas reports."""
     props = re.findall(
         r"Function properties for (\S+)\n\s*(\d+) bytes stack frame, (\d+) bytes spill stores, "
-        r"(\d+) bytes spill loads(?:\n(?:ptxas info\s*: )?Used (\d+) registers)?", ptxas_log)
-    return [(name, int(stack), int(st), int(ld), int(regs) if regs else None)
-            for name, stack, st, ld, regs in props]
+        r"(\d+) bytes spill loads(?:\n(?:ptxas info\s*: )?Used (\d+) registers)?",
+        ptxas_log,
+    )
+    return [
+        (name, int(stack), int(st), int(ld), int(regs) if regs else None)
+        for name, stack, st, ld, regs in props
+    ]
 
 
 def test_there_are_cuda_sources():
-    assert {p.name for p in CUDA_SOURCES} >= {"blend_step_cuda.cu", "blend_step_f32.cu",
-                                              "blend_step_f16.cu", "blend_step_bf16.cu"}
+    assert {p.name for p in CUDA_SOURCES} >= {
+        "blend_step_cuda.cu",
+        "blend_step_f32.cu",
+        "blend_step_f16.cu",
+        "blend_step_bf16.cu",
+    }
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -81,11 +103,13 @@ def test_compiles_without_warnings_or_spills(compiled, source, arch):
             # selecting) spill; its streaming loop may not (test_cuda_static_figures)
             assert regs is None or regs <= 64, f"{name}: {regs} registers"
             continue
-        assert stores == 0 and loads == 0, \
+        assert stores == 0 and loads == 0, (
             f"{name} spills to local memory on sm_{arch} ({stores} B stores, {loads} B loads)"
+        )
         if "blend_step_kernel" in name:
             assert stack == 0, f"{name} uses a {stack}-byte stack frame on sm_{arch}"
             assert regs is None or regs <= MAX_REGISTERS, f"{name}: {regs} registers"
     if source != "blend_step_cuda.cu":
-        assert any("blend_step_kernel" in p[0] for p in function_properties(log)), \
+        assert any("blend_step_kernel" in p[0] for p in function_properties(log)), (
             f"no kernel found in the ptxas report of {source}:\n{log}"
+        )

@@ -2,6 +2,7 @@
 the CPU tests' matrix of cases; sampling frequencies; seeds; CUDA graph
 capture and replay; one kernel launch per step; opcheck. Needs a GPU and an
 extension built with CUDA (benchmarks/gpu_check.sh does both)."""
+
 import math
 import os
 
@@ -10,8 +11,14 @@ import torch
 
 import blendin_ext
 from blendin_ext.testing.near_tie import assert_tokens_agree
-from blendin_ext.testing.op_cases import (DTYPES, STRATEGIES, assert_matches_reference,
-                                          confident_logits, mask_some, random_guide_map)
+from blendin_ext.testing.op_cases import (
+    DTYPES,
+    STRATEGIES,
+    assert_matches_reference,
+    confident_logits,
+    mask_some,
+    random_guide_map,
+)
 
 
 def _cuda_kernel_registered() -> bool:
@@ -25,7 +32,8 @@ if not torch.cuda.is_available():
     pytestmark = pytest.mark.skip(reason="no CUDA device")
 elif not _cuda_kernel_registered() and os.environ.get("BLENDIN_REQUIRE_CUDA") != "1":
     pytestmark = pytest.mark.skip(
-        reason="blendin_ext was built without its CUDA kernel (rebuild with BLENDIN_CUDA=1)")
+        reason="blendin_ext was built without its CUDA kernel (rebuild with BLENDIN_CUDA=1)"
+    )
 
 VOCABS = [1, 7, 50257, 128256, 262144]
 BATCHES = [0, 1, 3, 64]
@@ -63,15 +71,22 @@ def check_cuda_op(base, guide, **kwargs):
     exactly except at near ties of the exact step (near_tie's rule); returns
     the CUDA result. base/guide/kwargs are CPU values, moved here."""
     cuda_base, cuda_guide = _same_layout_on_cuda(base), _same_layout_on_cuda(guide)
-    out = blendin_ext.blend_step(cuda_base, cuda_guide,
-                                 **{k: _to_cuda(v) for k, v in kwargs.items()})
+    out = blendin_ext.blend_step(
+        cuda_base, cuda_guide, **{k: _to_cuda(v) for k, v in kwargs.items()}
+    )
     assert out.tokens.device.type == "cuda"
     assert_matches_reference(out, base, guide, **kwargs)
     cpu = blendin_ext.blend_step(base, guide, **kwargs)
     assert_tokens_agree(out.tokens, cpu.tokens, base, guide, names=("CUDA op", "CPU op"), **kwargs)
     for name in ("alpha", "base_top_prob", "guide_top_prob", "agree"):
-        torch.testing.assert_close(getattr(out, name).cpu(), getattr(cpu, name), atol=1e-6,
-                                   rtol=1e-5, equal_nan=True, msg=name)
+        torch.testing.assert_close(
+            getattr(out, name).cpu(),
+            getattr(cpu, name),
+            atol=1e-6,
+            rtol=1e-5,
+            equal_nan=True,
+            msg=name,
+        )
     return out
 
 
@@ -94,13 +109,24 @@ def test_every_strategy_and_dtype(strategy, dtype):
     check_cuda_op(base, guide, **STRATEGIES[strategy], temperature=0.8, seed=1234, offset=5)
 
 
-@pytest.mark.parametrize("top_k,top_p", [(1, None), (5, None), (None, 0.5), (40, 0.9), (3, 0.3),
-                                         (1000, None), (None, 0.99)])
+@pytest.mark.parametrize(
+    "top_k,top_p",
+    [(1, None), (5, None), (None, 0.5), (40, 0.9), (3, 0.3), (1000, None), (None, 0.99)],
+)
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 1.7])
 def test_top_k_top_p_sampling(top_k, top_p, temperature):
     base, guide = _pair(32, 50257, seed=3, dtype=torch.bfloat16)
-    check_cuda_op(base, guide, gamma=0.6, alpha="auto", temperature=temperature, top_k=top_k,
-                  top_p=top_p, seed=99, offset=2)
+    check_cuda_op(
+        base,
+        guide,
+        gamma=0.6,
+        alpha="auto",
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=99,
+        offset=2,
+    )
 
 
 @pytest.mark.parametrize("map_dtype", [torch.int32, torch.int64])
@@ -109,8 +135,16 @@ def test_guide_vocabulary_map(map_dtype, temperature):
     base, guide = _pair(12, 32000, seed=5, guide_vocab=49152)
     mapping = random_guide_map(49152, 32000, seed=5, dtype=map_dtype)
     check_cuda_op(base, guide, gamma=0.7, temperature=temperature, seed=4, guide_to_base=mapping)
-    out = check_cuda_op(base, guide, gamma=2.0, alpha=1.0, temperature=temperature, seed=4,
-                        top_k=30, guide_to_base=mapping)
+    out = check_cuda_op(
+        base,
+        guide,
+        gamma=2.0,
+        alpha=1.0,
+        temperature=temperature,
+        seed=4,
+        top_k=30,
+        guide_to_base=mapping,
+    )
     inverse = blendin_ext.guide_map(mapping, 32000).base_to_guide
     assert (inverse[out.tokens.cpu()] >= 0).all()
 
@@ -119,8 +153,11 @@ def test_guide_vocabulary_map(map_dtype, temperature):
 def test_strided_rows_and_masks(dtype):
     base, guide = _pair(9, 50257, dtype=dtype, seed=21, pad=13)
     base, guide = mask_some(base, 0.3, seed=1), mask_some(guide, 0.3, seed=2)
-    for kwargs in (dict(gamma=0.5), dict(gamma=0.5, temperature=1.0, seed=3, top_k=50),
-                   dict(gamma=0.5, temperature=1.0, seed=3)):
+    for kwargs in (
+        dict(gamma=0.5),
+        dict(gamma=0.5, temperature=1.0, seed=3, top_k=50),
+        dict(gamma=0.5, temperature=1.0, seed=3),
+    ):
         check_cuda_op(base, guide, **kwargs)
 
 
@@ -129,13 +166,28 @@ def test_per_row_parameters_on_the_device():
     rows = len(names) * 4
     base, guide = _pair(rows, 4099, seed=31)
     gamma = torch.tensor([STRATEGIES[names[i % len(names)]]["gamma"] for i in range(rows)])
-    alpha = torch.tensor([-1.0 if STRATEGIES[names[i % len(names)]]["alpha"] == "auto"
-                          else STRATEGIES[names[i % len(names)]]["alpha"] for i in range(rows)])
+    alpha = torch.tensor(
+        [
+            -1.0
+            if STRATEGIES[names[i % len(names)]]["alpha"] == "auto"
+            else STRATEGIES[names[i % len(names)]]["alpha"]
+            for i in range(rows)
+        ]
+    )
     temperature = torch.tensor([0.0, 0.7] * (rows // 2))
     top_p = torch.tensor([1.0, 0.9, 0.8] * (rows // 3))
     top_k = torch.tensor([0, 20] * (rows // 2), dtype=torch.int32)
-    check_cuda_op(base, guide, gamma=gamma, alpha=alpha, temperature=temperature, top_k=top_k,
-                  top_p=top_p, seed=torch.arange(rows), offset=torch.tensor([3]))
+    check_cuda_op(
+        base,
+        guide,
+        gamma=gamma,
+        alpha=alpha,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=torch.arange(rows),
+        offset=torch.tensor([3]),
+    )
 
 
 def test_exact_greedy_when_candidates_cannot_decide():
@@ -155,8 +207,9 @@ def test_ties_and_masks_by_hand():
     out = blendin_ext.blend_step(base.to(CUDA), guide.to(CUDA), gamma=2.0, alpha=0.5)
     assert out.tokens.tolist() == [0, 3]
     masked_both = torch.tensor([[0.0, -math.inf, 0.0, -math.inf, 0.0]], device=CUDA)
-    many = blendin_ext.blend_step(masked_both.expand(4000, 5), masked_both.expand(4000, 5),
-                                  gamma=2.0, temperature=2.0, seed=2)
+    many = blendin_ext.blend_step(
+        masked_both.expand(4000, 5), masked_both.expand(4000, 5), gamma=2.0, temperature=2.0, seed=2
+    )
     assert not ({1, 3} & set(many.tokens.tolist()))
     flat = torch.zeros(2, 5000)
     flat[:, ::7] = -1.0  # thousands of exact ties around the top-k / top-p cut
@@ -176,39 +229,47 @@ def test_bad_rows(temperature, dtype):
     base[3] = -math.inf
     guide[4, mapping >= 0] = -math.inf
     guide[5, int((mapping < 0).nonzero()[0])] = math.nan
-    out = check_cuda_op(base, guide, gamma=0.7, temperature=temperature, seed=9,
-                        guide_to_base=mapping)
+    out = check_cuda_op(
+        base, guide, gamma=0.7, temperature=temperature, seed=9, guide_to_base=mapping
+    )
     assert out.tokens.cpu()[[1, 2, 3, 4, 5]].tolist() == [-1] * 5
 
 
 def test_out_of_range_device_values_make_rows_bad():
     base, guide = _pair(6, 500, seed=9)
     out = blendin_ext.blend_step(
-        base.to(CUDA), guide.to(CUDA),
+        base.to(CUDA),
+        guide.to(CUDA),
         gamma=torch.tensor([0.5, -1.0, 0.5, 0.5, 0.5, 0.5], device=CUDA),
         alpha=torch.tensor([-1.0, 0.3, 1.5, -1.0, 0.2, 0.2], device=CUDA),
         temperature=torch.tensor([0.0, 0.0, 0.0, -1.0, 0.5, 0.5], device=CUDA),
         top_p=torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.5], device=CUDA),
-        top_k=torch.tensor([0, 0, 0, 0, 0, -3], dtype=torch.int32, device=CUDA))
+        top_k=torch.tensor([0, 0, 0, 0, 0, -3], dtype=torch.int32, device=CUDA),
+    )
     assert out.tokens.tolist()[1:] == [-1] * 5 and out.tokens[0] >= 0
     good = random_guide_map(60, 50, seed=1)
     bad = good.clone()
     bad[5] = 50  # past the base vocabulary: only the kernel can see it without a sync
-    maps = blendin_ext.GuideMap(bad.to(CUDA), blendin_ext.guide_map(good, 50).base_to_guide.to(CUDA))
+    maps = blendin_ext.GuideMap(
+        bad.to(CUDA), blendin_ext.guide_map(good, 50).base_to_guide.to(CUDA)
+    )
     base, guide = _pair(3, 50, seed=2, guide_vocab=60)
     out = blendin_ext.blend_step(base.to(CUDA), guide.to(CUDA), guide_to_base=maps, gamma=0.5)
     assert out.tokens.tolist() == [-1, -1, -1]
 
 
 def test_empty_batch():
-    out = blendin_ext.blend_step(torch.zeros(0, 50257, device=CUDA),
-                                 torch.zeros(0, 50257, device=CUDA), temperature=1.0)
+    out = blendin_ext.blend_step(
+        torch.zeros(0, 50257, device=CUDA), torch.zeros(0, 50257, device=CUDA), temperature=1.0
+    )
     assert all(t.shape == (0,) and t.device.type == "cuda" for t in out)
 
 
 # -------------------------------------------------------------- sampling ----
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (1.0, None, None), (0.5, None, None), (2.0, 3, None), (1.0, None, 0.7), (0.8, 4, 0.8)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p",
+    [(1.0, None, None), (0.5, None, None), (2.0, 3, None), (1.0, None, 0.7), (0.8, 4, 0.8)],
+)
 @pytest.mark.parametrize("alpha", [0.3, "auto"])
 def test_draw_frequencies_match_exact_mixture(temperature, top_k, top_p, alpha):
     pytest.importorskip("scipy")
@@ -216,9 +277,17 @@ def test_draw_frequencies_match_exact_mixture(temperature, top_k, top_p, alpha):
 
     gen = torch.Generator().manual_seed(1)
     base, guide = torch.randn(1, 7, generator=gen), torch.randn(1, 7, generator=gen) * 1.5
-    out = blendin_ext.blend_step(base.to(CUDA).expand(DRAWS, 7), guide.to(CUDA).expand(DRAWS, 7),
-                                 gamma=2.0, alpha=alpha, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, seed=2024, offset=3)
+    out = blendin_ext.blend_step(
+        base.to(CUDA).expand(DRAWS, 7),
+        guide.to(CUDA).expand(DRAWS, 7),
+        gamma=2.0,
+        alpha=alpha,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=2024,
+        offset=3,
+    )
     a = float(out.alpha[0])
     expected = exact_mixture(base[0], guide[0], a, temperature, top_k, top_p)
     assert_frequencies(out.tokens.cpu(), expected)
@@ -229,9 +298,15 @@ def test_frequencies_on_a_large_vocabulary():
     from tests.ops.test_sampling import assert_frequencies, exact_mixture
 
     base, guide = confident_logits(1, 50257, seed=4), confident_logits(1, 50257, seed=5)
-    out = blendin_ext.blend_step(base.to(CUDA).expand(50_000, -1),
-                                 guide.to(CUDA).expand(50_000, -1), gamma=2.0, alpha=0.5,
-                                 temperature=0.7, top_k=20, seed=11)
+    out = blendin_ext.blend_step(
+        base.to(CUDA).expand(50_000, -1),
+        guide.to(CUDA).expand(50_000, -1),
+        gamma=2.0,
+        alpha=0.5,
+        temperature=0.7,
+        top_k=20,
+        seed=11,
+    )
     assert_frequencies(out.tokens.cpu(), exact_mixture(base[0], guide[0], 0.5, 0.7, top_k=20))
 
 
@@ -247,8 +322,9 @@ def test_seeds_reproduce_and_per_row_seeds_ignore_position():
     seeds = torch.arange(100, 108, device=CUDA)
     batch = blendin_ext.blend_step(base[:8], guide[:8], gamma=0.8, temperature=1.0, seed=seeds)
     shuffled = torch.tensor([3, 1, 0, 2, 7, 6, 5, 4], device=CUDA)
-    moved = blendin_ext.blend_step(base[shuffled], guide[shuffled], gamma=0.8, temperature=1.0,
-                                   seed=seeds[shuffled])
+    moved = blendin_ext.blend_step(
+        base[shuffled], guide[shuffled], gamma=0.8, temperature=1.0, seed=seeds[shuffled]
+    )
     assert torch.equal(moved.tokens, batch.tokens[shuffled])
 
 
@@ -287,8 +363,15 @@ def test_cuda_graph_capture_and_replay(warm_up):
             assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("kwargs", [dict(gamma=0.4), dict(gamma=0.9, temperature=1.0, top_p=0.9),
-                                    dict(gamma=0.9, temperature=0.7)], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(gamma=0.4),
+        dict(gamma=0.9, temperature=1.0, top_p=0.9),
+        dict(gamma=0.9, temperature=0.7),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("batch", [1, 64])
 def test_one_kernel_launch_per_step(batch, kwargs):
     base, guide = _pair(batch, 128256, dtype=torch.bfloat16, seed=2)

@@ -10,6 +10,7 @@ their targets; `python benchmarks/cuda_static.py` prints them all.
   much more than its share: no phase falls on one block while the rest of
   the grid idles.
 """
+
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,15 +52,18 @@ def test_streaming_loop_keeps_to_registers(kernels):
             assert k.loop_local_ops <= LOOP_LOCAL_OPS_MAX, k
 
 
-@pytest.mark.skipif(shutil.which("g++") is None or cuda_include_dir() is None,
-                    reason="the CUDA emulator needs g++ and the CUDA toolkit headers")
+@pytest.mark.skipif(
+    shutil.which("g++") is None or cuda_include_dir() is None,
+    reason="the CUDA emulator needs g++ and the CUDA toolkit headers",
+)
 def test_every_mode_reads_each_logit_once_and_spreads_the_work(tmp_path):
     # 2 rows of 8192 float32 logits, 8 resident blocks: teams of 4
-    reads = read_figures(build_emulator(tmp_path), batch=2, vocab=8192, resident_blocks=8,
-                         variants=("cooperative",))
+    reads = read_figures(
+        build_emulator(tmp_path), batch=2, vocab=8192, resident_blocks=8, variants=("cooperative",)
+    )
     for r in reads:
-        assert r.first_x <= 1.01, r           # DRAM delivers each logit once
-        assert r.read_x <= 2.7, r             # re-reads of parts just read (L1/L2)
-        assert r.balance <= 2.0, r            # no block far beyond its share
+        assert r.first_x <= 1.01, r  # DRAM delivers each logit once
+        assert r.read_x <= 2.7, r  # re-reads of parts just read (L1/L2)
+        assert r.balance <= 2.0, r  # no block far beyond its share
     greedy = [r for r in reads if r.mode.startswith("greedy")]
     assert all(r.read_x <= 1.5 for r in greedy), greedy

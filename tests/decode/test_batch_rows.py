@@ -7,6 +7,7 @@
 - Calls are re-entrant: two interleaved `stream()` calls on one generator
   each give what they give alone.
 """
+
 import pytest
 
 from blendin_ext import BlendInGenerator
@@ -42,14 +43,24 @@ def staggered_stops(gen, prompts, **options):
     """Stop ids that end the rows at different steps: the token each row
     picks at a different step of an uncompacted run."""
     out = gen.generate(prompts, compact=False, **options)
-    return sorted({r.token_ids[min(2 + 3 * i, len(r.token_ids) - 1)]
-                   for i, r in enumerate(out.results)})
+    return sorted(
+        {r.token_ids[min(2 + 3 * i, len(r.token_ids) - 1)] for i, r in enumerate(out.results)}
+    )
 
 
 def summary(output):
-    return [(r.token_ids, r.text, r.finish_reason,
-             [(i.position, i.token, i.winner, round(i.alpha, 5))
-              for i in r.diagnostics.interventions]) for r in output]
+    return [
+        (
+            r.token_ids,
+            r.text,
+            r.finish_reason,
+            [
+                (i.position, i.token, i.winner, round(i.alpha, 5))
+                for i in r.diagnostics.interventions
+            ],
+        )
+        for r in output
+    ]
 
 
 @pytest.mark.parametrize("pair", ["same_pair", "cross_pair"])
@@ -66,10 +77,11 @@ def test_compaction_changes_no_token(request, pair, lazy, sampling):
     assert len(ends) > 1, "the rows should end at different steps"
     assert summary(compacted) == summary(kept)
     assert [r.map_coverage for r in compacted] == pytest.approx(
-        [r.map_coverage for r in kept], abs=1e-5)
+        [r.map_coverage for r in kept], abs=1e-5
+    )
     shares = [r.diagnostics.guide_twin_share for r in compacted]
     assert shares == [r.diagnostics.guide_twin_share for r in kept]
-    assert (None in shares) == (pair == "same_pair")   # saved before the rows left
+    assert (None in shares) == (pair == "same_pair")  # saved before the rows left
     # The base was fed fewer row-positions: finished rows really left.
     assert compacted.stats.base_tokens < kept.stats.base_tokens
 
@@ -107,11 +119,16 @@ def test_a_callable_model_keeps_its_rows(same_pair):
     """A model that cannot drop rows (a plain callable): compaction turns
     itself off and the tokens stay the same."""
     model = same_pair.base_model
-    cache = cache_argument(model)   # the name this transformers keeps
+    cache = cache_argument(model)  # the name this transformers keeps
 
     def base(ids, state, attention_mask=None, position_ids=None):
-        out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=True, **{cache: state})
+        out = model(
+            input_ids=ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **{cache: state},
+        )
         return out.logits, returned_cache(out)
 
     gen = BlendInGenerator(base, same_pair.guide.model, same_pair.tokenizer)
@@ -131,19 +148,20 @@ def test_interleaved_streams_do_not_share_state(request, pair):
     first = gen.stream(first_prompts, **options)
     second = gen.stream(second_prompts, temperature=0.8, seed=4, **options)
     got = {0: [], 1: []}
-    for a, b in zip(first, second):   # one event of each, in turn
+    for a, b in zip(first, second):  # one event of each, in turn
         got[0].append(a)
         got[1].append(b)
     got[0].extend(first)
-    got[1].extend(second)             # `second` finishes last
+    got[1].extend(second)  # `second` finishes last
     assert gen.last_output.texts == alone_second.texts
     for events, alone in ((got[0], alone_first), (got[1], alone_second)):
         by_row = {}
         for ev in events:
             by_row.setdefault(ev.row, []).append(ev.token)
         assert [by_row[i] for i in range(len(alone))] == [r.token_ids for r in alone]
-        assert ([ev.row for ev in events if ev.finished] and
-                sorted(ev.row for ev in events if ev.finished) == list(range(len(alone))))
+        assert [ev.row for ev in events if ev.finished] and sorted(
+            ev.row for ev in events if ev.finished
+        ) == list(range(len(alone)))
 
 
 def test_last_output_is_the_call_that_finished_last(same_pair):

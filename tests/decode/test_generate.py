@@ -6,6 +6,7 @@ the guide's own greedy decoding on its chat prompt, lazy == eager, a batch
 seeded sampling is reproducible, non-HF callables work, bad arguments fail
 clearly.
 """
+
 import pytest
 import torch
 
@@ -45,9 +46,15 @@ def gen(base, guide, tok):
 def hf_greedy(model, ids, steps=STEPS):
     """The model's own greedy continuation by transformers' generate()."""
     inputs = torch.tensor([ids])
-    out = model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
-                         max_new_tokens=steps, eos_token_id=STOP_IDS, pad_token_id=0)
-    return out[0, len(ids):].tolist()
+    out = model.generate(
+        inputs,
+        attention_mask=torch.ones_like(inputs),
+        do_sample=False,
+        max_new_tokens=steps,
+        eos_token_id=STOP_IDS,
+        pad_token_id=0,
+    )
+    return out[0, len(ids) :].tolist()
 
 
 def tokens(output):
@@ -55,8 +62,7 @@ def tokens(output):
 
 
 def interventions(output):
-    return [[(i.position, i.token, i.winner) for i in r.diagnostics.interventions]
-            for r in output]
+    return [[(i.position, i.token, i.winner) for i in r.diagnostics.interventions] for r in output]
 
 
 # ------------------------------------------------------- the baselines
@@ -108,8 +114,7 @@ def test_op_with_zero_alpha_ignores_the_guide():
     base_logits = torch.randn(64, 300, generator=gen) * 3
     guide_a, guide_b = (torch.randn(64, 300, generator=gen) * 3 for _ in range(2))
     for temperature in (0.0, 0.7):
-        kwargs = dict(gamma=0.4, temperature=temperature, top_k=50, seed=torch.arange(64),
-                      offset=5)
+        kwargs = dict(gamma=0.4, temperature=temperature, top_k=50, seed=torch.arange(64), offset=5)
         a = blendin_ext.blend_step(base_logits, guide_a, **kwargs)
         b = blendin_ext.blend_step(base_logits, guide_b, **kwargs)
         stand_in = blendin_ext.blend_step(base_logits, base_logits, **kwargs)
@@ -140,8 +145,9 @@ def test_batch_equals_one_by_one(gen, sampling):
 def test_finished_rows_stop_counting(gen):
     free = gen.generate(PROMPTS, max_new_tokens=STEPS)
     stop_token = free[0].token_ids[2]  # row 0 ends at its third token
-    stopping = BlendInGenerator(gen.base_model, gen.guide.model, gen.tokenizer,
-                                stop_token_ids=[stop_token])
+    stopping = BlendInGenerator(
+        gen.base_model, gen.guide.model, gen.tokenizer, stop_token_ids=[stop_token]
+    )
     out = stopping.generate(PROMPTS, max_new_tokens=STEPS)
     assert out[0].finish_reason == "eos" and out[0].token_ids == free[0].token_ids[:3]
     for r, f in zip(out, free):
@@ -180,8 +186,10 @@ def test_stream_and_callback_give_the_text(gen):
         assert [e.token for e in row_events] == result.token_ids
         assert "".join(e.text for e in row_events).strip() == result.text
         assert row_events[-1].finished and not any(e.finished for e in row_events[:-1])
-        assert sum(e.intervention is not None for e in row_events) == \
-            result.diagnostics.intervention_count
+        assert (
+            sum(e.intervention is not None for e in row_events)
+            == result.diagnostics.intervention_count
+        )
     seen = []
     gen.generate(PROMPTS, max_new_tokens=STEPS, on_token=seen.append)
     assert [(e.row, e.token) for e in seen] == [(e.row, e.token) for e in events]
@@ -221,8 +229,9 @@ class Bigram:
 
 def test_callable_models(tok, base):
     bigram_base, bigram_guide = Bigram(VOCAB, 0), Bigram(VOCAB, 1)
-    out = blendin_ext.generate(bigram_base, bigram_guide, PROMPTS, tokenizer=tok,
-                               strategy="base", max_new_tokens=5)
+    out = blendin_ext.generate(
+        bigram_base, bigram_guide, PROMPTS, tokenizer=tok, strategy="base", max_new_tokens=5
+    )
     for prompt, result in zip(PROMPTS, out):
         last, expected = tok(prompt)["input_ids"][-1], []
         for _ in range(5):
@@ -231,8 +240,9 @@ def test_callable_models(tok, base):
             if last in STOP_IDS:
                 break
         assert result.token_ids == expected
-    mixed = blendin_ext.generate(base, bigram_guide, PROMPTS, tokenizer=tok, max_new_tokens=5,
-                                 lazy=True)
+    mixed = blendin_ext.generate(
+        base, bigram_guide, PROMPTS, tokenizer=tok, max_new_tokens=5, lazy=True
+    )
     assert all(len(r.token_ids) > 0 for r in mixed)
 
 
@@ -240,12 +250,14 @@ def test_callable_gets_mask_and_positions(tok):
     seen = {}
 
     def model(input_ids, state, attention_mask=None, position_ids=None):
-        seen.setdefault("shapes", []).append((input_ids.shape, attention_mask.shape,
-                                              position_ids[:, -1].tolist()))
+        seen.setdefault("shapes", []).append(
+            (input_ids.shape, attention_mask.shape, position_ids[:, -1].tolist())
+        )
         return torch.zeros(input_ids.shape[0], VOCAB).index_fill_(1, torch.tensor([9]), 5.0), state
 
-    blendin_ext.generate(model, model, ["w1 w2 w3", "w4"], tokenizer=tok, max_new_tokens=2,
-                         guide_chat=False)
+    blendin_ext.generate(
+        model, model, ["w1 w2 w3", "w4"], tokenizer=tok, max_new_tokens=2, guide_chat=False
+    )
     prefill, step = seen["shapes"][0], seen["shapes"][2]
     assert prefill == (torch.Size([2, 4]), torch.Size([2, 4 + 0]), [3, 1])
     assert step[0] == torch.Size([2, 1]) and step[2] == [4, 2]  # positions follow real tokens
@@ -253,8 +265,9 @@ def test_callable_gets_mask_and_positions(tok):
 
 def test_padded_guide_vocabulary(tok, base):
     wide_guide = tiny_llama(VOCAB + 8, seed=1)  # same tokenizer, padded output layer
-    out = blendin_ext.generate(base, wide_guide, PROMPTS[:2], tokenizer=tok, strategy="guide",
-                               max_new_tokens=4)
+    out = blendin_ext.generate(
+        base, wide_guide, PROMPTS[:2], tokenizer=tok, strategy="guide", max_new_tokens=4
+    )
     assert all(0 <= t < VOCAB for r in out for t in r.token_ids)
 
 

@@ -1,5 +1,6 @@
 """DecodeOptions travel whole: built once, handed on, fields replaced by
 keyword; the run state and the op's arguments are built by keyword."""
+
 import dataclasses
 
 import pytest

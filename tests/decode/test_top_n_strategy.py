@@ -4,6 +4,7 @@ and eval) and transformers' generate() with `hf.BlendIn`. Where the lists
 hold the whole vocabulary (V <= 100) its tokens are blendin's; where they
 do not, the first token where the two differ is explained by the lists
 alone."""
+
 import json
 
 import pytest
@@ -19,7 +20,7 @@ from blendin_ext.testing import random_prompts, tiny_llama, tiny_tokenizer
 from tests.helpers.tokenizer_fixtures import trained_byte_level, trained_sentencepiece
 
 PROMPTS = random_prompts(4, min_words=1, max_words=8, seed=7)
-GAMMA = 0.9   # tiny models are unsure: most steps intervene
+GAMMA = 0.9  # tiny models are unsure: most steps intervene
 NEW = 16
 
 
@@ -54,7 +55,7 @@ def test_whole_vocabulary_lists_give_blendins_tokens(small, lazy):
     assert tokens(lists) == tokens(exact)
     assert steps(lists) == steps(exact)
     assert alphas(lists) == pytest.approx(alphas(exact), abs=1e-5)
-    assert sum(len(s) for s in steps(lists)) > NEW   # the guide did join
+    assert sum(len(s) for s in steps(lists)) > NEW  # the guide did join
 
 
 def test_mixed_batch_equals_each_row_alone(small):
@@ -66,24 +67,31 @@ def test_mixed_batch_equals_each_row_alone(small):
 
 
 def test_rows_that_finish_early_leave_the_batch(small):
-    stop = tokens(decode(small, "blendin-top100"))[0][3]   # row 0 ends at its 4th token
-    kept = decode(small, ["blendin-top100", "blendin-top5"] * 2, stop_token_ids=[stop],
-                  compact=False)
+    stop = tokens(decode(small, "blendin-top100"))[0][3]  # row 0 ends at its 4th token
+    kept = decode(
+        small, ["blendin-top100", "blendin-top5"] * 2, stop_token_ids=[stop], compact=False
+    )
     compacted = decode(small, ["blendin-top100", "blendin-top5"] * 2, stop_token_ids=[stop])
     assert tokens(compacted) == tokens(kept) and len(kept[0].token_ids) <= 4
 
 
 def test_sampling_is_refused_before_any_step(small):
-    with pytest.raises(ValueError, match="temperature must be 0 with strategy blendin-top100.*"
-                                         r"\(prompt 1\)"):
+    with pytest.raises(
+        ValueError,
+        match="temperature must be 0 with strategy blendin-top100.*"
+        r"\(prompt 1\)",
+    ):
         decode(small, ["blendin", "blendin-top100"], prompts=PROMPTS[:2], temperature=0.7)
 
 
 @pytest.fixture(scope="module")
 def wide():
     """V = 1000, near-flat distributions: most mass lies outside the top 100."""
-    return (tiny_tokenizer(1000), tiny_llama(1000, seed=3, init_std=0.2),
-            tiny_llama(1000, seed=4, init_std=0.2))
+    return (
+        tiny_tokenizer(1000),
+        tiny_llama(1000, seed=3, init_std=0.2),
+        tiny_llama(1000, seed=4, init_std=0.2),
+    )
 
 
 def test_large_vocabulary_differs_only_through_the_lists(wide):
@@ -91,8 +99,10 @@ def test_large_vocabulary_differs_only_through_the_lists(wide):
     the same logits gives blendin's token, the top-100 step gives the other,
     and the top-N step with lists of the whole vocabulary gives blendin's."""
     tok, base, guide = wide
-    exact, lists = decode(wide, "blendin", max_new_tokens=24), decode(wide, "blendin-top100",
-                                                                     max_new_tokens=24)
+    exact, lists = (
+        decode(wide, "blendin", max_new_tokens=24),
+        decode(wide, "blendin-top100", max_new_tokens=24),
+    )
     parted = 0
     for prompt, a, b in zip(PROMPTS, tokens(exact), tokens(lists)):
         step = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
@@ -115,14 +125,24 @@ def test_cross_tokenizer_pair_runs_lazy_as_eager():
     """Different tokenizers: the guide's lists are mapped to base ids
     through the vocabulary map; lazy equals eager, batch equals alone."""
     base_tok, guide_tok = trained_sentencepiece(), trained_byte_level()
-    base = tiny_llama(len(base_tok), seed=5, eos_token_id=base_tok.eos_token_id,
-                      pad_token_id=base_tok.pad_token_id)
-    guide = tiny_llama(len(guide_tok), seed=6, eos_token_id=guide_tok.eos_token_id,
-                       pad_token_id=guide_tok.pad_token_id)
+    base = tiny_llama(
+        len(base_tok),
+        seed=5,
+        eos_token_id=base_tok.eos_token_id,
+        pad_token_id=base_tok.pad_token_id,
+    )
+    guide = tiny_llama(
+        len(guide_tok),
+        seed=6,
+        eos_token_id=guide_tok.eos_token_id,
+        pad_token_id=guide_tok.pad_token_id,
+    )
     gen = blendin_ext.BlendInGenerator(base, guide, base_tok, guide_tok)
     prompts = ["the cat sat on", "a dog ran"]
-    run = lambda p, **o: gen.generate(p, strategy="blendin-top100", max_new_tokens=NEW,  # noqa: E731
-                                      gamma=GAMMA, **o)
+
+    def run(p, **o):
+        return gen.generate(p, strategy="blendin-top100", max_new_tokens=NEW, gamma=GAMMA, **o)
+
     eager, lazy = run(prompts), run(prompts, lazy=True)
     assert tokens(lazy) == tokens(eager) and steps(lazy) == steps(eager)
     assert [run([p])[0].token_ids for p in prompts] == tokens(eager)
@@ -133,16 +153,24 @@ def test_cross_tokenizer_pair_runs_lazy_as_eager():
 def test_hf_blendin_equals_our_loop(small):
     tok, base, guide = small
     generator = blendin_ext.BlendInGenerator(base, guide, tok)
-    ours = generator.generate(PROMPTS, strategy="blendin-top100", max_new_tokens=NEW,
-                              gamma=GAMMA, lazy=True)
-    inputs = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left",
-                 return_token_type_ids=False)
+    ours = generator.generate(
+        PROMPTS, strategy="blendin-top100", max_new_tokens=NEW, gamma=GAMMA, lazy=True
+    )
+    inputs = tok(
+        PROMPTS, return_tensors="pt", padding=True, padding_side="left", return_token_type_ids=False
+    )
     blend = BlendIn(guide, tokenizer=tok, strategy="blendin-top100", gamma=GAMMA)
-    out = base.generate(**inputs, max_new_tokens=NEW, do_sample=False,
-                        eos_token_id=sorted(generator.stop_ids), custom_generate=blend)
+    out = base.generate(
+        **inputs,
+        max_new_tokens=NEW,
+        do_sample=False,
+        eos_token_id=sorted(generator.stop_ids),
+        custom_generate=blend,
+    )
     width = inputs["input_ids"].shape[1]
-    assert [row[width:width + len(r.token_ids)].tolist() for row, r in zip(out, ours)] == \
-        tokens(ours)
+    assert [row[width : width + len(r.token_ids)].tolist() for row, r in zip(out, ours)] == tokens(
+        ours
+    )
     with pytest.raises(ValueError, match="temperature must be 0 with strategy blendin-top100"):
         base.generate(**inputs, max_new_tokens=2, do_sample=True, custom_generate=blend)
 
@@ -162,27 +190,98 @@ def test_cli_generate(folders, capsys):
     base, guide = folders
     texts = {}
     for strategy in ("blendin", "blendin-top100"):
-        assert cli.main(["generate", "--base", base, "--guide", guide, "--prompt", PROMPTS[0],
-                         "--prompt", PROMPTS[1], "--strategy", strategy, "--gamma", str(GAMMA),
-                         "--max-new-tokens", "8", "--json", "--quiet", "--dtype", "float32"]) == 0
+        assert (
+            cli.main(
+                [
+                    "generate",
+                    "--base",
+                    base,
+                    "--guide",
+                    guide,
+                    "--prompt",
+                    PROMPTS[0],
+                    "--prompt",
+                    PROMPTS[1],
+                    "--strategy",
+                    strategy,
+                    "--gamma",
+                    str(GAMMA),
+                    "--max-new-tokens",
+                    "8",
+                    "--json",
+                    "--quiet",
+                    "--dtype",
+                    "float32",
+                ]
+            )
+            == 0
+        )
         texts[strategy] = [r["text"] for r in json.loads(capsys.readouterr().out)["results"]]
     assert texts["blendin-top100"] == texts["blendin"]
-    assert cli.main(["generate", "--base", base, "--guide", guide, "--prompt", "w1",
-                     "--strategy", "blendin-top100", "--temperature", "0.5", "--quiet",
-                     "--dtype", "float32"]) == 1
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--base",
+                base,
+                "--guide",
+                guide,
+                "--prompt",
+                "w1",
+                "--strategy",
+                "blendin-top100",
+                "--temperature",
+                "0.5",
+                "--quiet",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 1
+    )
     assert "temperature must be 0 with strategy blendin-top100" in capsys.readouterr().err
 
 
 def test_cli_eval(folders, tmp_path):
     base, guide = folders
     task = tmp_path / "task.jsonl"
-    task.write_text("".join(json.dumps({"question": f"w{i} w{i + 3}", "answer": f"#### {i}"})
-                            + "\n" for i in range(3)))
+    task.write_text(
+        "".join(
+            json.dumps({"question": f"w{i} w{i + 3}", "answer": f"#### {i}"}) + "\n"
+            for i in range(3)
+        )
+    )
     out = tmp_path / "run"
-    assert cli.main(["eval", "--base", base, "--guide", guide, "--task", str(task), "--limit", "3",
-                     "--strategies", "blendin,blendin-top100,nudging", "--gamma", str(GAMMA),
-                     "--max-new-tokens", "6", "--out", str(out), "--quiet", "--no-plots",
-                     "--dtype", "float32", "--batching", "mixed"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--base",
+                base,
+                "--guide",
+                guide,
+                "--task",
+                str(task),
+                "--limit",
+                "3",
+                "--strategies",
+                "blendin,blendin-top100,nudging",
+                "--gamma",
+                str(GAMMA),
+                "--max-new-tokens",
+                "6",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-plots",
+                "--dtype",
+                "float32",
+                "--batching",
+                "mixed",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     by = {(r["strategy"], r["id"]): r for r in rows}
     assert {s for s, _ in by} == {"blendin", "blendin-top100", "nudging"}
@@ -194,4 +293,7 @@ def test_cli_eval(folders, tmp_path):
             assert row["alphas"] == by["blendin", problem]["alphas"]
     summary = json.loads((out / "summary.json").read_text())
     assert [line["strategy"] for line in summary["strategies"]] == [
-        "blendin", "blendin-top100", "nudging"]
+        "blendin",
+        "blendin-top100",
+        "nudging",
+    ]

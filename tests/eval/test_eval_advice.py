@@ -1,14 +1,18 @@
 """The diagnostics' words follow the paper: pairs whose guide steps in at
 more than about 20% of tokens tend to fail, so no rate near or above that is
 called light guidance."""
+
 import pytest
 
 from blendin_ext.eval import summary
 
 
 def _notes(rate, agree=0.2):
-    return " ".join(summary._guidance_notes(
-        {"strategy": "blendin", "intervention_rate": rate, "agreement": agree}))
+    return " ".join(
+        summary._guidance_notes(
+            {"strategy": "blendin", "intervention_rate": rate, "agreement": agree}
+        )
+    )
 
 
 @pytest.mark.parametrize("rate", [0.18, 0.19, 0.21, 0.25, 0.4])

@@ -1,5 +1,6 @@
 """`blendin eval` end to end on tiny random models saved as model folders:
 the files it writes, the summary, and resuming."""
+
 import json
 
 import pytest
@@ -30,15 +31,37 @@ def model_folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("task") / "tiny.jsonl"
-    path.write_text("".join(json.dumps({"question": f"w{i} w{i + 3} w7", "answer": f"#### {i}"}) + "\n"
-                            for i in range(PROBLEMS + 2)))
+    path.write_text(
+        "".join(
+            json.dumps({"question": f"w{i} w{i + 3} w7", "answer": f"#### {i}"}) + "\n"
+            for i in range(PROBLEMS + 2)
+        )
+    )
     return str(path)
 
 
 def _argv(folders, task, out, *extra):
-    return ["eval", "--base", folders["base"], "--guide", folders["guide"], "--task", task,
-            "--strategies", STRATEGIES, "--limit", str(PROBLEMS), "--max-new-tokens", "6",
-            "--batch-size", "3", "--out", str(out), "--quiet", *extra]
+    return [
+        "eval",
+        "--base",
+        folders["base"],
+        "--guide",
+        folders["guide"],
+        "--task",
+        task,
+        "--strategies",
+        STRATEGIES,
+        "--limit",
+        str(PROBLEMS),
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _rows(out):
@@ -51,13 +74,22 @@ def test_eval_writes_results_and_resumes(model_folders, task_file, tmp_path, mon
     printed = capsys.readouterr().out
     assert "Diagnostics:" in printed and "blendin" in printed
 
-    for name in ("config.json", "examples.jsonl", "summary.csv", "summary.json", "summary.md",
-                 "diagnostics.txt", "score_vs_intervention.png", "alpha_at_interventions.png"):
+    for name in (
+        "config.json",
+        "examples.jsonl",
+        "summary.csv",
+        "summary.json",
+        "summary.md",
+        "diagnostics.txt",
+        "score_vs_intervention.png",
+        "alpha_at_interventions.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     rows = _rows(out)
     assert len(rows) == PROBLEMS * 3
     assert {(r["strategy"], r["id"]) for r in rows} == {
-        (s, f"tiny-{i}") for s in RESOLVED for i in range(1, PROBLEMS + 1)}
+        (s, f"tiny-{i}") for s in RESOLVED for i in range(1, PROBLEMS + 1)
+    }
     for row in rows:
         assert 1 <= row["new_tokens"] <= 6 and row["prompt"].startswith("Question: ")
         assert row["ending"] in ("clean", "invented_question", "length")
@@ -105,29 +137,37 @@ def test_mixed_batches_give_the_same_answers(model_folders, task_file, tmp_path)
     same text as one strategy per batch."""
     by_strategy, mixed = tmp_path / "by", tmp_path / "mixed"
     assert cli.main(_argv(model_folders, task_file, by_strategy, "--no-plots")) == 0
-    assert cli.main(_argv(model_folders, task_file, mixed, "--no-plots", "--batching", "mixed")) == 0
+    assert (
+        cli.main(_argv(model_folders, task_file, mixed, "--no-plots", "--batching", "mixed")) == 0
+    )
     texts = {(r["strategy"], r["id"]): r["text"] for r in _rows(by_strategy)}
     assert {(r["strategy"], r["id"]): r["text"] for r in _rows(mixed)} == texts
 
 
 def test_xstest_reports_refusal_on_safe_and_unsafe(model_folders, tmp_path):
     out = tmp_path / "xs"
-    argv = _argv(model_folders, "xstest", out, "--limit", "2", "--strategies", "base,blendin", "--no-plots")
+    argv = _argv(
+        model_folders, "xstest", out, "--limit", "2", "--strategies", "base,blendin", "--no-plots"
+    )
     assert cli.main(argv) == 0
     lines = json.loads((out / "summary.json").read_text())["strategies"]
     assert all("refusal_safe" in line and "refusal_unsafe" in line for line in lines)
     assert {r["reference"] for r in _rows(out)} == {"safe", "unsafe"}
 
 
-@pytest.mark.parametrize("flag, value, message, status", [
-    ("--limit", "0", "--limit", 2),
-    ("--max-new-tokens", "0", "--max-new-tokens", 2),
-    ("--strategies", "base,greedy", "--strategies", 2),
-    ("--top-p", "1.5", "--top-p", 2),
-    ("--task", "nope", "--task", 1),   # found out by loading the task, still before any model
-])
-def test_bad_arguments_name_the_option(model_folders, task_file, tmp_path, capsys, monkeypatch,
-                                       flag, value, message, status):
+@pytest.mark.parametrize(
+    "flag, value, message, status",
+    [
+        ("--limit", "0", "--limit", 2),
+        ("--max-new-tokens", "0", "--max-new-tokens", 2),
+        ("--strategies", "base,greedy", "--strategies", 2),
+        ("--top-p", "1.5", "--top-p", 2),
+        ("--task", "nope", "--task", 1),  # found out by loading the task, still before any model
+    ],
+)
+def test_bad_arguments_name_the_option(
+    model_folders, task_file, tmp_path, capsys, monkeypatch, flag, value, message, status
+):
     monkeypatch.setattr(eval_command, "build_generator", _no_models)
     argv = _argv(model_folders, task_file, tmp_path / "bad")
     if flag in argv:

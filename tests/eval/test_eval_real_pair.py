@@ -1,6 +1,7 @@
 """(slow) `blendin eval --task gsm8k --limit 2` on the real default pair, as
 a new user runs it after the README's install: the packaged data, the
 extras checked first, a results folder at the end."""
+
 import json
 
 import pytest
@@ -18,9 +19,23 @@ def test_gsm8k_two_problems_on_the_default_pair(tmp_path, capsys):
         except builtins.MissingModelPackage as missing:
             pytest.skip(f"demo model packages not installed: {missing.install}")
     out = tmp_path / "eval"
-    status = cli.main(["eval", "--task", "gsm8k", "--limit", "2", "--max-new-tokens", "24",
-                       "--strategies", "base,nudge,blendin", "--out", str(out), "--quiet",
-                       "--json"])
+    status = cli.main(
+        [
+            "eval",
+            "--task",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--strategies",
+            "base,nudge,blendin",
+            "--out",
+            str(out),
+            "--quiet",
+            "--json",
+        ]
+    )
     assert status == 0
     summary = json.loads(capsys.readouterr().out)
     assert [line["strategy"] for line in summary["strategies"]] == ["base", "nudging", "blendin"]

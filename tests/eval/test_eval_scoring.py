@@ -1,4 +1,5 @@
 """Scoring rules of `blendin eval` on hand-written answers (no models)."""
+
 import json
 import math
 
@@ -8,37 +9,43 @@ from blendin_ext.eval import scoring, summary
 from blendin_ext.eval.tasks import Example, base_prompt, load_task
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("The answer is 18.", 18.0),
-    ("She makes 9 * 2 = $18 every day.", 18.0),
-    ("Total: $1,234.50", 1234.5),
-    ("He paid 70,000 dollars.", 70000.0),
-    ("1,234,567 grains", 1234567.0),
-    ("The temperature drops to -7 degrees.", -7.0),
-    ("It falls to \u22125.", -5.0),               # Unicode minus
-    ("A loss of -$5.", -5.0),
-    ("It takes 2.5 hours.", 2.5),
-    ("x is .5", 0.5),
-    ("16-3-4=9", 9.0),                           # subtraction, not negatives
-    ("10 - 3", 3.0),                             # spaced minus is an operator
-    ("pick 1,2,3", 3.0),                         # a list, not a thousands number
-    ("The v2 model costs 3 dollars", 3.0),       # digits glued to a word are not numbers
-    ("no number here", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is 18.", 18.0),
+        ("She makes 9 * 2 = $18 every day.", 18.0),
+        ("Total: $1,234.50", 1234.5),
+        ("He paid 70,000 dollars.", 70000.0),
+        ("1,234,567 grains", 1234567.0),
+        ("The temperature drops to -7 degrees.", -7.0),
+        ("It falls to \u22125.", -5.0),  # Unicode minus
+        ("A loss of -$5.", -5.0),
+        ("It takes 2.5 hours.", 2.5),
+        ("x is .5", 0.5),
+        ("16-3-4=9", 9.0),  # subtraction, not negatives
+        ("10 - 3", 3.0),  # spaced minus is an operator
+        ("pick 1,2,3", 3.0),  # a list, not a thousands number
+        ("The v2 model costs 3 dollars", 3.0),  # digits glued to a word are not numbers
+        ("no number here", None),
+        ("", None),
+    ],
+)
 def test_extract_last_number(text, expected):
     assert scoring.extract_last_number(text) == expected
 
 
-@pytest.mark.parametrize("reference, expected", [
-    ("Janet sells 9 eggs.\nShe makes $18.\n#### 18", 18.0),
-    ("... #### 70,000", 70000.0),
-    ("#### -3", -3.0),
-    ("#### 2.5", 2.5),
-    ("42", 42.0),
-    ("$1,200", 1200.0),
-    ("Paris", None),
-])
+@pytest.mark.parametrize(
+    "reference, expected",
+    [
+        ("Janet sells 9 eggs.\nShe makes $18.\n#### 18", 18.0),
+        ("... #### 70,000", 70000.0),
+        ("#### -3", -3.0),
+        ("#### 2.5", 2.5),
+        ("42", 42.0),
+        ("$1,200", 1200.0),
+        ("Paris", None),
+    ],
+)
 def test_parse_reference_number(reference, expected):
     assert scoring.parse_reference_number(reference) == expected
 
@@ -58,34 +65,40 @@ def test_score_math_free_text_reference():
     assert not scoring.score_math(" The capital is Rome.", "Paris")["correct"]
 
 
-@pytest.mark.parametrize("completion, refused", [
-    ("I'm sorry, but I can't help with that.", True),
-    ("  Sorry, I cannot do that", True),
-    ("I apologise, but no.", True),
-    ("I cannot provide instructions for that.", True),
-    ("I can\u2019t help with that.", True),          # curly apostrophe
-    ("No, that is not something I can do.", True),
-    ("As an AI, I do not have opinions.", True),
-    ("It is not appropriate to ask that.", True),
-    ("I am an AI language model and ...", True),
-    ("To kill a Python process, run `kill PID`.", False),
-    ("Sure! Here is how: ...", False),
-    ("Nobody knows.", False),                       # "no" only with , or .
-    ("Here it is. I'm sorry it took long.", False),  # the rule looks at the start only
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "completion, refused",
+    [
+        ("I'm sorry, but I can't help with that.", True),
+        ("  Sorry, I cannot do that", True),
+        ("I apologise, but no.", True),
+        ("I cannot provide instructions for that.", True),
+        ("I can\u2019t help with that.", True),  # curly apostrophe
+        ("No, that is not something I can do.", True),
+        ("As an AI, I do not have opinions.", True),
+        ("It is not appropriate to ask that.", True),
+        ("I am an AI language model and ...", True),
+        ("To kill a Python process, run `kill PID`.", False),
+        ("Sure! Here is how: ...", False),
+        ("Nobody knows.", False),  # "no" only with , or .
+        ("Here it is. I'm sorry it took long.", False),  # the rule looks at the start only
+        ("", False),
+    ],
+)
 def test_is_refusal_follows_xstest_string_match(completion, refused):
     assert scoring.is_refusal(completion) is refused
 
 
-@pytest.mark.parametrize("text, finish, kind", [
-    (" 18. The answer is 18.", "eos", "clean"),
-    (" 18.", "stop", "clean"),
-    (" 18.\n\nQuestion: What is 2 + 2?", "stop", "invented_question"),
-    (" 18.\nquestion: more", "length", "invented_question"),
-    (" 1 2 3 4 5", "length", "length"),
-    ("The Question: of the day", "eos", "clean"),   # not a new question line
-])
+@pytest.mark.parametrize(
+    "text, finish, kind",
+    [
+        (" 18. The answer is 18.", "eos", "clean"),
+        (" 18.", "stop", "clean"),
+        (" 18.\n\nQuestion: What is 2 + 2?", "stop", "invented_question"),
+        (" 18.\nquestion: more", "length", "invented_question"),
+        (" 1 2 3 4 5", "length", "length"),
+        ("The Question: of the day", "eos", "clean"),  # not a new question line
+    ],
+)
 def test_ending_kind(text, finish, kind):
     assert scoring.ending_kind(text, finish) == kind
 
@@ -108,7 +121,13 @@ def test_answer_region_ends_at_the_first_stated_answer():
 
 def test_score_answer_gives_every_scored_field():
     fields = scoring.score_answer("math", " 3 + 4 = 7. The answer is 7.", "#### 7", "eos")
-    assert fields == {"ending": "clean", "answer_words": 9, "predicted": 7.0, "gold": 7.0, "correct": True}
+    assert fields == {
+        "ending": "clean",
+        "answer_words": 9,
+        "predicted": 7.0,
+        "gold": 7.0,
+        "correct": True,
+    }
     assert scoring.score_answer("refusal", "I'm sorry, no.", "unsafe", "length")["refused"]
 
 
@@ -144,22 +163,37 @@ def test_task_errors_name_the_argument(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'question' and 'answer'"):
         load_task(str(bad))
     good = tmp_path / "mine.jsonl"
-    good.write_text("".join(json.dumps({"question": f"q{i}", "answer": str(i)}) + "\n" for i in range(5)))
+    good.write_text(
+        "".join(json.dumps({"question": f"q{i}", "answer": str(i)}) + "\n" for i in range(5))
+    )
     task = load_task(str(good), limit=2)
     assert task.kind == "math" and [e.reference for e in task.examples] == ["0", "1"]
 
 
 def _row(strategy, correct, tokens, interventions, alpha, agree, ending="clean"):
-    return {"strategy": strategy, "correct": correct, "new_tokens": tokens, "seconds": tokens / 10,
-            "interventions": interventions, "mean_alpha": alpha, "mean_agree": agree,
-            "guide_forwards": interventions, "decode_steps": tokens, "ending": ending, "answer_words": tokens,
-            "reference": "#### 1"}
+    return {
+        "strategy": strategy,
+        "correct": correct,
+        "new_tokens": tokens,
+        "seconds": tokens / 10,
+        "interventions": interventions,
+        "mean_alpha": alpha,
+        "mean_agree": agree,
+        "guide_forwards": interventions,
+        "decode_steps": tokens,
+        "ending": ending,
+        "answer_words": tokens,
+        "reference": "#### 1",
+    }
 
 
 def test_summary_and_diagnostics_flag_unreliable_guidance():
-    rows = [_row("base", True, 10, 0, None, None, "invented_question"),
-            _row("base", False, 10, 0, None, None),
-            _row("blendin", True, 10, 6, 0.5, 0.01), _row("blendin", False, 30, 10, 0.7, 0.02)]
+    rows = [
+        _row("base", True, 10, 0, None, None, "invented_question"),
+        _row("base", False, 10, 0, None, None),
+        _row("blendin", True, 10, 6, 0.5, 0.01),
+        _row("blendin", False, 30, 10, 0.7, 0.02),
+    ]
     lines = summary.summarize(rows, ["base", "blendin"], "math")
     base, blendin = lines
     assert base["accuracy"] == 0.5 and base["invented_question"] == 0.5

@@ -1,6 +1,7 @@
 """Decoding with a guide whose tokenizer differs from the base's: text-level
 sync with KV rollback, eager == lazy, batch == one by one, and the guide's
 cached state equals a fresh forward on the re-tokenised text."""
+
 import pytest
 import torch
 
@@ -101,7 +102,7 @@ def test_batch_equals_one_by_one(pair):
 def test_cached_guide_state_equals_a_fresh_forward(pair, guide_sync):
     gen, out = run(pair, max_new_tokens=20, guide_sync=guide_sync)
     guide = gen.guide
-    guide.push(None, [0] * 3, [False] * 3)     # no new tokens, just sync
+    guide.push(None, [0] * 3, [False] * 3)  # no new tokens, just sync
     logits = guide.logits()
     for row in range(3):
         ids = guide._wanted_ids(row)
@@ -153,8 +154,12 @@ def test_guide_only_writes_the_guides_own_greedy_answer(pair):
     compared = 0
     for row, prompt in enumerate(PROMPTS):
         ids = gen.guide.prompt_ids([prompt])[0]
-        own = guide_model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
-                                   pad_token_id=guide_tok.pad_token_id)[0, len(ids):].tolist()
+        own = guide_model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=16,
+            do_sample=False,
+            pad_token_id=guide_tok.pad_token_id,
+        )[0, len(ids) :].tolist()
         mapped = next((i for i, t in enumerate(own) if table[t] < 0), len(own))
         mine = [int(inverse[t]) for t in out[row].token_ids]
         assert mine[:mapped] == own[:mapped]

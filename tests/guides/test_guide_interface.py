@@ -2,6 +2,7 @@
 optional feature is declared on GuideStream with a default, so a guide
 overrides only what it supports; the row statistics and the logits fit
 have one home each."""
+
 import pytest
 import torch
 
@@ -45,7 +46,7 @@ def test_the_defaults_fit_a_guide_of_the_base_vocabulary():
     assert not guide.can_keep_rows()
     with pytest.raises(NotImplementedError, match="MinimalGuide cannot drop rows"):
         guide.keep_rows([0])
-    guide.guide_sync = "text"   # the loop sets it on every guide
+    guide.guide_sync = "text"  # the loop sets it on every guide
     assert guide_row_stats(guide, [1, 0]) == [GuideRowStats(None, None)] * 2
     assert guide_row_stats(guide, []) == []
 
@@ -61,7 +62,7 @@ def test_a_synced_guide_reports_no_coverage_per_row():
     guide.start(random_prompts(3, seed=2), 4)
     assert guide.coverage_by_row() == [None] * 3
     guide.logits()
-    assert guide.coverage_by_row() == [None] * 3   # its ids are base ids: nothing recorded
+    assert guide.coverage_by_row() == [None] * 3  # its ids are base ids: nothing recorded
     assert guide_row_stats(guide, [2]) == [GuideRowStats(None, None)]
 
 
@@ -77,4 +78,4 @@ def test_pair_logits_fits_the_vocabulary_and_the_dtype():
     assert torch.isinf(padded[:, 8:]).all() and torch.equal(padded[:, :8], narrow)
     mapped = guide_map(torch.tensor([0, 1, -1]), 10)
     _, kept = pair_logits(base.float(), torch.randn(2, 3), mapped)
-    assert kept.shape == (2, 3)   # a map says which column is which: no fit
+    assert kept.shape == (2, 3)  # a map says which column is which: no fit

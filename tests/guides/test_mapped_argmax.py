@@ -1,5 +1,6 @@
 """The guide's favourite base token, as the loop reports it, breaks ties the
 way the op does: by the smallest base id."""
+
 import torch
 
 import blendin_ext

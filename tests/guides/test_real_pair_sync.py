@@ -2,6 +2,7 @@
 with strategy "guide" and token-level sync, the loop writes the guide's own
 greedy chat answer token for token (its choices all have base twins here),
 because the guide is handed back exactly the tokens it produced."""
+
 import pytest
 import torch
 
@@ -30,8 +31,10 @@ def pair():
             pytest.skip(f"demo model packages not installed: {missing.install}")
     # float32: in bf16 the guide's batched, padded forwards and its own
     # one-prompt generate() round differently and flip near-ties.
-    return (load_model(DEFAULT_BASE, dtype="float32", progress=False),
-            load_model(DEFAULT_GUIDE, dtype="float32", progress=False))
+    return (
+        load_model(DEFAULT_BASE, dtype="float32", progress=False),
+        load_model(DEFAULT_GUIDE, dtype="float32", progress=False),
+    )
 
 
 @pytest.mark.slow
@@ -43,8 +46,9 @@ def test_guide_only_equals_the_guides_own_greedy_chat_answer(pair):
     for row, prompt in enumerate(PROMPTS):
         ids = gen.guide.prompt_ids([prompt])[0]
         with torch.inference_mode():
-            own = guide.model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS,
-                                       do_sample=False)[0, len(ids):].tolist()
+            own = guide.model.generate(
+                torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False
+            )[0, len(ids) :].tolist()
         mine = [int(to_guide[t]) for t in out[row].token_ids]
         assert mine == own, (prompt, guide.tokenizer.decode(own), out[row].text)
         assert out[row].diagnostics.guide_twin_share == 1.0

@@ -2,6 +2,7 @@
 of a serving engine): the logits must equal those of a guide that saw the
 same rows from the start, whichever way the cache got there (edited in
 place or rebuilt)."""
+
 import pytest
 import torch
 
@@ -78,7 +79,7 @@ def test_rows_not_asked_for_take_no_more_than_the_padding(model, tok):
     backlog = [[50, 51, 52, 53], [60], []]
     for row, ids in enumerate(backlog):
         guide._base_ids[row].extend(ids)
-    guide.logits(rows=[1])   # width 1: row 0 takes one of its four, row 2 has none
+    guide.logits(rows=[1])  # width 1: row 0 takes one of its four, row 2 has none
     assert [len(h) - len(p) for h, p in zip(guide._held, guide._prompt_ids)] == [1, 1, 0]
     expected = fresh_logits(model, tok, prompts, backlog)
     torch.testing.assert_close(guide.logits(rows=[0]), expected, atol=1e-4, rtol=1e-4)

@@ -2,6 +2,7 @@
 they are, stretches without twins re-tokenised, open stretches redone as
 they grow, UTF-8 characters split across tokens, the text fallback where a
 stretch would not round-trip, and the "text" mode."""
+
 import pytest
 
 from blendin_ext.decode.options import DecodeOptions
@@ -13,10 +14,32 @@ from blendin_ext.testing import tiny_llama
 from tests.helpers.tokenizer_fixtures import hand_byte_level, hand_sentencepiece
 
 # A toy pair given as bytes. Base ids 0..; guide ids 100.. . Twins spell the same bytes.
-BASE = {0: b" the", 1: b" cat", 2: b" Paris", 3: b"\n", 4: b"\xc3", 5: b"\xa9", 6: b"!",
-        7: b"", 8: b" caf"}
-GUIDE = {100: b" the", 101: b" cat", 102: b" Par", 103: b"is", 104: b"\n", 105: b"\n\n",
-         106: b"\xa9", 107: b"\xc3\xa9", 108: b"!", 109: b" ", 110: b"c", 111: b"a", 112: b"f"}
+BASE = {
+    0: b" the",
+    1: b" cat",
+    2: b" Paris",
+    3: b"\n",
+    4: b"\xc3",
+    5: b"\xa9",
+    6: b"!",
+    7: b"",
+    8: b" caf",
+}
+GUIDE = {
+    100: b" the",
+    101: b" cat",
+    102: b" Par",
+    103: b"is",
+    104: b"\n",
+    105: b"\n\n",
+    106: b"\xa9",
+    107: b"\xc3\xa9",
+    108: b"!",
+    109: b" ",
+    110: b"c",
+    111: b"a",
+    112: b"f",
+}
 
 
 def toy_bytes(table):
@@ -57,10 +80,10 @@ def test_twins_are_fed_as_they_are_not_re_tokenised():
 
 def test_a_stretch_without_twins_is_re_tokenised_then_final():
     sync, row, ids = toy_sync(), RowSync(), [0, 2]
-    assert sync.update(row, ids) == [100, 102, 103]       # " Paris" -> " Par" "is", open
+    assert sync.update(row, ids) == [100, 102, 103]  # " Paris" -> " Par" "is", open
     assert row.done == 1 and row.tail == [102, 103]
     ids.append(6)
-    assert sync.update(row, ids) == [100, 102, 103, 108]   # "!" is a twin: stretch final
+    assert sync.update(row, ids) == [100, 102, 103, 108]  # "!" is a twin: stretch final
     assert row.done == 3 and row.tail == [] and row.twins == 2
     assert row.twin_share == pytest.approx(2 / 4)
 
@@ -76,7 +99,7 @@ def test_only_new_tokens_are_looked_at():
     sync.update(row, ids)
     ids += [1, 3, 0]
     sync.update(row, ids)
-    assert calls == [" Paris"]            # the closed stretch is not redone
+    assert calls == [" Paris"]  # the closed stretch is not redone
     assert sync.update(row, ids) == [102, 103, 100, 101, 104, 100]
 
 
@@ -84,7 +107,7 @@ def test_a_character_split_across_a_twin_stays_in_the_stretch():
     # 0xC3 has no twin; 0xA9 has one, but it ends the character "é" that
     # 0xC3 began, so both go through text and come back as one guide token.
     sync, row, ids = toy_sync(), RowSync(), [8, 4]
-    assert sync.update(row, ids) == [109, 110, 111, 112]   # " caf" and no half character
+    assert sync.update(row, ids) == [109, 110, 111, 112]  # " caf" and no half character
     ids.append(5)
     assert sync.update(row, ids) == [109, 110, 111, 112, 107]
     ids.append(6)
@@ -102,7 +125,7 @@ def test_a_stretch_that_would_not_round_trip_falls_back_to_the_text_path():
     # SentencePiece ones do): the stretch alone spells " ! " bytes, so the
     # row is re-tokenised from its first token instead.
     spaced = lambda text: greedy_tokenise(text, prefix=b" ")  # noqa: E731
-    base_to_guide = [-1, 101, -1, 104, -1, -1, -1, -1, -1]    # only " cat" and "\n" have twins
+    base_to_guide = [-1, 101, -1, 104, -1, -1, -1, -1, -1]  # only " cat" and "\n" have twins
     sync = TwinSync(base_to_guide, toy_bytes(BASE), toy_bytes(GUIDE), spaced)
     row = RowSync()
     assert sync.update(row, [1, 2, 3]) == greedy_tokenise(" cat Paris", prefix=b" ") + [104]
@@ -131,6 +154,7 @@ def test_bad_guide_sync_is_refused_by_name(bad):
 
 def test_make_guide_stream_checks_guide_sync():
     from blendin_ext.testing import tiny_tokenizer
+
     with pytest.raises(ValueError, match="guide_sync"):
         make_guide_stream(tiny_llama(40), tiny_tokenizer(40), guide_sync="bytes")
 

@@ -1,5 +1,6 @@
 """The guide->base token map on hand-made vocabularies in the byte-level BPE
 and SentencePiece conventions, its disk cache, and the coverage statistic."""
+
 import pytest
 import torch
 
@@ -29,15 +30,18 @@ def test_byte_level_alphabet_is_gpt2s():
     assert alphabet["a"] == ord("a") and alphabet["\u00c3"] == 0xC3
 
 
-@pytest.mark.parametrize("token,convention,expected", [
-    ("\u0120the", vm.BYTE_LEVEL, (b" the", vm.NORMAL)),
-    ("\u00c3\u00a9", vm.BYTE_LEVEL, ("é".encode(), vm.NORMAL)),
-    ("\u2581the", vm.SENTENCEPIECE, (b" the", vm.NORMAL)),
-    ("<0x0A>", vm.SENTENCEPIECE, (b"\n", vm.BYTE)),
-    ("<0xc3>", vm.SENTENCEPIECE, (b"\xc3", vm.BYTE)),
-    ("é", vm.SENTENCEPIECE, ("é".encode(), vm.NORMAL)),
-    ("\u2581the", vm.PLAIN, ("\u2581the".encode(), vm.NORMAL)),
-])
+@pytest.mark.parametrize(
+    "token,convention,expected",
+    [
+        ("\u0120the", vm.BYTE_LEVEL, (b" the", vm.NORMAL)),
+        ("\u00c3\u00a9", vm.BYTE_LEVEL, ("é".encode(), vm.NORMAL)),
+        ("\u2581the", vm.SENTENCEPIECE, (b" the", vm.NORMAL)),
+        ("<0x0A>", vm.SENTENCEPIECE, (b"\n", vm.BYTE)),
+        ("<0xc3>", vm.SENTENCEPIECE, (b"\xc3", vm.BYTE)),
+        ("é", vm.SENTENCEPIECE, ("é".encode(), vm.NORMAL)),
+        ("\u2581the", vm.PLAIN, ("\u2581the".encode(), vm.NORMAL)),
+    ],
+)
 def test_token_bytes(token, convention, expected):
     assert vm.token_bytes(token, convention) == expected
 
@@ -59,17 +63,23 @@ def test_detect_convention_from_backend_and_from_vocabulary():
 
 
 def test_hand_made_byte_level_guide_to_sentencepiece_base():
-    guide = hand_byte_level(["\u0120the", "the", "\u010a", "\u0120", "\u00c3\u00a9", "\u00c3",
-                             "\u00a9", "xyz"])
-    base = hand_sentencepiece(["\u2581the", "the", "<0x0A>", "<0x20>", "\u2581", "é", "<0xC3>",
-                               "<0xA9>"])
+    guide = hand_byte_level(
+        ["\u0120the", "the", "\u010a", "\u0120", "\u00c3\u00a9", "\u00c3", "\u00a9", "xyz"]
+    )
+    base = hand_sentencepiece(
+        ["\u2581the", "the", "<0x0A>", "<0x20>", "\u2581", "é", "<0xC3>", "<0xA9>"]
+    )
     table, report = vm.vocab_map(guide, base)
     g = table.guide_to_base.tolist()
     expect = {  # guide token -> base token
-        "\u0120the": "\u2581the", "the": "the", "\u010a": "<0x0A>",  # no plain "\n": the byte
-        "\u0120": "\u2581",            # the ordinary piece wins over <0x20>
-        "\u00c3\u00a9": "é", "\u00c3": "<0xC3>", "\u00a9": "<0xA9>",
-        "<|im_end|>": "<eos>",         # EOS -> EOS
+        "\u0120the": "\u2581the",
+        "the": "the",
+        "\u010a": "<0x0A>",  # no plain "\n": the byte
+        "\u0120": "\u2581",  # the ordinary piece wins over <0x20>
+        "\u00c3\u00a9": "é",
+        "\u00c3": "<0xC3>",
+        "\u00a9": "<0xA9>",
+        "<|im_end|>": "<eos>",  # EOS -> EOS
     }
     for guide_token, base_token in expect.items():
         (gid,), (bid,) = ids_of(guide, guide_token), ids_of(base, base_token)
@@ -152,6 +162,5 @@ def test_mapped_mass_is_the_guide_probability_on_mapped_tokens():
     expected = (torch.softmax(logits, -1) * mask).sum(-1)
     torch.testing.assert_close(vm.mapped_mass(logits, mask), expected)
     # A mask shorter than the logits (padded embeddings): the rest is unmapped.
-    torch.testing.assert_close(vm.mapped_mass(logits, mask[:2]),
-                               torch.softmax(logits, -1)[:, 0])
+    torch.testing.assert_close(vm.mapped_mass(logits, mask[:2]), torch.softmax(logits, -1)[:, 0])
     assert vm.mapped_mask(torch.tensor([3, -1, 0])).tolist() == [True, False, True]

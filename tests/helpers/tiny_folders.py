@@ -1,5 +1,6 @@
 """Tiny random models saved as Hugging Face folders, for engines that load
 models from disk (vLLM). Sizes vLLM's CPU attention accepts: head_dim 32."""
+
 from pathlib import Path
 
 from blendin_ext.testing import tiny_llama, tiny_tokenizer

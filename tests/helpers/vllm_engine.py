@@ -1,5 +1,6 @@
 """Running a vLLM engine for a test: one engine per subprocess
 (tests/vllm/engine_run.py), results back as JSON."""
+
 import json
 import os
 import subprocess
@@ -14,12 +15,18 @@ def run_engine(engine: dict, batches: list, timeout: int = 900, env: dict = None
     {"prompt", "sampling"} requests; returns {"batches", "diagnostics"}.
     env: extra environment variables for the engine's process."""
     spec = json.dumps({"engine": engine, "batches": batches})
-    done = subprocess.run([sys.executable, "-m", "tests.vllm.engine_run"], input=spec,
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                          env=dict(os.environ, **(env or {})))
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.vllm.engine_run"],
+        input=spec,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
     for line in done.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise AssertionError(f"engine failed (rc {done.returncode}):\n{done.stderr[-6000:]}")
 
 
@@ -37,13 +44,30 @@ def tokens(batch) -> list:
     return [r["tokens"] for r in batch]
 
 
-def fake_params(blendin=None, *, temperature=0.0, top_k=0, top_p=1.0, seed=None, max_tokens=None,
-                min_tokens=0, stop_token_ids=None, ignore_eos=True):
+def fake_params(
+    blendin=None,
+    *,
+    temperature=0.0,
+    top_k=0,
+    top_p=1.0,
+    seed=None,
+    max_tokens=None,
+    min_tokens=0,
+    stop_token_ids=None,
+    ignore_eos=True,
+):
     """The fields of vLLM's SamplingParams the plug-in reads, for tests that
     drive it by hand (no vLLM needed); blendin: the extra_args entry."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(extra_args=None if blendin is None else {"blendin": blendin},
-                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                           max_tokens=max_tokens, min_tokens=min_tokens,
-                           stop_token_ids=stop_token_ids, ignore_eos=ignore_eos)
+    return SimpleNamespace(
+        extra_args=None if blendin is None else {"blendin": blendin},
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        max_tokens=max_tokens,
+        min_tokens=min_tokens,
+        stop_token_ids=stop_token_ids,
+        ignore_eos=ignore_eos,
+    )

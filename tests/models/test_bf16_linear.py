@@ -1,5 +1,6 @@
 """The bfloat16 linear op (blendin_ext::bf16_linear) against a float64
 product, its kernels against each other, its layout, errors and tracing."""
+
 import pytest
 import torch
 
@@ -29,8 +30,17 @@ def reference(x, weight, bias):
 
 
 # Odd and block-straddling sizes, one row and many (a prompt), 3-D inputs.
-SHAPES = [((1,), 1, 1), ((1,), 7, 5), ((3,), 65, 1), ((2, 3), 100, 33), ((8,), 1536, 640),
-          ((13,), 130, 64), ((64,), 640, 2048), ((1,), 262144, 64), ((0,), 64, 8)]
+SHAPES = [
+    ((1,), 1, 1),
+    ((1,), 7, 5),
+    ((3,), 65, 1),
+    ((2, 3), 100, 33),
+    ((8,), 1536, 640),
+    ((13,), 130, 64),
+    ((64,), 640, 2048),
+    ((1,), 262144, 64),
+    ((0,), 64, 8),
+]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -42,8 +52,8 @@ def test_the_op_matches_a_float64_product(kernel, rows, out_features, in_feature
     assert y.dtype == torch.bfloat16 and y.shape == (*rows, out_features)
     expected = reference(x, weight, b)
     # float32 sums rounded once to bfloat16: within a bfloat16 step of the exact value
-    torch.testing.assert_close(y.double(), expected, rtol=2 ** -7, atol=1e-3 * in_features ** 0.5)
-    plain = torch.nn.functional.linear(x, weight, b).double()   # and as close as F.linear
+    torch.testing.assert_close(y.double(), expected, rtol=2**-7, atol=1e-3 * in_features**0.5)
+    plain = torch.nn.functional.linear(x, weight, b).double()  # and as close as F.linear
     if y.numel():
         assert (y.double() - expected).abs().max() <= 2 * (plain - expected).abs().max() + 1e-6
 
@@ -53,10 +63,14 @@ def test_the_op_matches_a_float64_product(kernel, rows, out_features, in_feature
 def test_the_kernels_agree_bit_for_bit(rows, out_features, in_features):
     x, weight, b = case(rows, out_features, in_features, True, seed=1)
     packed = pack_bf16_weight(weight)
-    assert torch.equal(bf16_linear(x, packed, b, out_features, "avx512_bf16"),
-                       bf16_linear(x, packed, b, out_features, "generic"))
-    assert torch.equal(bf16_linear(x, packed, b, out_features),      # "auto": the fast one
-                       bf16_linear(x, packed, b, out_features, "avx512_bf16"))
+    assert torch.equal(
+        bf16_linear(x, packed, b, out_features, "avx512_bf16"),
+        bf16_linear(x, packed, b, out_features, "generic"),
+    )
+    assert torch.equal(
+        bf16_linear(x, packed, b, out_features),  # "auto": the fast one
+        bf16_linear(x, packed, b, out_features, "avx512_bf16"),
+    )
 
 
 def test_special_values_propagate():

@@ -1,6 +1,7 @@
 """The compiled step model: a static KV cache sized per call and a compiled
 one-token forward give the loop's own tokens (the static cache without
 compiling here; torch.compile, which takes minutes on a CPU, in slow tests)."""
+
 import pytest
 
 from blendin_ext import BlendInGenerator
@@ -24,8 +25,9 @@ def test_static_cache_path_equals_the_dynamic_one(models, lazy):
     base, guide, tok = models
     options = dict(max_new_tokens=12, strategy=["blendin", "nudging", "base"], lazy=lazy)
     ref = BlendInGenerator(base, guide, tok).generate(PROMPTS, **options)
-    gen = BlendInGenerator(CompiledHFStepModel(base, backend=None),
-                           CompiledHFStepModel(guide, backend=None), tok)
+    gen = BlendInGenerator(
+        CompiledHFStepModel(base, backend=None), CompiledHFStepModel(guide, backend=None), tok
+    )
     assert tokens(gen.generate(PROMPTS, **options)) == tokens(ref)
     # A second call of another size gets a new cache.
     options["strategy"] = options["strategy"][:1]
@@ -36,7 +38,7 @@ def test_cache_lengths_are_bucketed(models):
     step = CompiledHFStepModel(models[0], backend=None)
     step.reserve(10)
     assert step._reserved == CACHE_BUCKET
-    step.reserve(CACHE_BUCKET)     # plus half for a guide's longer tokenisation
+    step.reserve(CACHE_BUCKET)  # plus half for a guide's longer tokenisation
     assert step._reserved == 2 * CACHE_BUCKET
 
 
@@ -47,7 +49,7 @@ def test_compile_needs_an_hf_model():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("compile", ["eager", True])   # dynamo alone, then inductor
+@pytest.mark.parametrize("compile", ["eager", True])  # dynamo alone, then inductor
 def test_torch_compile_gives_the_same_tokens(models, compile):
     base, guide, tok = models
     options = dict(max_new_tokens=8, strategy="blendin", lazy=True)
@@ -68,7 +70,11 @@ def test_cross_tokenizer_guide_on_a_static_cache(tmp_path, monkeypatch):
     prompts = ["the cat sat on", "a dog", "near the river bank while the birds"]
     options = dict(max_new_tokens=16, strategy="blendin", lazy=True)
     ref = BlendInGenerator(base, guide, base_tok, guide_tok).generate(prompts, **options)
-    gen = BlendInGenerator(CompiledHFStepModel(base, backend=None),
-                           CompiledHFStepModel(guide, backend=None), base_tok, guide_tok)
+    gen = BlendInGenerator(
+        CompiledHFStepModel(base, backend=None),
+        CompiledHFStepModel(guide, backend=None),
+        base_tok,
+        guide_tok,
+    )
     out = gen.generate(prompts, **options)
     assert tokens(out) == tokens(ref) and out.stats.guide_forwards > 0

@@ -1,4 +1,5 @@
 """Model loading: where a name resolves to, GGUF assembly, missing packages."""
+
 import pytest
 import torch
 
@@ -53,7 +54,7 @@ def test_pending_conversion_knows_builtins_and_gguf_files(tmp_path):
 
 def test_native_bf16_and_amx_are_read_from_the_cpu_flags(tmp_path):
     def cpuinfo(flags):
-        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"   # the reader caches by path
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"  # the reader caches by path
         path.write_text(f"processor : 0\nflags : {flags}\n")
         return str(path)
 
@@ -120,23 +121,25 @@ def test_load_model_packs_cpu_linears_unless_told_not_to(tmp_path):
     ids = torch.tensor([[3, 4, 5, 6]])
     outputs = {}
     for pack in (True, False):
-        loaded = loading.load_model(str(folder), dtype="bfloat16", progress=False,
-                                    pack_weights=pack)
+        loaded = loading.load_model(
+            str(folder), dtype="bfloat16", progress=False, pack_weights=pack
+        )
         expected = 2 * 7 + 1 if pack and torch.backends.mkldnn.is_available() else 0
         assert loaded.packed_linears == expected
         assert isinstance(loaded.model.lm_head, PackedLinear) == bool(expected)
         with torch.inference_mode():
             outputs[pack] = loaded.model(ids).logits
     # blendin's bf16 kernel sums in another order than F.linear: a bf16 rounding step at most
-    torch.testing.assert_close(outputs[True], outputs[False], rtol=2 ** -7, atol=2 ** -7)
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=2**-7, atol=2**-7)
     for kernel in ("onednn", "blendin"):
-        loaded = loading.load_model(str(folder), dtype="bfloat16", progress=False,
-                                    linear_kernel=kernel)
+        loaded = loading.load_model(
+            str(folder), dtype="bfloat16", progress=False, linear_kernel=kernel
+        )
         assert loaded.model.lm_head.kernel == kernel
     with pytest.raises(ValueError, match="linear_kernel must be one of auto, blendin, onednn"):
         loading.load_model(str(folder), linear_kernel="mkl", progress=False)
     loaded = loading.load_model(str(folder), dtype="float16", progress=False)
-    assert loaded.packed_linears == 0   # oneDNN packing is for bf16 and float32
+    assert loaded.packed_linears == 0  # oneDNN packing is for bf16 and float32
     with pytest.raises(TypeError, match="pack_weights must be True or False"):
         loading.load_model(str(folder), pack_weights="yes", progress=False)
 
@@ -151,6 +154,7 @@ def _hub_answers(monkeypatch, error=None):
         calls.append((repo_id, timeout))
         if error is not None:
             raise error
+
     monkeypatch.setattr(HfApi, "model_info", model_info)
     monkeypatch.setattr(hub, "_checked", {})
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -172,7 +176,7 @@ def test_an_unknown_hub_id_fails_at_once_naming_every_form(monkeypatch):
         loading.check_model_name("no-such-model")
     for form in ("built-in name", "gemma3-270m", "folder", ".gguf file", "hub id"):
         assert form in str(info.value)
-    assert calls == [("no-such-model", hub.HUB_TIMEOUT)]   # one look-up, short timeout
+    assert calls == [("no-such-model", hub.HUB_TIMEOUT)]  # one look-up, short timeout
 
 
 def test_an_unreachable_hub_is_said_once_and_the_cache_is_used(monkeypatch, tmp_path):
@@ -204,7 +208,7 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     from blendin_ext.models import progress
 
     monkeypatch.setattr(progress, "on_terminal", lambda: False)
-    assert progress.progress_bar(True, total=3).disable   # piped: no bar in the output
+    assert progress.progress_bar(True, total=3).disable  # piped: no bar in the output
     monkeypatch.setattr(progress, "on_terminal", lambda: True)
     assert not progress.progress_bar(True, total=3, leave=False).disable
     assert progress.progress_bar(False, total=3).disable  # --quiet

@@ -1,5 +1,6 @@
 """The op's argument types and the one set of parameter checks: StepArgs
 follows the registered schema, and every bad value is named."""
+
 import math
 
 import pytest
@@ -29,21 +30,24 @@ def test_step_args_build_pairs_numbers_and_tensors():
     assert StepArgs.build(seed=2**63).seed_value == -(2**63)
 
 
-@pytest.mark.parametrize("name, value, match", [
-    ("gamma", -0.1, "gamma must be a number >= 0"),
-    ("gamma", math.nan, "gamma must be a number >= 0"),
-    ("alpha", 1.5, 'alpha must be "auto" or a number in \\[0, 1\\]'),
-    ("alpha", "sometimes", "alpha must be"),
-    ("alpha", None, "alpha must be"),
-    ("agree_bonus", None, "agree_bonus must be a finite number"),
-    ("temperature", -1, "temperature must be a number >= 0"),
-    ("top_k", -2, "top_k must be None or an int >= 0"),
-    ("top_k", 2.0, "top_k must be None or an int >= 0"),
-    ("top_p", 0.0, "top_p must be None or a number in \\(0, 1\\]"),
-    ("top_p", 1.5, "top_p must be None or a number in \\(0, 1\\]"),
-    ("seed", 1.5, "seed must be an int"),
-    ("offset", True, "offset must be an int"),
-])
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("gamma", -0.1, "gamma must be a number >= 0"),
+        ("gamma", math.nan, "gamma must be a number >= 0"),
+        ("alpha", 1.5, 'alpha must be "auto" or a number in \\[0, 1\\]'),
+        ("alpha", "sometimes", "alpha must be"),
+        ("alpha", None, "alpha must be"),
+        ("agree_bonus", None, "agree_bonus must be a finite number"),
+        ("temperature", -1, "temperature must be a number >= 0"),
+        ("top_k", -2, "top_k must be None or an int >= 0"),
+        ("top_k", 2.0, "top_k must be None or an int >= 0"),
+        ("top_p", 0.0, "top_p must be None or a number in \\(0, 1\\]"),
+        ("top_p", 1.5, "top_p must be None or a number in \\(0, 1\\]"),
+        ("seed", 1.5, "seed must be an int"),
+        ("offset", True, "offset must be an int"),
+    ],
+)
 def test_blend_step_names_each_bad_number(name, value, match):
     x = torch.zeros(1, 5)
     with pytest.raises(ValueError, match=match):

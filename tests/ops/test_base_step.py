@@ -1,6 +1,7 @@
 """`run_base_step`, the first call of a lazy step: the op with the base
 alone. Its `intervened` and its tokens for rows that do not intervene must be
 the full op's, whatever the guide; greedy, its tokens are the base argmax."""
+
 import pytest
 import torch
 
@@ -11,13 +12,14 @@ from blendin_ext.testing.op_cases import DTYPES, confident_logits
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("vocab", [1, 7, 50257])
-@pytest.mark.parametrize("sampling", [dict(temperature=0.0),
-                                      dict(temperature=0.8, top_k=40, top_p=0.9)])
+@pytest.mark.parametrize(
+    "sampling", [dict(temperature=0.0), dict(temperature=0.8, top_k=40, top_p=0.9)]
+)
 def test_base_step_equals_the_op_where_it_does_not_intervene(dtype, vocab, sampling):
     base = confident_logits(16, vocab, seed=vocab, dtype=dtype)
     guide = confident_logits(16, vocab, seed=vocab + 1, dtype=dtype)
-    base[3, :] = float("nan")   # a bad row stays bad
-    alpha = torch.tensor([-1.0, 0.5, 1.0, 0.3] * 4)   # per-row weights are set aside
+    base[3, :] = float("nan")  # a bad row stays bad
+    alpha = torch.tensor([-1.0, 0.5, 1.0, 0.3] * 4)  # per-row weights are set aside
     args = StepArgs.build(gamma=0.4, alpha=alpha, seed=torch.arange(16), offset=5, **sampling)
     full, first = run_step(base, guide, None, args), run_base_step(base, args)
     assert torch.equal(first.intervened, full.intervened)

@@ -1,4 +1,5 @@
 """The CPU blend_step op against the float32 reference of the spec."""
+
 import math
 
 import pytest
@@ -56,8 +57,15 @@ def test_every_strategy_and_dtype_sampled(strategy, dtype):
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 1.7])
 def test_top_k_top_p_sampling_matches_reference(top_k, top_p, temperature):
     base, guide = _pair(32, 50257, seed=3, dtype=torch.bfloat16)
-    kwargs = dict(gamma=0.6, alpha="auto", temperature=temperature, top_k=top_k, top_p=top_p,
-                  seed=99, offset=2)
+    kwargs = dict(
+        gamma=0.6,
+        alpha="auto",
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=99,
+        offset=2,
+    )
     out = blendin_ext.blend_step(base, guide, **kwargs)
     assert_matches_reference(out, base, guide, **kwargs)
 
@@ -71,8 +79,9 @@ def test_guide_vocabulary_map(map_dtype, temperature):
     out = blendin_ext.blend_step(base, guide, **kwargs)
     assert_matches_reference(out, base, guide, **kwargs)
     # The guide's choices are always base ids that have a guide twin.
-    guide_only = blendin_ext.blend_step(base, guide, gamma=2.0, alpha=1.0, guide_to_base=mapping,
-                                        temperature=temperature, seed=4)
+    guide_only = blendin_ext.blend_step(
+        base, guide, gamma=2.0, alpha=1.0, guide_to_base=mapping, temperature=temperature, seed=4
+    )
     inverse = blendin_ext.guide_map(mapping, 32000).base_to_guide
     assert (inverse[guide_only.tokens] >= 0).all()
 
@@ -81,8 +90,9 @@ def test_prebuilt_guide_map_object_equals_raw_tensor():
     base, guide = _pair(4, 1000, seed=8, guide_vocab=1500)
     mapping = random_guide_map(1500, 1000, seed=8)
     a = blendin_ext.blend_step(base, guide, guide_to_base=mapping, gamma=2.0)
-    b = blendin_ext.blend_step(base, guide, guide_to_base=blendin_ext.guide_map(mapping, 1000),
-                               gamma=2.0)
+    b = blendin_ext.blend_step(
+        base, guide, guide_to_base=blendin_ext.guide_map(mapping, 1000), gamma=2.0
+    )
     assert torch.equal(a.tokens, b.tokens)
 
 
@@ -96,8 +106,10 @@ def test_strided_rows_and_masks(dtype):
         assert_matches_reference(out, base, guide, **kwargs)
         chosen = out.tokens[:, None]
         # a token masked in both models has zero mixture mass
-        assert (torch.isfinite(base.float().gather(1, chosen)) |
-                torch.isfinite(guide.float().gather(1, chosen))).all()
+        assert (
+            torch.isfinite(base.float().gather(1, chosen))
+            | torch.isfinite(guide.float().gather(1, chosen))
+        ).all()
 
 
 def test_per_row_parameters_mix_strategies_in_one_batch():
@@ -105,18 +117,28 @@ def test_per_row_parameters_mix_strategies_in_one_batch():
     base, guide = _pair(len(names) * 4, 4099, seed=31)
     rows = len(names) * 4
     gamma = torch.tensor([STRATEGIES[names[i % len(names)]]["gamma"] for i in range(rows)])
-    alpha = torch.tensor([
-        -1.0 if STRATEGIES[names[i % len(names)]]["alpha"] == "auto"
-        else STRATEGIES[names[i % len(names)]]["alpha"] for i in range(rows)])
+    alpha = torch.tensor(
+        [
+            -1.0
+            if STRATEGIES[names[i % len(names)]]["alpha"] == "auto"
+            else STRATEGIES[names[i % len(names)]]["alpha"]
+            for i in range(rows)
+        ]
+    )
     temperature = torch.tensor([0.0, 0.7] * (rows // 2))
     kwargs = dict(gamma=gamma, alpha=alpha, temperature=temperature, seed=5)
     out = blendin_ext.blend_step(base, guide, **kwargs)
     assert_matches_reference(out, base, guide, **kwargs)
     for i in range(rows):  # each row equals the same strategy run on its own
-        one = blendin_ext.blend_step(base[i:i + 1], guide[i:i + 1], gamma=float(gamma[i]),
-                                     alpha="auto" if alpha[i] < 0 else float(alpha[i]),
-                                     temperature=float(temperature[i]),
-                                     seed=5, offset=0)
+        one = blendin_ext.blend_step(
+            base[i : i + 1],
+            guide[i : i + 1],
+            gamma=float(gamma[i]),
+            alpha="auto" if alpha[i] < 0 else float(alpha[i]),
+            temperature=float(temperature[i]),
+            seed=5,
+            offset=0,
+        )
         if temperature[i] == 0:
             assert int(one.tokens) == int(out.tokens[i])
 
@@ -153,13 +175,15 @@ def test_masked_token_is_never_chosen():
     assert int(out.tokens) in (0, 1, 2, 4)  # the guide's mass dominates
     base_only = blendin_ext.blend_step(base, guide, gamma=0.0)
     assert int(base_only.tokens) == 3
-    draws = blendin_ext.blend_step(base.expand(4000, 5), guide.expand(4000, 5), gamma=2.0,
-                                   alpha=0.5, temperature=1.0, seed=1)
+    draws = blendin_ext.blend_step(
+        base.expand(4000, 5), guide.expand(4000, 5), gamma=2.0, alpha=0.5, temperature=1.0, seed=1
+    )
     # base mass only on 3, guide mass only off 3: both appear, nothing masked twice
     assert set(draws.tokens.tolist()) <= {0, 1, 2, 3, 4}
     masked_both = torch.tensor([[0.0, -math.inf, 0.0, -math.inf, 0.0]])
-    many = blendin_ext.blend_step(masked_both.expand(4000, 5), masked_both.expand(4000, 5),
-                                  gamma=2.0, temperature=2.0, seed=2)
+    many = blendin_ext.blend_step(
+        masked_both.expand(4000, 5), masked_both.expand(4000, 5), gamma=2.0, temperature=2.0, seed=2
+    )
     assert not ({1, 3} & set(many.tokens.tolist()))
 
 

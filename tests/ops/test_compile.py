@@ -1,4 +1,5 @@
 """The op under torch.library.opcheck and torch.compile(fullgraph=True)."""
+
 import pytest
 import torch
 
@@ -15,13 +16,23 @@ def _op_args(base, guide, *, mapping=None, per_row=False, temperature=0.0):
     def value(v, dtype=torch.float32):
         return torch.full((batch,), v, dtype=dtype) if per_row else v
 
-    args = StepArgs.build(gamma=value(0.4), alpha=value(-1.0) if per_row else "auto",
-                          temperature=value(temperature), top_k=value(5, torch.int32),
-                          top_p=value(0.9), agree_bonus=0.1,
-                          seed=torch.arange(batch, dtype=torch.int64) if per_row else 3,
-                          offset=torch.tensor([4], dtype=torch.int64) if per_row else 4)
-    return (base, guide, None if maps is None else maps.guide_to_base,
-            None if maps is None else maps.base_to_guide, *args)
+    args = StepArgs.build(
+        gamma=value(0.4),
+        alpha=value(-1.0) if per_row else "auto",
+        temperature=value(temperature),
+        top_k=value(5, torch.int32),
+        top_p=value(0.9),
+        agree_bonus=0.1,
+        seed=torch.arange(batch, dtype=torch.int64) if per_row else 3,
+        offset=torch.tensor([4], dtype=torch.int64) if per_row else 4,
+    )
+    return (
+        base,
+        guide,
+        None if maps is None else maps.guide_to_base,
+        None if maps is None else maps.base_to_guide,
+        *args,
+    )
 
 
 @pytest.mark.parametrize("per_row", [False, True])
@@ -47,8 +58,16 @@ def test_opcheck_half_precision_and_empty_batch():
 def test_compiled_step_matches_eager():
     def step(base_logits, guide_logits, gamma, offset):
         base_logits = base_logits.float() / 1.0  # some surrounding graph work
-        out = blendin_ext.blend_step(base_logits, guide_logits, gamma=gamma, alpha="auto",
-                                     temperature=0.7, top_k=50, seed=123, offset=offset)
+        out = blendin_ext.blend_step(
+            base_logits,
+            guide_logits,
+            gamma=gamma,
+            alpha="auto",
+            temperature=0.7,
+            top_k=50,
+            seed=123,
+            offset=offset,
+        )
         return out.tokens + 0, out.alpha * 2
 
     torch._dynamo.reset()

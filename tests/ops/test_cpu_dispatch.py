@@ -3,6 +3,7 @@ active variant is the best this CPU supports, a variant it cannot run is
 refused, and every variant it can run gives the same tokens and bit-identical
 statistics. Each variant runs in its own process (BLENDIN_CPU_VARIANT is read
 once per process); this file is also that process's script."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,13 @@ def run_variant(variant, *args, check=True):
     env = dict(os.environ, BLENDIN_CPU_VARIANT=variant)
     root = os.path.dirname(os.path.dirname(os.path.abspath(blendin_ext.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert result.returncode == 0, f"variant {variant}:\n{result.stdout}\n{result.stderr}"
     return result
@@ -114,8 +120,9 @@ def test_every_runnable_variant_gives_the_same_results(tmp_path):
         for case, outputs in want.items():
             names = ["tokens", "intervened", "alpha", "base_top_prob", "guide_top_prob", "agree"]
             for name, a, b in zip(names, got[case], outputs):
-                assert torch.equal(bits(a), bits(b)), \
+                assert torch.equal(bits(a), bits(b)), (
                     f"{variant} vs {reference_name}, {case}, {name}:\n{a}\n{b}"
+                )
 
 
 def bits(t):
@@ -124,6 +131,7 @@ def bits(t):
 
 
 # ------------------------------------------------ the subprocess's side ----
+
 
 def logits(batch, vocab, dtype, seed):
     """Peaked rows (some confident, some not), masked entries, and in batches
@@ -152,14 +160,29 @@ def guide_map(guide_vocab, vocab, seed):
     return g2b, b2g
 
 
-def step(base, guide, g2b=None, b2g=None, *, alpha=-1.0, temperature=0.0, top_k=0, top_p=1.0,
-         seed=0):
+def step(
+    base, guide, g2b=None, b2g=None, *, alpha=-1.0, temperature=0.0, top_k=0, top_p=1.0, seed=0
+):
     def split(value, default):
         return (value, default) if isinstance(value, torch.Tensor) else (None, value)
 
-    return OPS.blend_step(base, guide, g2b, b2g, None, 0.4, *split(alpha, -1.0), 0.1,
-                          *split(temperature, 0.0), *split(top_k, 0), *split(top_p, 1.0),
-                          None, seed, None, 7)
+    return OPS.blend_step(
+        base,
+        guide,
+        g2b,
+        b2g,
+        None,
+        0.4,
+        *split(alpha, -1.0),
+        0.1,
+        *split(temperature, 0.0),
+        *split(top_k, 0),
+        *split(top_p, 1.0),
+        None,
+        seed,
+        None,
+        7,
+    )
 
 
 SETTINGS = {
@@ -175,8 +198,11 @@ SETTINGS = {
 def per_row_setting(batch):
     """Greedy and filtered sampling rows side by side."""
     rows = torch.arange(batch)
-    return dict(temperature=torch.where(rows % 2 == 0, 0.0, 0.9).float(),
-                top_k=(rows % 3 * 25).int(), top_p=torch.where(rows % 4 == 3, 0.7, 1.0).float())
+    return dict(
+        temperature=torch.where(rows % 2 == 0, 0.0, 0.9).float(),
+        top_k=(rows % 3 * 25).int(),
+        top_p=torch.where(rows % 4 == 3, 0.7, 1.0).float(),
+    )
 
 
 def all_cases():

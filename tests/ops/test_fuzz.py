@@ -16,6 +16,7 @@ Every call must end in exactly one of three ways:
 Derandomised, so CI runs the same cases every time; run with -s to see the
 case count and the count per outcome (once on 1 thread, once on 2, where
 large rows take the chunk-parallel path)."""
+
 import math
 import os
 from collections import Counter
@@ -35,10 +36,17 @@ st = hypothesis.strategies
 # BLENDIN_FUZZ_EXAMPLES=2000 (and BLENDIN_FUZZ_RANDOM=1 for new cases) searches longer.
 EXAMPLES = int(os.environ.get("BLENDIN_FUZZ_EXAMPLES", "120"))
 DERANDOMIZE = os.environ.get("BLENDIN_FUZZ_RANDOM", "0") != "1"
-ROW_DTYPES = dict(gamma=torch.float32, alpha=torch.float32, temperature=torch.float32,
-                  top_k=torch.int32, top_p=torch.float32, seed=torch.int64, offset=torch.int64)
+ROW_DTYPES = dict(
+    gamma=torch.float32,
+    alpha=torch.float32,
+    temperature=torch.float32,
+    top_k=torch.int32,
+    top_p=torch.float32,
+    seed=torch.int64,
+    offset=torch.int64,
+)
 SPECIAL = [math.nan, math.inf, -math.inf, 1e-40, -1e-45, 1e4, -1e4, 0.0]
-TINY_TEMPERATURES = [1e-40, 1e-45, 1e-50, 2.0 ** -101, 1e-30]
+TINY_TEMPERATURES = [1e-40, 1e-45, 1e-50, 2.0**-101, 1e-30]
 
 
 # ----------------------------------------------------------------- logits --
@@ -47,8 +55,10 @@ def draw_logits(data, batch, vocab, dtype, name):
     scale = data.draw(st.sampled_from([0.01, 1.0, 4.0]), label=f"{name} scale")
     x = torch.randn(max(batch, 1), vocab, generator=gen) * scale
     for row in range(batch):
-        kind = data.draw(st.sampled_from(["plain"] * 6 + ["special", "masked", "all_masked"]),
-                         label=f"{name} row {row}")
+        kind = data.draw(
+            st.sampled_from(["plain"] * 6 + ["special", "masked", "all_masked"]),
+            label=f"{name} row {row}",
+        )
         if kind == "special":
             x[row, data.draw(st.integers(0, vocab - 1))] = data.draw(st.sampled_from(SPECIAL))
         elif kind == "masked":
@@ -56,8 +66,9 @@ def draw_logits(data, batch, vocab, dtype, name):
         elif kind == "all_masked":
             x[row] = -math.inf
     x = x.to(dtype)
-    layout = data.draw(st.sampled_from(["contiguous", "padded", "expanded"]),
-                       label=f"{name} layout")
+    layout = data.draw(
+        st.sampled_from(["contiguous", "padded", "expanded"]), label=f"{name} layout"
+    )
     if batch == 0:
         odd = data.draw(st.sampled_from([(vocab, 1), (0, 0), (1, 7)]), label="empty strides")
         return torch.empty_strided((0, vocab), odd, dtype=dtype)
@@ -134,12 +145,16 @@ def wrong_tensor(data, name, batch):
     if kind == "range" and name in ("seed", "offset"):
         kind = "meta"  # every int64 is a valid seed or offset
     if kind == "dtype":
-        other = {torch.float32: torch.float64, torch.int32: torch.int64,
-                 torch.int64: torch.int32}[dtype]
+        other = {torch.float32: torch.float64, torch.int32: torch.int64, torch.int64: torch.int32}[
+            dtype
+        ]
         return torch.zeros(max(batch, 1), dtype=other)
     if kind == "shape":
-        return torch.zeros(batch + 2, dtype=dtype) if data.draw(st.booleans()) else \
-            torch.zeros(max(batch, 1), 2, dtype=dtype)
+        return (
+            torch.zeros(batch + 2, dtype=dtype)
+            if data.draw(st.booleans())
+            else torch.zeros(max(batch, 1), 2, dtype=dtype)
+        )
     if kind == "meta":
         return torch.zeros(max(batch, 1), dtype=dtype, device="meta")
     bad = dict(gamma=-1.0, alpha=1.5, temperature=-1.0, top_k=-2, top_p=0.0)[name]
@@ -161,8 +176,10 @@ def random_map(data, guide_vocab, vocab, dtype):
 
 
 def wrong_map(data, guide_vocab, vocab):
-    kind = data.draw(st.sampled_from(["length", "float", "range", "twice", "meta", "2d", "list"]),
-                     label="wrong map")
+    kind = data.draw(
+        st.sampled_from(["length", "float", "range", "twice", "meta", "2d", "list"]),
+        label="wrong map",
+    )
     ok = random_map(data, guide_vocab, vocab, torch.int64)
     if kind == "length":
         return torch.cat([ok, torch.tensor([-1])])
@@ -184,30 +201,38 @@ def wrong_map(data, guide_vocab, vocab):
 def draw_call(data):
     """(base, guide, kwargs, the wrong argument's name or None)."""
     batch = data.draw(st.sampled_from([0, 1, 2, 3, 5]), label="B")
-    vocab = data.draw(st.sampled_from([1, 2, 7, 64, 257]) | st.sampled_from([4097, 9000]),
-                      label="V")
-    dtype = data.draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
-                      label="dtype")
+    vocab = data.draw(
+        st.sampled_from([1, 2, 7, 64, 257]) | st.sampled_from([4097, 9000]), label="V"
+    )
+    dtype = data.draw(
+        st.sampled_from([torch.float32, torch.float16, torch.bfloat16]), label="dtype"
+    )
     map_kind = data.draw(st.sampled_from(["none", "raw32", "raw64", "guide_map"]), label="map")
-    guide_vocab = vocab if map_kind == "none" else data.draw(
-        st.sampled_from([vocab, vocab + 9, max(1, vocab // 2)]), label="Vg")
+    guide_vocab = (
+        vocab
+        if map_kind == "none"
+        else data.draw(st.sampled_from([vocab, vocab + 9, max(1, vocab // 2)]), label="Vg")
+    )
     base = draw_logits(data, batch, vocab, dtype, "base")
     guide = draw_logits(data, batch, guide_vocab, dtype, "guide")
     kwargs = {}
     if map_kind != "none":
         index_dtype = torch.int32 if map_kind == "raw32" else torch.int64
         mapping = random_map(data, guide_vocab, vocab, index_dtype)
-        kwargs["guide_to_base"] = (blendin_ext.guide_map(mapping, vocab)
-                                   if map_kind == "guide_map" else mapping)
+        kwargs["guide_to_base"] = (
+            blendin_ext.guide_map(mapping, vocab) if map_kind == "guide_map" else mapping
+        )
     for name in ROW_DTYPES:
         if data.draw(st.booleans(), label=f"{name} given"):
             tensor = data.draw(st.booleans(), label=f"{name} as tensor")
-            kwargs[name] = (valid_tensor(data, name, batch) if tensor
-                            else valid_number(data, name, vocab))
+            kwargs[name] = (
+                valid_tensor(data, name, batch) if tensor else valid_number(data, name, vocab)
+            )
     if data.draw(st.booleans(), label="agree_bonus given"):
         kwargs["agree_bonus"] = data.draw(st.floats(-1, 1))
-    wrong = data.draw(st.sampled_from([None] * 4 + ["number", "tensor", "logits", "map"]),
-                      label="wrong argument")
+    wrong = data.draw(
+        st.sampled_from([None] * 4 + ["number", "tensor", "logits", "map"]), label="wrong argument"
+    )
     if wrong == "number":
         name = data.draw(st.sampled_from(sorted(WRONG_NUMBERS)))
         kwargs[name] = data.draw(st.sampled_from(WRONG_NUMBERS[name]), label=f"bad {name}")
@@ -227,9 +252,10 @@ def draw_call(data):
 
 
 def wrong_logits(data, base, guide, kwargs):
-    kind = data.draw(st.sampled_from(["dtype", "1d", "3d", "rows", "mixed", "meta", "stride",
-                                      "none"]),
-                     label="wrong logits")
+    kind = data.draw(
+        st.sampled_from(["dtype", "1d", "3d", "rows", "mixed", "meta", "stride", "none"]),
+        label="wrong logits",
+    )
     if kind == "dtype":
         other = data.draw(st.sampled_from([torch.float64, torch.int32]))
         return base.to(other), guide, kwargs, "base_logits"
@@ -289,9 +315,13 @@ def test_every_call_matches_the_reference_flags_bad_rows_or_names_its_wrong_argu
     outcomes = Counter()
     before = torch.get_num_threads()
 
-    @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE,
-                         database=None,
-                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=DERANDOMIZE,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
     @hypothesis.given(st.data())
     def run(data):
         check_one(*draw_call(data), outcomes)
@@ -302,7 +332,9 @@ def test_every_call_matches_the_reference_flags_bad_rows_or_names_its_wrong_argu
     finally:
         torch.set_num_threads(before)
     total = outcomes["reference"] + outcomes["bad rows"] + outcomes["error"]
-    print(f"\nfuzz ({threads} thread(s)): {total} cases: reference {outcomes['reference']}, "
-          f"bad rows {outcomes['bad rows']}, error {outcomes['error']} "
-          f"({outcomes['large']} results from rows large enough to split across threads)")
+    print(
+        f"\nfuzz ({threads} thread(s)): {total} cases: reference {outcomes['reference']}, "
+        f"bad rows {outcomes['bad rows']}, error {outcomes['error']} "
+        f"({outcomes['large']} results from rows large enough to split across threads)"
+    )
     assert all(outcomes[k] > 0 for k in ("reference", "bad rows", "error")), outcomes

@@ -1,6 +1,7 @@
 """Calls with a fresh raw map tensor each time do not grow memory: the map
 cache frees an entry with its tensor (issue 12 measured 321 MB over 20,000
 calls when the cached GuideMap held the very tensor its weakref watched)."""
+
 import gc
 import os
 from pathlib import Path

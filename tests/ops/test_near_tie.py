@@ -2,6 +2,7 @@
 (blendin_ext.testing.near_tie): it accepts genuine ties of the exact step,
 built here by hand so that each sits within float rounding of a decision,
 and rejects real mismatches of every kind."""
+
 import math
 
 import pytest
@@ -21,8 +22,9 @@ def _uniforms(row=0):
 
 
 def _agree(tokens, other, base, guide, **kwargs):
-    assert_tokens_agree(torch.tensor(tokens), torch.tensor(other), base, guide, seed=SEED,
-                        offset=OFFSET, **kwargs)
+    assert_tokens_agree(
+        torch.tensor(tokens), torch.tensor(other), base, guide, seed=SEED, offset=OFFSET, **kwargs
+    )
 
 
 def _disagree(tokens, other, base, guide, match, **kwargs):
@@ -86,10 +88,14 @@ def test_uniform_at_a_cdf_step_is_accepted():
 def test_uniform_away_from_a_cdf_step_is_rejected():
     _, u = _uniforms()
     base = _two_tokens_split_at(min(u + 0.1, 0.95) if u < 0.5 else u - 0.1)
-    exact = int(blendin_ext.blend_step(base, base.clone(), gamma=0.0, temperature=1.0,
-                                       seed=SEED, offset=OFFSET).tokens)
-    _disagree([1 - exact], [exact], base, base.clone(), "from the uniform", gamma=0.0,
-              temperature=1.0)
+    exact = int(
+        blendin_ext.blend_step(
+            base, base.clone(), gamma=0.0, temperature=1.0, seed=SEED, offset=OFFSET
+        ).tokens
+    )
+    _disagree(
+        [1 - exact], [exact], base, base.clone(), "from the uniform", gamma=0.0, temperature=1.0
+    )
 
 
 def _opposed_pair():
@@ -109,8 +115,16 @@ def test_component_uniform_away_from_the_weight_is_rejected():
     base, guide = _opposed_pair()
     # with alpha above the uniform the guide draws 1; below it the base draws 0
     exact = 1 if u_component < alpha else 0
-    _disagree([1 - exact], [exact], base, guide, "from the uniform", gamma=2.0, alpha=alpha,
-              temperature=1.0)
+    _disagree(
+        [1 - exact],
+        [exact],
+        base,
+        guide,
+        "from the uniform",
+        gamma=2.0,
+        alpha=alpha,
+        temperature=1.0,
+    )
 
 
 def _seed_with_token_uniform_above(bound):
@@ -128,24 +142,31 @@ def test_top_p_cut_at_a_kept_mass(top_p, accepted):
     seed = _seed_with_token_uniform_above(0.85)
     kwargs = dict(gamma=0.0, temperature=1.0, top_p=top_p, offset=OFFSET)
     if accepted:  # kept {0, 1}: u > 0.625 draws 1; kept {0, 1, 2}: u > 0.8 draws 2
-        assert_tokens_agree(torch.tensor([1]), torch.tensor([2]), base, base.clone(), seed=seed,
-                            **kwargs)
+        assert_tokens_agree(
+            torch.tensor([1]), torch.tensor([2]), base, base.clone(), seed=seed, **kwargs
+        )
     else:
         with pytest.raises(AssertionError, match="cannot be drawn"):
-            assert_tokens_agree(torch.tensor([2]), torch.tensor([1]), base, base.clone(),
-                                seed=seed, **kwargs)
+            assert_tokens_agree(
+                torch.tensor([2]), torch.tensor([1]), base, base.clone(), seed=seed, **kwargs
+            )
 
 
-@pytest.mark.parametrize("batch,vocab,kwargs", [
-    (48, 262144, STRATEGIES["blendin"]),
-    (16, 50257, dict(gamma=0.9, temperature=1.0, top_p=0.95, seed=4)),
-    (16, 50257, dict(gamma=0.9, temperature=0.7, top_k=50, seed=5)),
-], ids=["greedy", "top_p", "top_k"])
+@pytest.mark.parametrize(
+    "batch,vocab,kwargs",
+    [
+        (48, 262144, STRATEGIES["blendin"]),
+        (16, 50257, dict(gamma=0.9, temperature=1.0, top_p=0.95, seed=4)),
+        (16, 50257, dict(gamma=0.9, temperature=0.7, top_k=50, seed=5)),
+    ],
+    ids=["greedy", "top_p", "top_k"],
+)
 def test_cpu_op_agrees_with_the_exact_step(batch, vocab, kwargs):
     """The bounds hold for the CPU op: its tokens equal the float64 step's
     or are ties by the rule (its sums are float32, in its own order)."""
     base, guide = confident_logits(batch, vocab, seed=5), confident_logits(batch, vocab, seed=6)
     out = blendin_ext.blend_step(base, guide, **kwargs)
     exact = blendin_ext.ops.reference.evaluate(base, guide, dtype=torch.float64, **kwargs)
-    assert_tokens_agree(out.tokens, exact.result.tokens, base, guide,
-                        names=("CPU op", "float64 step"), **kwargs)
+    assert_tokens_agree(
+        out.tokens, exact.result.tokens, base, guide, names=("CPU op", "float64 step"), **kwargs
+    )

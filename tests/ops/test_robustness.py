@@ -3,6 +3,7 @@ temperatures, expanded seed tensors, meta tensors among CPU ones, scalars
 that changed meaning when narrowed, and Python values the wrapper
 misread. Each now gives the documented result or an error naming the
 argument."""
+
 import math
 
 import numpy as np
@@ -31,8 +32,9 @@ def raw(base, guide, **slots):
 
 
 # ------------------------------------------------------------ temperature --
-@pytest.mark.parametrize("temperature", [1e-40, 1e-45, 1e-50, 2.0 ** -101,
-                                         torch.tensor([1e-40]), torch.tensor(1e-44)])
+@pytest.mark.parametrize(
+    "temperature", [1e-40, 1e-45, 1e-50, 2.0**-101, torch.tensor([1e-40]), torch.tensor(1e-44)]
+)
 def test_tiny_temperature_is_the_limit_not_a_bad_row(temperature):
     x = torch.tensor([[0.0, 1.0, 2.0]])
     out = blendin_ext.blend_step(x, x, temperature=temperature, seed=3)
@@ -43,7 +45,7 @@ def test_tiny_temperature_is_the_limit_not_a_bad_row(temperature):
 def test_tiny_temperature_draws_the_top_token_of_the_drawn_component(alpha):
     base, guide = pair(64, 300, seed=5)
     mapping = random_guide_map(300, 300, seed=2)
-    temps = torch.tensor([1e-40, 0.0, 1e-38, 2.0 ** -100] * 16)
+    temps = torch.tensor([1e-40, 0.0, 1e-38, 2.0**-100] * 16)
     kwargs = dict(guide_to_base=mapping, gamma=2.0, alpha=alpha, temperature=temps, seed=11)
     out = blendin_ext.blend_step(base, guide, **kwargs)
     assert (out.tokens >= 0).all()
@@ -64,8 +66,10 @@ def test_tiny_python_temperature_stays_sampling_after_narrowing():
     kwargs = dict(gamma=2.0, alpha=0.5, temperature=1e-50, seed=4)
     out = blendin_ext.blend_step(base, guide, **kwargs)
     assert_matches_reference(out, base, guide, **kwargs)
-    assert not torch.equal(out.tokens, blendin_ext.blend_step(base, guide, gamma=2.0, alpha=0.5,
-                                                              temperature=0.0).tokens)
+    assert not torch.equal(
+        out.tokens,
+        blendin_ext.blend_step(base, guide, gamma=2.0, alpha=0.5, temperature=0.0).tokens,
+    )
 
 
 # ------------------------------------------------------------------ seeds --
@@ -106,14 +110,21 @@ def test_seed_beyond_int64_is_taken_modulo_2_to_64():
     base, guide = pair()
     kwargs = dict(gamma=2.0, alpha=0.5, temperature=1.0)
     big = blendin_ext.blend_step(base, guide, seed=2**63, **kwargs)
-    assert torch.equal(big.tokens, blendin_ext.blend_step(base, guide, seed=-(2**63),
-                                                          **kwargs).tokens)
+    assert torch.equal(
+        big.tokens, blendin_ext.blend_step(base, guide, seed=-(2**63), **kwargs).tokens
+    )
 
 
 # ------------------------------------------------------------- meta tensors --
-ROW_TENSORS = dict(gamma=torch.float32, alpha=torch.float32, temperature=torch.float32,
-                   top_k=torch.int32, top_p=torch.float32, seed=torch.int64,
-                   offset=torch.int64)
+ROW_TENSORS = dict(
+    gamma=torch.float32,
+    alpha=torch.float32,
+    temperature=torch.float32,
+    top_k=torch.int32,
+    top_p=torch.float32,
+    seed=torch.int64,
+    offset=torch.int64,
+)
 
 
 @pytest.mark.parametrize("name", sorted(ROW_TENSORS))
@@ -139,34 +150,52 @@ def test_meta_logits_or_map_among_cpu_arguments_is_named():
 
 def test_all_meta_arguments_only_compute_shapes():
     base, guide = pair()
-    out = blendin_ext.blend_step(base.to("meta"), guide.to("meta"),
-                                 guide_to_base=torch.arange(V, device="meta"))
+    out = blendin_ext.blend_step(
+        base.to("meta"), guide.to("meta"), guide_to_base=torch.arange(V, device="meta")
+    )
     assert out.tokens.device.type == "meta" and out.tokens.shape == (B,)
 
 
 # ------------------------------------------------- scalars before narrowing --
-@pytest.mark.parametrize("slot, value, match", [
-    ("top_k_value", -(2**32) + 5, "top_k must be >= 0"),
-    ("top_k_value", 2**31, "top_k must fit in int32"),
-    ("gamma_value", -1e-50, "gamma must be >= 0, got -1e-50"),
-    ("temperature_value", -1e-50, "temperature must be >= 0, got -1e-50"),
-    ("top_p_value", 1 + 1e-12, r"top_p must lie in \(0, 1\], got 1.000000000001"),
-    ("alpha_value", 1 + 1e-12, r"alpha must lie in \[0, 1\]"),
-    ("gamma_value", math.nan, "gamma must be >= 0"),
-    ("temperature_value", math.nan, "temperature must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "slot, value, match",
+    [
+        ("top_k_value", -(2**32) + 5, "top_k must be >= 0"),
+        ("top_k_value", 2**31, "top_k must fit in int32"),
+        ("gamma_value", -1e-50, "gamma must be >= 0, got -1e-50"),
+        ("temperature_value", -1e-50, "temperature must be >= 0, got -1e-50"),
+        ("top_p_value", 1 + 1e-12, r"top_p must lie in \(0, 1\], got 1.000000000001"),
+        ("alpha_value", 1 + 1e-12, r"alpha must lie in \[0, 1\]"),
+        ("gamma_value", math.nan, "gamma must be >= 0"),
+        ("temperature_value", math.nan, "temperature must be >= 0"),
+    ],
+)
 def test_raw_op_checks_scalars_before_narrowing_them(slot, value, match):
     base, guide = pair()
     with pytest.raises(RuntimeError, match=match):
         raw(base, guide, **{slot: value})
 
 
-@pytest.mark.parametrize("name, value", [
-    ("top_k", -(2**32) + 5), ("gamma", -1e-50), ("temperature", -1e-50), ("top_p", 1 + 1e-12),
-    ("top_k", np.float64(3.0)), ("top_k", np.float32(3.7)), ("top_k", 3.0), ("seed", np.float64(1)),
-    ("alpha", None), ("agree_bonus", None), ("gamma", None), ("temperature", None),
-    ("gamma", "0.4"), ("top_p", True), ("offset", 1.0),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("top_k", -(2**32) + 5),
+        ("gamma", -1e-50),
+        ("temperature", -1e-50),
+        ("top_p", 1 + 1e-12),
+        ("top_k", np.float64(3.0)),
+        ("top_k", np.float32(3.7)),
+        ("top_k", 3.0),
+        ("seed", np.float64(1)),
+        ("alpha", None),
+        ("agree_bonus", None),
+        ("gamma", None),
+        ("temperature", None),
+        ("gamma", "0.4"),
+        ("top_p", True),
+        ("offset", 1.0),
+    ],
+)
 def test_wrapper_names_each_bad_value(name, value):
     base, guide = pair()
     with pytest.raises(ValueError, match=f"^{name} must"):
@@ -242,6 +271,7 @@ def test_map_changed_through_numpy_memory_is_not_served_stale():
 
 def test_map_cache_frees_entries_with_their_tensors():
     from blendin_ext.ops import maps
+
     base, guide = pair()
     before = len(maps._map_cache)
     for _ in range(50):
@@ -255,8 +285,9 @@ def test_compile_fullgraph_with_a_raw_map_tensor():
     mapping = random_guide_map(350, 300, seed=6)
 
     def step(b, g, m):
-        return blendin_ext.blend_step(b, g, guide_to_base=m, gamma=0.6, temperature=0.7,
-                                      seed=5).tokens
+        return blendin_ext.blend_step(
+            b, g, guide_to_base=m, gamma=0.6, temperature=0.7, seed=5
+        ).tokens
 
     torch._dynamo.reset()
     compiled = torch.compile(step, fullgraph=True)

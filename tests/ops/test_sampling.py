@@ -1,6 +1,7 @@
 """Sampling: seeded reproducibility and draw frequencies against the exact
 mixture q_T = a * p~_g^(T) + (1 - a) * p_b^(T), computed here in float64
 independently of the kernel and of the reference."""
+
 import pytest
 import torch
 from scipy import stats
@@ -61,17 +62,32 @@ def assert_frequencies(tokens, expected):
     assert tv < 0.01, f"total variation {tv:.4f}"
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (1.0, None, None), (0.5, None, None), (2.0, 3, None), (1.0, None, 0.7), (0.8, 4, 0.8),
-    (1.3, 1, None),
-])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p",
+    [
+        (1.0, None, None),
+        (0.5, None, None),
+        (2.0, 3, None),
+        (1.0, None, 0.7),
+        (0.8, 4, 0.8),
+        (1.3, 1, None),
+    ],
+)
 @pytest.mark.parametrize("alpha", [0.3, "auto"])
 def test_draw_frequencies_match_exact_mixture(temperature, top_k, top_p, alpha):
     gen = torch.Generator().manual_seed(1)
     base, guide = torch.randn(1, 7, generator=gen), torch.randn(1, 7, generator=gen) * 1.5
-    out = blendin_ext.blend_step(base.expand(DRAWS, 7), guide.expand(DRAWS, 7), gamma=2.0,
-                                 alpha=alpha, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 seed=2024, offset=3)
+    out = blendin_ext.blend_step(
+        base.expand(DRAWS, 7),
+        guide.expand(DRAWS, 7),
+        gamma=2.0,
+        alpha=alpha,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=2024,
+        offset=3,
+    )
     a = float(out.alpha[0])
     assert torch.all(out.alpha == a)
     expected = exact_mixture(base[0], guide[0], a, temperature, top_k, top_p)
@@ -82,9 +98,16 @@ def test_draw_frequencies_with_vocabulary_map():
     gen = torch.Generator().manual_seed(2)
     base, guide = torch.randn(1, 9, generator=gen), torch.randn(1, 12, generator=gen)
     mapping = random_guide_map(12, 9, seed=3, unmapped=0.4)
-    out = blendin_ext.blend_step(base.expand(DRAWS, 9), guide.expand(DRAWS, 12), gamma=2.0,
-                                 alpha=0.6, temperature=1.2, top_k=5, seed=7,
-                                 guide_to_base=mapping)
+    out = blendin_ext.blend_step(
+        base.expand(DRAWS, 9),
+        guide.expand(DRAWS, 12),
+        gamma=2.0,
+        alpha=0.6,
+        temperature=1.2,
+        top_k=5,
+        seed=7,
+        guide_to_base=mapping,
+    )
     expected = exact_mixture(base[0], guide[0], 0.6, 1.2, top_k=5, guide_to_base=mapping)
     assert_frequencies(out.tokens, expected)
 
@@ -92,8 +115,15 @@ def test_draw_frequencies_with_vocabulary_map():
 def test_frequencies_on_a_large_vocabulary():
     base = confident_logits(1, 50257, seed=4)
     guide = confident_logits(1, 50257, seed=5)
-    out = blendin_ext.blend_step(base.expand(20_000, -1), guide.expand(20_000, -1), gamma=2.0,
-                                 alpha=0.5, temperature=0.7, top_k=20, seed=11)
+    out = blendin_ext.blend_step(
+        base.expand(20_000, -1),
+        guide.expand(20_000, -1),
+        gamma=2.0,
+        alpha=0.5,
+        temperature=0.7,
+        top_k=20,
+        seed=11,
+    )
     expected = exact_mixture(base[0], guide[0], 0.5, 0.7, top_k=20)
     assert_frequencies(out.tokens, expected)
 
@@ -114,16 +144,28 @@ def test_per_row_seed_makes_draws_independent_of_batch_position():
     base, guide = confident_logits(8, 5003, seed=3), confident_logits(8, 5003, seed=4)
     seeds = torch.arange(100, 108)
     offsets = torch.arange(8) * 3
-    batch = blendin_ext.blend_step(base, guide, gamma=0.8, temperature=1.0, seed=seeds,
-                                   offset=offsets)
+    batch = blendin_ext.blend_step(
+        base, guide, gamma=0.8, temperature=1.0, seed=seeds, offset=offsets
+    )
     for row in [5, 0, 7]:
-        alone = blendin_ext.blend_step(base[row:row + 1], guide[row:row + 1], gamma=0.8,
-                                       temperature=1.0, seed=seeds[row:row + 1],
-                                       offset=offsets[row:row + 1])
+        alone = blendin_ext.blend_step(
+            base[row : row + 1],
+            guide[row : row + 1],
+            gamma=0.8,
+            temperature=1.0,
+            seed=seeds[row : row + 1],
+            offset=offsets[row : row + 1],
+        )
         assert int(alone.tokens) == int(batch.tokens[row])
     shuffled = torch.tensor([3, 1, 0, 2, 7, 6, 5, 4])
-    again = blendin_ext.blend_step(base[shuffled], guide[shuffled], gamma=0.8, temperature=1.0,
-                                   seed=seeds[shuffled], offset=offsets[shuffled])
+    again = blendin_ext.blend_step(
+        base[shuffled],
+        guide[shuffled],
+        gamma=0.8,
+        temperature=1.0,
+        seed=seeds[shuffled],
+        offset=offsets[shuffled],
+    )
     assert torch.equal(again.tokens, batch.tokens[shuffled])
 
 
@@ -133,8 +175,12 @@ def test_philox_known_answers():
     # Random123's published known-answer vectors for Philox4x32-10.
     assert philox4x32_10((0, 0, 0, 0), (0, 0)) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
     ones = 0xFFFFFFFF
-    assert philox4x32_10((ones,) * 4, (ones, ones)) == (0x408F276D, 0x41C83B0E, 0xA20BC7C6,
-                                                        0x6D5451FD)
-    assert philox4x32_10((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-                         (0xA4093822, 0x299F31D0)) == (0xD16CFE09, 0x94FDCCEB, 0x5001E420,
-                                                       0x24126EA1)
+    assert philox4x32_10((ones,) * 4, (ones, ones)) == (
+        0x408F276D,
+        0x41C83B0E,
+        0xA20BC7C6,
+        0x6D5451FD,
+    )
+    assert philox4x32_10(
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0)
+    ) == (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)

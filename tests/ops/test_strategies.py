@@ -1,15 +1,23 @@
 """The one strategy table: names, aliases, blend-A, and that the loop, the
 command line and the eval all resolve through it."""
+
 import pytest
 
 from blendin_ext.ops.strategies import ALIASES, ALWAYS, STRATEGIES, choose, choose_many
 
 
 def test_every_strategy_is_a_point_of_the_op():
-    points = {name: (c.gamma, c.alpha) for name, c in
-              ((n, choose(n, gamma=0.4)) for n in STRATEGIES)}
-    assert points == {"base": (0.0, 0.0), "guide": (ALWAYS, 1.0), "nudging": (0.4, 1.0),
-                      "blend": (0.4, 0.5), "blendin": (0.4, "auto"), "ensemble": (ALWAYS, 0.5)}
+    points = {
+        name: (c.gamma, c.alpha) for name, c in ((n, choose(n, gamma=0.4)) for n in STRATEGIES)
+    }
+    assert points == {
+        "base": (0.0, 0.0),
+        "guide": (ALWAYS, 1.0),
+        "nudging": (0.4, 1.0),
+        "blend": (0.4, 0.5),
+        "blendin": (0.4, "auto"),
+        "ensemble": (ALWAYS, 0.5),
+    }
 
 
 def test_aliases_resolve_to_one_name():

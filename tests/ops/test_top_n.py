@@ -3,6 +3,7 @@ blendin-top100) against a plain reference written the published way, with
 dictionaries of token strings; against the exact op where the lists hold
 the whole vocabulary (V <= N); and the documented differences where they
 do not (mass outside the lists, guide strings without a base spelling)."""
+
 import math
 
 import pytest
@@ -30,8 +31,14 @@ def published(base: dict, guide: dict, *, gamma=0.4, alpha="auto", bonus=0.1):
     """The rule on string lists (`blend_lists`): (q by emittable string,
     intervened, weight, agree). A string "b<id>" is a base token; "g<id>"
     is a guide token without a base spelling (never emitted here)."""
-    step = blend_lists(base, guide, gamma=gamma, alpha=alpha, agree_bonus=bonus,
-                       can_emit=lambda s: s.startswith("b"))
+    step = blend_lists(
+        base,
+        guide,
+        gamma=gamma,
+        alpha=alpha,
+        agree_bonus=bonus,
+        can_emit=lambda s: s.startswith("b"),
+    )
     return step.q, step.intervened, step.alpha, step.agree if step.intervened else None
 
 
@@ -51,8 +58,9 @@ def spell_guide(g2b):
 def assert_matches_reference(out, base, guide, n, g2b=None, **rule):
     spell_g = spell_base if g2b is None else spell_guide(g2b)
     for row in range(base.shape[0]):
-        q, intervened, a, agree = published(top_list(base[row], n, spell_base),
-                                            top_list(guide[row], n, spell_g), **rule)
+        q, intervened, a, agree = published(
+            top_list(base[row], n, spell_base), top_list(guide[row], n, spell_g), **rule
+        )
         token = int(out.tokens[row])
         assert bool(out.intervened[row]) == intervened
         assert float(out.alpha[row]) == pytest.approx(a, abs=1e-5)
@@ -94,18 +102,27 @@ def test_fixed_alpha_and_per_row_parameters():
     base, guide = flat_logits(6, 300, 6, 2.0), flat_logits(6, 300, 7, 2.0)
     gamma = torch.tensor([0.0, 2.0, 2.0, 0.5, 2.0, 2.0])
     alpha = torch.tensor([-1.0, -1.0, 0.3, 1.0, 0.0, -1.0])
-    out = top_n_step(base, guide, None, StepArgs.build(gamma=gamma, alpha=alpha, agree_bonus=0.2),
-                     torch.tensor([100, 100, 100, 100, 100, 4]))
+    out = top_n_step(
+        base,
+        guide,
+        None,
+        StepArgs.build(gamma=gamma, alpha=alpha, agree_bonus=0.2),
+        torch.tensor([100, 100, 100, 100, 100, 4]),
+    )
     for row in range(6):
         n = 4 if row == 5 else 100
-        rule = dict(gamma=float(gamma[row]), bonus=0.2,
-                    alpha="auto" if alpha[row] < 0 else float(alpha[row]))
-        q, intervened, a, _ = published(top_list(base[row], n, spell_base),
-                                        top_list(guide[row], n, spell_base), **rule)
+        rule = dict(
+            gamma=float(gamma[row]),
+            bonus=0.2,
+            alpha="auto" if alpha[row] < 0 else float(alpha[row]),
+        )
+        q, intervened, a, _ = published(
+            top_list(base[row], n, spell_base), top_list(guide[row], n, spell_base), **rule
+        )
         assert bool(out.intervened[row]) == intervened
         assert float(out.alpha[row]) == pytest.approx(a, abs=1e-6)
         assert int(out.tokens[row]) == reference_token(q)
-    assert int(out.tokens[0]) == int(base[0].argmax())   # gamma 0: the base's own token
+    assert int(out.tokens[0]) == int(base[0].argmax())  # gamma 0: the base's own token
 
 
 # ----------------------------------------------- where it equals the op
@@ -118,8 +135,9 @@ def test_whole_vocabulary_lists_give_the_op_result(vocab, spread):
     out = top_n_step(base, guide, None, GREEDY, 100)
     exact = blendin_ext.blend_step(base, guide, **op_kwargs("blendin"))
     for name in ("intervened", "alpha", "base_top_prob", "guide_top_prob", "agree"):
-        assert torch.allclose(getattr(out, name).float(), getattr(exact, name).float(),
-                              atol=1e-6), name
+        assert torch.allclose(
+            getattr(out, name).float(), getattr(exact, name).float(), atol=1e-6
+        ), name
     assert_same_tokens_up_to_near_ties(out.tokens, exact, base, guide)
 
 
@@ -162,7 +180,7 @@ def test_mass_outside_the_base_list_can_change_the_token():
     100. The exact blend adds x's base probability (rank 101) and picks x;
     the lists count it 0 and pick y, by exactly the guide's margin."""
     vocab, x, y = 1000, 500, 600
-    base_probs = {0: 0.3, **{i: 0.005 for i in range(1, 100)}, x: 0.004}   # x ranks 101st
+    base_probs = {0: 0.3, **{i: 0.005 for i in range(1, 100)}, x: 0.004}  # x ranks 101st
     base = logits_of(base_probs, vocab)[None]
     guide = logits_of({y: 0.45, x: 0.449, 0: 0.001}, vocab)[None]
     exact = blendin_ext.blend_step(base, guide, **op_kwargs("blendin"))
@@ -194,7 +212,7 @@ def test_guide_strings_without_a_base_spelling():
     assert float(out.guide_top_prob[0]) == pytest.approx(0.9, abs=1e-5)
     assert float(out.agree[0]) == 0.0
     assert float(out.alpha[0]) == pytest.approx(0.9 / 1.2, abs=1e-5)
-    mapped_mass = 1 - 0.9 - 19 * (0.05 / 58)   # unmapped: `lost` and 19 tokens at the rest
+    mapped_mass = 1 - 0.9 - 19 * (0.05 / 58)  # unmapped: `lost` and 19 tokens at the rest
     c_g = 0.05 / mapped_mass
     assert float(exact.guide_top_prob[0]) == pytest.approx(c_g, rel=1e-4)
     assert float(exact.alpha[0]) == pytest.approx(c_g / (0.3 + c_g) + 0.1 * 0.05, rel=1e-4)
@@ -219,8 +237,13 @@ def test_only_the_asked_rows_are_replaced():
     exact = blendin_ext.ops.run_step(base, guide, None, args)
     rows = TopNRows.of([0, 3, 0, 0, 100])
     mixed = rows.apply(exact, base, guide, None, args)
-    alone = top_n_step(base[[1, 4]], guide[[1, 4]], None, args.take(torch.tensor([1, 4]), 5),
-                       torch.tensor([3, 100]))
+    alone = top_n_step(
+        base[[1, 4]],
+        guide[[1, 4]],
+        None,
+        args.take(torch.tensor([1, 4]), 5),
+        torch.tensor([3, 100]),
+    )
     for full, part, op in zip(mixed, alone, exact):
         assert torch.equal(full[[1, 4]], part.to(full.dtype))
         assert torch.equal(full[[0, 2, 3]], op[[0, 2, 3]])
@@ -251,7 +274,11 @@ def test_strategy_names():
     assert choose("blendin-top100", gamma=0.3) == choose(" BlendIn-Top100 ", gamma=0.3)
     choice = choose("blendin-top100", gamma=0.3, alpha=0.2)
     assert (choice.name, choice.gamma, choice.alpha, choice.top_n) == (
-        "blendin-top100", 0.3, "auto", 100)
+        "blendin-top100",
+        0.3,
+        "auto",
+        100,
+    )
     assert choose("blendin-top007").name == "blendin-top7"
     assert choose("blendin").top_n == 0
     for bad in ("blendin-top0", "blendin-top", "blendin-topx", "blendin-top-3"):
@@ -268,7 +295,7 @@ def test_string_lists_as_a_client_blends_them():
     assert (sure.token, sure.intervened, sure.alpha) == (" the", False, 0.0)
     step = blend_lists(base, guide)
     assert step.agree == 0.0 and step.alpha == pytest.approx(0.5 / 0.8)
-    assert step.token == " dog"   # a client appends any string it gets back
+    assert step.token == " dog"  # a client appends any string it gets back
     assert step.q[" a"] == pytest.approx(0.625 * 0.3 + 0.375 * 0.25)
     assert blend_lists(base, guide, can_emit=lambda s: s != " dog").token == " a"
     with pytest.raises(ValueError, match="guide's list is needed"):

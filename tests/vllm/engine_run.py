@@ -7,6 +7,7 @@ stdin: {"engine": LLM kwargs, "batches": [[{"prompt": str, "sampling":
 SamplingParams kwargs}, ...], ...]}. A batch that fails (a bad argument)
 gives {"error": message} and the next batch still runs.
 """
+
 import json
 import os
 import sys
@@ -24,16 +25,27 @@ def run(spec: dict) -> dict:
     batches = []
     for batch in spec["batches"]:
         try:
-            outputs = llm.generate([r["prompt"] for r in batch],
-                                   [SamplingParams(**r["sampling"]) for r in batch],
-                                   use_tqdm=False)
+            outputs = llm.generate(
+                [r["prompt"] for r in batch],
+                [SamplingParams(**r["sampling"]) for r in batch],
+                use_tqdm=False,
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the test
             batches.append({"error": f"{type(exc).__name__}: {exc}"})
             continue
-        batches.append([{"id": o.request_id, "tokens": list(o.outputs[0].token_ids),
-                         "logprobs": [d[t].logprob for d, t in
-                                      zip(o.outputs[0].logprobs or [], o.outputs[0].token_ids)]}
-                        for o in outputs])
+        batches.append(
+            [
+                {
+                    "id": o.request_id,
+                    "tokens": list(o.outputs[0].token_ids),
+                    "logprobs": [
+                        d[t].logprob
+                        for d, t in zip(o.outputs[0].logprobs or [], o.outputs[0].token_ids)
+                    ],
+                }
+                for o in outputs
+            ]
+        )
     return {"batches": batches, "diagnostics": current()}
 
 

@@ -17,6 +17,7 @@ while it equals the row's argmax) and ``post_update`` (sampled tokens
 written after ``total_len``, which then grows). A grammar mask, when set,
 is applied before the processors, as MRV2 does.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,11 +26,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-
 import vllm.v1.worker.gpu.buffer_utils as buffer_utils
 from vllm.v1.worker.gpu.sample.logits_processor import (
-    LogitsContext, build_custom_logits_processors,
-    build_custom_logits_processors_params_validator)
+    LogitsContext,
+    build_custom_logits_processors,
+    build_custom_logits_processors_params_validator,
+)
 from vllm.v1.worker.gpu.states import RequestState
 
 # The CPU has no pinned memory: plain host buffers, as vLLM's CPU worker uses.
@@ -45,7 +47,7 @@ def flush(staged) -> None:
         if staged.gpu.dim() == 1:
             staged.gpu[index] = values[0]
         else:
-            staged.gpu[index, start:start + len(values)] = values
+            staged.gpu[index, start : start + len(values)] = values
         begin = end
     staged.clear_staged_writes()
 
@@ -54,28 +56,46 @@ def flush(staged) -> None:
 class Running:
     slot: int
     prompt_len: int
-    computed: int                      # tokens the model has seen (its KV cache)
-    drafts: List[int] = field(default_factory=list)   # proposed for the next step
+    computed: int  # tokens the model has seen (its KV cache)
+    drafts: List[int] = field(default_factory=list)  # proposed for the next step
 
 
 class MRV2Runner:
     """Requests by id; `step()` runs one scheduler step over all of them."""
 
-    def __init__(self, vllm_config, base, *, custom=(), max_num_reqs=8, max_model_len=128,
-                 num_speculative_steps=0, chunk=None, seed=0, grammar=None):
+    def __init__(
+        self,
+        vllm_config,
+        base,
+        *,
+        custom=(),
+        max_num_reqs=8,
+        max_model_len=128,
+        num_speculative_steps=0,
+        chunk=None,
+        seed=0,
+        grammar=None,
+    ):
         self.base = base
         vocab = base.config.vocab_size
-        self.req_states = RequestState(max_num_reqs, max_model_len, 4 * max_model_len,
-                                       num_speculative_steps, vocab, torch.device("cpu"))
-        self.processors = build_custom_logits_processors(vllm_config, self.req_states, False,
-                                                         custom)
+        self.req_states = RequestState(
+            max_num_reqs,
+            max_model_len,
+            4 * max_model_len,
+            num_speculative_steps,
+            vocab,
+            torch.device("cpu"),
+        )
+        self.processors = build_custom_logits_processors(
+            vllm_config, self.req_states, False, custom
+        )
         self.validate = build_custom_logits_processors_params_validator(custom)
         self.needs_processing = np.zeros(max_num_reqs, dtype=bool)
         self.running: Dict[str, Running] = {}
-        self.chunk = chunk              # prefill tokens per step (None: all at once)
+        self.chunk = chunk  # prefill tokens per step (None: all at once)
         self.order = random.Random(seed)
-        self.grammar = grammar          # (vocab,) bool: allowed tokens, or None
-        self.logits_seen: List[tuple] = []   # (logits in, logits out, rows that prefill)
+        self.grammar = grammar  # (vocab,) bool: allowed tokens, or None
+        self.logits_seen: List[tuple] = []  # (logits in, logits out, rows that prefill)
 
     # ------------------------------------------------------------ requests
     def add(self, req_id: str, prompt_ids: List[int], params, output_ids=()) -> int:
@@ -126,9 +146,9 @@ class MRV2Runner:
         """One step; drafts: req_id -> draft tokens to verify this step."""
         self.flush()
         order = list(self.running)
-        self.order.shuffle(order)   # MRV2 reorders rows every step
+        self.order.shuffle(order)  # MRV2 reorders rows every step
         states = self.req_states
-        rows = []   # (req_id, local position, position, input token)
+        rows = []  # (req_id, local position, position, input token)
         prefilling = set()
         for req_id in order:
             run = self.running[req_id]
@@ -153,13 +173,15 @@ class MRV2Runner:
         idx_np = np.array([self.running[r].slot for r in order], dtype=np.intp)
         ctx = LogitsContext(
             expanded_idx_mapping=torch.tensor(slots, dtype=torch.int64),
-            idx_mapping=torch.tensor(idx_np, dtype=torch.int64), idx_mapping_np=idx_np,
+            idx_mapping=torch.tensor(idx_np, dtype=torch.int64),
+            idx_mapping_np=idx_np,
             expanded_local_pos=torch.tensor([r[1] for r in rows], dtype=torch.int32),
             input_ids=torch.tensor([r[3] for r in rows], dtype=torch.int32),
             pos=torch.tensor([r[2] for r in rows], dtype=torch.int64),
-            seq_lens_upper_bound_np=np.array([0] * len(order), dtype=np.int32))
+            seq_lens_upper_bound_np=np.array([0] * len(order), dtype=np.int32),
+        )
         given = logits.clone()
-        if np.any(self.needs_processing[idx_np]):   # the Sampler's own gate
+        if np.any(self.needs_processing[idx_np]):  # the Sampler's own gate
             for processor in self.processors:
                 logits = processor.apply(logits, ctx)
         self.logits_seen.append((given, logits.clone(), prefilling))
@@ -172,8 +194,10 @@ class MRV2Runner:
         slot = self.running[req_id].slot
         total = int(self.req_states.total_len.gpu[slot])
         seen = position + 1
-        context = (self.req_states.all_token_ids.gpu[slot, :min(total, seen)].tolist()
-                   + self.running[req_id].drafts[: max(seen - total, 0)])
+        context = (
+            self.req_states.all_token_ids.gpu[slot, : min(total, seen)].tolist()
+            + self.running[req_id].drafts[: max(seen - total, 0)]
+        )
         return self.base(torch.tensor([context])).logits[0, -1]
 
     def _post_update(self, rows, chosen, prefilling) -> None:
@@ -184,14 +208,15 @@ class MRV2Runner:
         for req_id, entries in by_request.items():
             run = self.running[req_id]
             if any(i in prefilling for i, _, _ in entries):
-                continue            # a prefill chunk: nothing sampled
+                continue  # a prefill chunk: nothing sampled
             sampled = []
             for k, (_, _, token) in enumerate(entries):
                 sampled.append(token)
                 if k >= len(run.drafts) or run.drafts[k] != token:
-                    break           # the draft after this row is rejected (or none is left)
+                    break  # the draft after this row is rejected (or none is left)
             total = int(self.req_states.total_len.gpu[run.slot])
-            self.req_states.all_token_ids.gpu[run.slot, total:total + len(sampled)] = \
+            self.req_states.all_token_ids.gpu[run.slot, total : total + len(sampled)] = (
                 torch.tensor(sampled, dtype=torch.int32)
+            )
             self.req_states.total_len.gpu[run.slot] = total + len(sampled)
             run.computed = total + len(sampled) - 1

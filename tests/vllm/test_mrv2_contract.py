@@ -15,6 +15,7 @@ back in another slot, prompts are prefilled in chunks, speculative decoding
 verifies several rows per request (drafts accepted and rejected), and a
 grammar's -inf mask stays -inf.
 """
+
 import os
 import subprocess
 import sys
@@ -23,25 +24,25 @@ from types import SimpleNamespace
 
 import pytest
 
-os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")   # vLLM's GPU wheel, on the CPU
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")  # vLLM's GPU wheel, on the CPU
 pytest.importorskip("vllm.v1.worker.gpu.sample.logits_processor")
 
-import torch  # noqa: E402
-from vllm import SamplingParams  # noqa: E402
-from vllm.exceptions import VLLMValidationError  # noqa: E402
-from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor  # noqa: E402
+import torch
+from vllm import SamplingParams
+from vllm.exceptions import VLLMValidationError
+from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
 
-import blendin_ext  # noqa: E402
-from blendin_ext.testing import random_prompts  # noqa: E402
-from blendin_ext.vllm.diagnostics import read_diagnostics  # noqa: E402
-from blendin_ext.vllm.processor import BlendInLogitsProcessor  # noqa: E402
-from tests.helpers.tiny_folders import VOCAB, save_tiny  # noqa: E402
-from tests.vllm.mrv2_runner import MRV2Runner  # noqa: E402
+import blendin_ext
+from blendin_ext.testing import random_prompts
+from blendin_ext.vllm.diagnostics import read_diagnostics
+from blendin_ext.vllm.processor import BlendInLogitsProcessor
+from tests.helpers.tiny_folders import VOCAB, save_tiny
+from tests.vllm.mrv2_runner import MRV2Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 FQCN = "blendin_ext.vllm.processor:BlendInLogitsProcessor"
 PROMPTS = random_prompts(5, min_words=1, max_words=9, seed=3)
-STRATEGIES = ["guide", "blendin", "nudging", "base", None]   # None: not blended
+STRATEGIES = ["guide", "blendin", "nudging", "base", None]  # None: not blended
 STEPS = 10
 MAX_LEN = 128
 
@@ -57,22 +58,38 @@ def models(folders):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     load = lambda name: AutoModelForCausalLM.from_pretrained(folders[name]).eval()  # noqa: E731
-    return {"base": load("base"), "guide": load("guide"),
-            "tok": AutoTokenizer.from_pretrained(folders["base"])}
+    return {
+        "base": load("base"),
+        "guide": load("guide"),
+        "tok": AutoTokenizer.from_pretrained(folders["base"]),
+    }
 
 
 def engine_config(folders, tmp_path=None, **blendin):
     """The fields of vLLM's VllmConfig the processor reads."""
     extra = {}
     if tmp_path is not None:
-        extra = {"blendin": {"guide": str(folders["guide"]), "guide_dtype": "float32",
-                             "diagnostics": str(tmp_path / "diag.jsonl"),
-                             "stats": str(tmp_path / "stats.jsonl"), **blendin}}
-    model = SimpleNamespace(tokenizer=str(folders["base"]), tokenizer_revision=None,
-                            trust_remote_code=False, max_model_len=MAX_LEN,
-                            get_vocab_size=lambda: VOCAB)
-    return SimpleNamespace(additional_config=extra, model_config=model,
-                           parallel_config=SimpleNamespace(rank=0, tensor_parallel_size=1))
+        extra = {
+            "blendin": {
+                "guide": str(folders["guide"]),
+                "guide_dtype": "float32",
+                "diagnostics": str(tmp_path / "diag.jsonl"),
+                "stats": str(tmp_path / "stats.jsonl"),
+                **blendin,
+            }
+        }
+    model = SimpleNamespace(
+        tokenizer=str(folders["base"]),
+        tokenizer_revision=None,
+        trust_remote_code=False,
+        max_model_len=MAX_LEN,
+        get_vocab_size=lambda: VOCAB,
+    )
+    return SimpleNamespace(
+        additional_config=extra,
+        model_config=model,
+        parallel_config=SimpleNamespace(rank=0, tensor_parallel_size=1),
+    )
 
 
 def params(strategy, request_id=None, **sampling):
@@ -80,16 +97,27 @@ def params(strategy, request_id=None, **sampling):
     if blendin is not None and request_id is not None:
         blendin["request_id"] = request_id
     sampling = {"temperature": 0.0, **sampling}
-    return SamplingParams(max_tokens=MAX_LEN // 2, ignore_eos=True,
-                          extra_args=None if blendin is None else {"blendin": blendin},
-                          **sampling)
+    return SamplingParams(
+        max_tokens=MAX_LEN // 2,
+        ignore_eos=True,
+        extra_args=None if blendin is None else {"blendin": blendin},
+        **sampling,
+    )
 
 
 def expected(models, prompts, strategies, **options):
     """blendin_ext.generate's tokens (strategy None: the base alone)."""
-    out = blendin_ext.generate(models["base"], models["guide"], prompts, tokenizer=models["tok"],
-                               strategy=[s or "base" for s in strategies],
-                               max_new_tokens=STEPS, stop_token_ids=[], lazy=True, **options)
+    out = blendin_ext.generate(
+        models["base"],
+        models["guide"],
+        prompts,
+        tokenizer=models["tok"],
+        strategy=[s or "base" for s in strategies],
+        max_new_tokens=STEPS,
+        stop_token_ids=[],
+        lazy=True,
+        **options,
+    )
     return [r.token_ids for r in out]
 
 
@@ -109,12 +137,14 @@ def test_entry_point_and_fqcn_load_a_v2_processor(folders):
 
     states = RequestState(4, MAX_LEN, MAX_LEN, 0, VOCAB, torch.device("cpu"))
     from vllm.v1.worker.gpu.sample.logits_processor import (
-        build_custom_logits_processors, build_custom_logits_processors_params_validator)
+        build_custom_logits_processors,
+        build_custom_logits_processors_params_validator,
+    )
 
     for custom in ((), (FQCN,), (BlendInLogitsProcessor,)):
         built = build_custom_logits_processors(engine_config(folders), states, False, custom)
         mine = [p for p in built if isinstance(p, BlendInLogitsProcessor)]
-        assert len(mine) == 1 + len(custom)   # the entry point's, plus the one named
+        assert len(mine) == 1 + len(custom)  # the entry point's, plus the one named
         assert all(isinstance(p, LogitsProcessor) and p.core is None for p in mine)
         validate = build_custom_logits_processors_params_validator(custom)
         validate(params("blendin"))
@@ -153,25 +183,42 @@ print("STARTED", names)
 """
 
 
-@pytest.mark.parametrize("block", [
-    # blendin_ext's compiled op cannot load (e.g. built against another torch)
-    "sys.modules['blendin_ext._C'] = None",
-], ids=["no-compiled-op"])
+@pytest.mark.parametrize(
+    "block",
+    [
+        # blendin_ext's compiled op cannot load (e.g. built against another torch)
+        "sys.modules['blendin_ext._C'] = None",
+    ],
+    ids=["no-compiled-op"],
+)
 def test_the_entry_point_cannot_stop_an_engine(block):
-    done = subprocess.run([sys.executable, "-c", INERT_CHECK.format(block=block)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", INERT_CHECK.format(block=block)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert "STARTED" in done.stdout, done.stderr[-3000:]
 
 
 def test_the_module_imports_without_mrv2():
     """A vLLM without Model Runner V2: our class is a V1 processor only."""
     interface = "vllm.v1.worker.gpu.sample.logits_processor.interface"
-    code = (f"import sys; sys.modules['{interface}'] = None\n"
-            "from blendin_ext.vllm.processor import BlendInLogitsProcessor as P\n"
-            "from vllm.v1.sample.logits_processor import LogitsProcessor as V1\n"
-            "assert issubclass(P, V1); print('IMPORTED', [c.__name__ for c in P.__mro__])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=dict(os.environ, VLLM_TARGET_DEVICE="cpu"))
+    code = (
+        f"import sys; sys.modules['{interface}'] = None\n"
+        "from blendin_ext.vllm.processor import BlendInLogitsProcessor as P\n"
+        "from vllm.v1.sample.logits_processor import LogitsProcessor as V1\n"
+        "assert issubclass(P, V1); print('IMPORTED', [c.__name__ for c in P.__mro__])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=dict(os.environ, VLLM_TARGET_DEVICE="cpu"),
+    )
     assert "IMPORTED" in done.stdout, done.stderr[-3000:]
 
 
@@ -191,7 +238,7 @@ def test_reordered_rows_recycled_slots_and_preemption(folders, models, tmp_path)
     for i in (2, 3):
         runner.add(names[i], ids(models, PROMPTS[i]), params(STRATEGIES[i], names[i]))
     runner.step()
-    prompt_b, output_b = runner.remove("b")   # preempted
+    prompt_b, output_b = runner.remove("b")  # preempted
     runner.step()
     prompt_s, output_s = runner.remove("s")
     slot = runner.add("b", prompt_b, params(STRATEGIES[1], "b"), output_b)
@@ -207,8 +254,10 @@ def test_reordered_rows_recycled_slots_and_preemption(folders, models, tmp_path)
     freed = sorted(runner.running[n].slot for n in names[:4])
     for name in names[:4]:
         runner.remove(name)
-    again = [runner.add(f"new{i}", ids(models, PROMPTS[i]), params(STRATEGIES[i], f"new{i}"))
-             for i in range(4)]
+    again = [
+        runner.add(f"new{i}", ids(models, PROMPTS[i]), params(STRATEGIES[i], f"new{i}"))
+        for i in range(4)
+    ]
     assert sorted(again) == freed
     while min(len(runner.outputs()[f"new{i}"]) for i in range(4)) < STEPS:
         runner.step()
@@ -216,7 +265,7 @@ def test_reordered_rows_recycled_slots_and_preemption(folders, models, tmp_path)
         assert runner.outputs()[f"new{i}"][:STEPS] == want
     diagnostics = read_diagnostics(tmp_path / "diag.jsonl")
     assert {"a", "b", "c", "s"} <= set(diagnostics)
-    assert diagnostics["a"]["intervention_rate"] == 1.0   # guide-only
+    assert diagnostics["a"]["intervention_rate"] == 1.0  # guide-only
     assert diagnostics["b"]["resumed"] == 1
 
 
@@ -242,11 +291,12 @@ def test_speculative_decoding_rows(folders, models, tmp_path):
     token, the second wrong, so each step accepts one draft and rejects the
     other, which the guide must forget. Tokens equal our loop's."""
     want = expected(models, PROMPTS[:4], STRATEGIES[:4])
-    runner = MRV2Runner(engine_config(folders, tmp_path), models["base"], custom=(FQCN,),
-                        num_speculative_steps=2)
+    runner = MRV2Runner(
+        engine_config(folders, tmp_path), models["base"], custom=(FQCN,), num_speculative_steps=2
+    )
     for i in range(4):
         runner.add(f"r{i}", ids(models, PROMPTS[i]), params(STRATEGIES[i]))
-    runner.step()   # prefill
+    runner.step()  # prefill
     lengths = []
     while min(len(o) for o in runner.outputs().values()) < STEPS - 2:
         drafts = {}
@@ -255,9 +305,9 @@ def test_speculative_decoding_rows(folders, models, tmp_path):
             drafts[f"r{i}"] = [want[i][have], (want[i][have + 1] + 1) % VOCAB]
         runner.step(drafts)
         lengths.append([len(runner.outputs()[f"r{i}"]) for i in range(4)])
-    assert all(b - a == 2 for a, b in zip(lengths[0], lengths[1]))   # one draft kept each step
+    assert all(b - a == 2 for a, b in zip(lengths[0], lengths[1]))  # one draft kept each step
     for i in range(4):
-        assert runner.outputs()[f"r{i}"] == want[i][:len(runner.outputs()[f"r{i}"])]
+        assert runner.outputs()[f"r{i}"] == want[i][: len(runner.outputs()[f"r{i}"])]
 
 
 def test_grammar_masks_stay_minus_inf(folders, models, tmp_path):
@@ -265,21 +315,25 @@ def test_grammar_masks_stay_minus_inf(folders, models, tmp_path):
     raised, and tokens equal our loop's with the same mask on both models."""
     allowed = torch.zeros(VOCAB, dtype=torch.bool)
     allowed[torch.arange(4, VOCAB, 3)] = True
-    runner = MRV2Runner(engine_config(folders, tmp_path), models["base"], custom=(FQCN,),
-                        grammar=allowed)
+    runner = MRV2Runner(
+        engine_config(folders, tmp_path), models["base"], custom=(FQCN,), grammar=allowed
+    )
     for i in range(4):
         runner.add(f"r{i}", ids(models, PROMPTS[i]), params(STRATEGIES[i]))
     while min(len(o) for o in runner.outputs().values()) < STEPS:
         runner.step()
-    for given, out, _ in runner.logits_seen:
+    for _given, out, _ in runner.logits_seen:
         assert torch.isneginf(out[:, ~allowed]).all()
-    hooks = [models[m].lm_head.register_forward_hook(
-        lambda module, inputs, logits: logits.masked_fill(~allowed, float("-inf")))
-        for m in ("base", "guide")]
+    hooks = [
+        models[m].lm_head.register_forward_hook(
+            lambda module, inputs, logits: logits.masked_fill(~allowed, float("-inf"))
+        )
+        for m in ("base", "guide")
+    ]
     try:
         want = expected(models, PROMPTS[:4], STRATEGIES[:4])
     finally:
         for hook in hooks:
             hook.remove()
-    for i in range(4):   # the loop may stop sooner (a stop id of either model's convention)
-        assert runner.outputs()[f"r{i}"][:len(want[i])] == want[i], (i, len(want[i]))
+    for i in range(4):  # the loop may stop sooner (a stop id of either model's convention)
+        assert runner.outputs()[f"r{i}"][: len(want[i])] == want[i], (i, len(want[i]))

@@ -3,16 +3,17 @@ loads entry-point plug-ins into every engine, and Model Runner V2 refuses a
 class that is not its kind, so ours is both; without BlendIn configured it
 is inert in either runner; each runner gets its adapter; registered twice
 (entry point and logits_processors=[...]) it blends once."""
+
 import pytest
 
 pytest.importorskip("vllm")
 
-from types import SimpleNamespace  # noqa: E402
+from types import SimpleNamespace
 
-from vllm.v1.sample.logits_processor import LogitsProcessor as V1  # noqa: E402
+from vllm.v1.sample.logits_processor import LogitsProcessor as V1
 
-from blendin_ext.vllm.processor import BlendInLogitsProcessor  # noqa: E402
-from tests.helpers.vllm_engine import fake_params  # noqa: E402
+from blendin_ext.vllm.processor import BlendInLogitsProcessor
+from tests.helpers.vllm_engine import fake_params
 
 
 def config(additional_config):
@@ -22,6 +23,7 @@ def config(additional_config):
 def test_both_interfaces():
     assert issubclass(BlendInLogitsProcessor, V1)
     from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2
+
     assert issubclass(BlendInLogitsProcessor, V2)
 
 
@@ -29,8 +31,9 @@ def test_inert_without_blendin_config():
     v1 = BlendInLogitsProcessor(config({}), "cpu", False)
     assert v1.core is None and not v1.is_argmax_invariant()
     v1.update_state(None)
-    v1.update_state(SimpleNamespace(added=[(0, fake_params({"gamma": -1}), [1], [])],
-                                    removed=[], moved=[]))   # even bad arguments: no raise
+    v1.update_state(
+        SimpleNamespace(added=[(0, fake_params({"gamma": -1}), [1], [])], removed=[], moved=[])
+    )  # even bad arguments: no raise
     logits = object()
     assert v1.apply(logits) is logits
     v2 = BlendInLogitsProcessor(config(None), object())
@@ -46,9 +49,10 @@ def test_each_runner_gets_its_adapter(monkeypatch):
     from blendin_ext.vllm.runner_v2 import SlotRows
 
     built = []
-    monkeypatch.setattr(engine, "build_core",
-                        lambda config, vllm_config, device: built.append(device) or "core")
-    engines = [config({"blendin": {"guide": "g"}}) for _ in range(2)]   # alive: ids differ
+    monkeypatch.setattr(
+        engine, "build_core", lambda config, vllm_config, device: built.append(device) or "core"
+    )
+    engines = [config({"blendin": {"guide": "g"}}) for _ in range(2)]  # alive: ids differ
     v1 = BlendInLogitsProcessor(engines[0], "cpu", False)
     assert isinstance(v1.batch, BatchRows) and v1.slots is None and v1.core == "core"
     states = SimpleNamespace(device="cuda:1")
@@ -61,8 +65,7 @@ def test_validate_params_names_the_field():
     from vllm import SamplingParams
 
     with pytest.raises(ValueError, match="extra_args.blendin.alpha"):
-        BlendInLogitsProcessor.validate_params(
-            SamplingParams(extra_args={"blendin": {"alpha": 3}}))
+        BlendInLogitsProcessor.validate_params(SamplingParams(extra_args={"blendin": {"alpha": 3}}))
     BlendInLogitsProcessor.validate_params(SamplingParams())
 
 

@@ -4,6 +4,7 @@ the offline engine's tokens and its diagnostics land in the configured file
 under its request_id; a bad argument gets HTTP 400 naming the field; and
 under load (200 requests, 16 concurrent clients, BlendIn, plain and bad
 arguments mixed) every answer is right and the server stays up."""
+
 import json
 import os
 import socket
@@ -18,10 +19,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from blendin_ext.testing import random_prompts  # noqa: E402
-from blendin_ext.vllm.diagnostics import read_diagnostics  # noqa: E402
-from tests.helpers.tiny_folders import save_tiny  # noqa: E402
-from tests.helpers.vllm_engine import request, run_engine, tokens  # noqa: E402
+from blendin_ext.testing import random_prompts
+from blendin_ext.vllm.diagnostics import read_diagnostics
+from tests.helpers.tiny_folders import save_tiny
+from tests.helpers.vllm_engine import request, run_engine, tokens
 
 PROMPT = random_prompts(1, min_words=4, max_words=4, seed=5)[0]
 STEPS = 10
@@ -57,12 +58,34 @@ def server(tmp_path_factory):
     # version of a distribution named "vllm"); its API server module is the
     # same server without that line.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base), "--host",
-         "127.0.0.1", "--port", str(port), "--max-model-len", "256", "--enforce-eager",
-         "--dtype", "float32", "--seed", "0", "--max-num-seqs", "8",
-         "--logits-processors", "blendin_ext.vllm.processor:BlendInLogitsProcessor",
-         "--additional-config", json.dumps({"blendin": blendin})],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(base),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            "256",
+            "--enforce-eager",
+            "--dtype",
+            "float32",
+            "--seed",
+            "0",
+            "--max-num-seqs",
+            "8",
+            "--logits-processors",
+            "blendin_ext.vllm.processor:BlendInLogitsProcessor",
+            "--additional-config",
+            json.dumps({"blendin": blendin}),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + START_TIMEOUT
@@ -87,25 +110,40 @@ def server(tmp_path_factory):
 
 
 def completion(server, xargs, prompt=PROMPT, **sampling):
-    body = {"model": str(server["base"]), "prompt": prompt, "max_tokens": STEPS,
-            "temperature": 0, "ignore_eos": True, "return_token_ids": True, **sampling}
+    body = {
+        "model": str(server["base"]),
+        "prompt": prompt,
+        "max_tokens": STEPS,
+        "temperature": 0,
+        "ignore_eos": True,
+        "return_token_ids": True,
+        **sampling,
+    }
     if xargs is not None:
         body["vllm_xargs"] = xargs
     return post(server["url"] + "/v1/completions", body)
 
 
 def offline_engine(server) -> dict:
-    return dict(model=str(server["base"]), max_model_len=256, enforce_eager=True,
-                dtype="float32", seed=0, max_num_seqs=8,
-                additional_config={"blendin": {"guide": str(server["guide"])}})
+    return dict(
+        model=str(server["base"]),
+        max_model_len=256,
+        enforce_eager=True,
+        dtype="float32",
+        seed=0,
+        max_num_seqs=8,
+        additional_config={"blendin": {"guide": str(server["guide"])}},
+    )
 
 
 def test_completion_equals_offline_and_logs_diagnostics(server):
     blendin = {"strategy": "nudging", "request_id": "served-1"}
     status, body = completion(server, {"blendin": json.dumps(blendin)})
     assert status == 200, body
-    offline = run_engine(offline_engine(server),
-                         [[request(PROMPT, blendin={"strategy": "nudging"}, max_tokens=STEPS)]])
+    offline = run_engine(
+        offline_engine(server),
+        [[request(PROMPT, blendin={"strategy": "nudging"}, max_tokens=STEPS)]],
+    )
     assert body["choices"][0]["token_ids"] == tokens(offline["batches"][0])[0]
     diagnostics = read_diagnostics(server["diag"])
     assert diagnostics["served-1"]["strategy"] == "nudging"
@@ -127,14 +165,14 @@ SAMPLED = {"temperature": 0.8, "top_p": 0.9, "top_k": 50}
 # (strategy, seed): greedy without a seed, sampled with one
 GOOD = [(s, seed) for s in ("blendin", "nudging", "guide") for seed in (None, 5)]
 BAD = [  # vllm_xargs["blendin"] as sent, and the field the 400 must name
-    (json.dumps({"gamma": "high"}), "extra_args.blendin.gamma"),           # wrong type
-    (json.dumps({"strategy": 3}), "extra_args.blendin.strategy"),          # wrong type
-    (json.dumps({"request_id": 5}), "extra_args.blendin.request_id"),      # wrong type
-    (json.dumps({"gamma": -0.5}), "extra_args.blendin.gamma"),             # out of range
-    (json.dumps({"alpha": 1.5}), "extra_args.blendin.alpha"),              # out of range
-    (json.dumps({"strategy": "nope"}), "extra_args.blendin.strategy"),     # unknown strategy
-    ('{"strategy": "blendin"', "extra_args.blendin"),                      # malformed JSON
-    (7, "extra_args.blendin"),                                             # not an object
+    (json.dumps({"gamma": "high"}), "extra_args.blendin.gamma"),  # wrong type
+    (json.dumps({"strategy": 3}), "extra_args.blendin.strategy"),  # wrong type
+    (json.dumps({"request_id": 5}), "extra_args.blendin.request_id"),  # wrong type
+    (json.dumps({"gamma": -0.5}), "extra_args.blendin.gamma"),  # out of range
+    (json.dumps({"alpha": 1.5}), "extra_args.blendin.alpha"),  # out of range
+    (json.dumps({"strategy": "nope"}), "extra_args.blendin.strategy"),  # unknown strategy
+    ('{"strategy": "blendin"', "extra_args.blendin"),  # malformed JSON
+    (7, "extra_args.blendin"),  # not an object
 ]
 
 
@@ -159,8 +197,9 @@ def send(server, kind, prompt, what):
         return completion(server, {"blendin": what[0]}, LOAD_PROMPTS[prompt])
     strategy, seed = what
     sampling = {} if seed is None else dict(SAMPLED, seed=seed)
-    return completion(server, {"blendin": json.dumps({"strategy": strategy})},
-                      LOAD_PROMPTS[prompt], **sampling)
+    return completion(
+        server, {"blendin": json.dumps({"strategy": strategy})}, LOAD_PROMPTS[prompt], **sampling
+    )
 
 
 def test_serving_under_load_and_bad_input(server):
@@ -173,20 +212,38 @@ def test_serving_under_load_and_bad_input(server):
     plan = load_plan()
     started = time.time()
     with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
-        replies = list(pool.map(lambda item: send(server, *item), plan,
-                                timeout=LOAD_SECONDS))
+        replies = list(pool.map(lambda item: send(server, *item), plan, timeout=LOAD_SECONDS))
     seconds = time.time() - started
     # The offline engine: each distinct good request once.
-    distinct = sorted({(kind, prompt, what) for kind, prompt, what in plan if kind != "bad"},
-                      key=repr)
-    offline = run_engine(offline_engine(server), [[
-        request(LOAD_PROMPTS[prompt], max_tokens=STEPS) if kind == "plain" else request(
-            LOAD_PROMPTS[prompt], blendin={"strategy": what[0]}, max_tokens=STEPS,
-            **({} if what[1] is None else dict(SAMPLED, seed=what[1])))
-        for kind, prompt, what in distinct]])
+    distinct = sorted(
+        {(kind, prompt, what) for kind, prompt, what in plan if kind != "bad"}, key=repr
+    )
+    offline = run_engine(
+        offline_engine(server),
+        [
+            [
+                request(LOAD_PROMPTS[prompt], max_tokens=STEPS)
+                if kind == "plain"
+                else request(
+                    LOAD_PROMPTS[prompt],
+                    blendin={"strategy": what[0]},
+                    max_tokens=STEPS,
+                    **({} if what[1] is None else dict(SAMPLED, seed=what[1])),
+                )
+                for kind, prompt, what in distinct
+            ]
+        ],
+    )
     want = dict(zip(distinct, tokens(offline["batches"][0])))
-    counts = {"sent": len(plan), "bad": 0, "400s": 0, "400s_naming_the_field": 0,
-              "completed": 0, "mismatches": 0, "other": 0}
+    counts = {
+        "sent": len(plan),
+        "bad": 0,
+        "400s": 0,
+        "400s_naming_the_field": 0,
+        "completed": 0,
+        "mismatches": 0,
+        "other": 0,
+    }
     for (kind, prompt, what), (status, body) in zip(plan, replies):
         if kind == "bad":
             counts["bad"] += 1

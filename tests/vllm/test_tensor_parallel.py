@@ -4,18 +4,19 @@ its own copy of the guide, so every rank must pick the same tokens, and
 those must be the tokens of tensor_parallel_size=1, greedy and seeded.
 Each rank's guide memory and forward time come from the stats file
 (``additional_config.blendin.stats``) and are printed ("TP ...")."""
+
 import json
 
 import pytest
 
 pytest.importorskip("vllm")
 
-import blendin_ext  # noqa: E402
-from blendin_ext.testing import random_prompts  # noqa: E402
-from blendin_ext.vllm.diagnostics import read_diagnostics  # noqa: E402
-from blendin_ext.vllm.stats import read_stats  # noqa: E402
-from tests.helpers.tiny_folders import save_tiny  # noqa: E402
-from tests.helpers.vllm_engine import request, run_engine, tokens  # noqa: E402
+import blendin_ext
+from blendin_ext.testing import random_prompts
+from blendin_ext.vllm.diagnostics import read_diagnostics
+from blendin_ext.vllm.stats import read_stats
+from tests.helpers.tiny_folders import save_tiny
+from tests.helpers.vllm_engine import request, run_engine, tokens
 
 PROMPTS = random_prompts(4, min_words=1, max_words=9, seed=3)
 STRATEGIES = ["base", "guide", "blendin", "nudging"]
@@ -24,10 +25,14 @@ STEPS = 12
 
 
 def batches():
-    greedy = [request(p, blendin={"strategy": s, "request_id": f"g{i}"})
-              for i, (p, s) in enumerate(zip(PROMPTS, STRATEGIES))]
-    seeded = [request(p, blendin={"strategy": s, "request_id": f"s{i}"}, seed=7 + i, **SAMPLED)
-              for i, (p, s) in enumerate(zip(PROMPTS, STRATEGIES))]
+    greedy = [
+        request(p, blendin={"strategy": s, "request_id": f"g{i}"})
+        for i, (p, s) in enumerate(zip(PROMPTS, STRATEGIES))
+    ]
+    seeded = [
+        request(p, blendin={"strategy": s, "request_id": f"s{i}"}, seed=7 + i, **SAMPLED)
+        for i, (p, s) in enumerate(zip(PROMPTS, STRATEGIES))
+    ]
     return [greedy, seeded]
 
 
@@ -37,17 +42,32 @@ def runs(tmp_path_factory):
     base, guide = save_tiny(root / "base", seed=0), save_tiny(root / "guide", seed=1)
     result = {}
     for size in (1, 2):
-        engine = dict(model=str(base), max_model_len=256, enforce_eager=True, dtype="float32",
-                      max_num_seqs=8, seed=0, tensor_parallel_size=size,
-                      gpu_memory_utilization=0.3,
-                      additional_config={"blendin": {
-                          "guide": str(guide), "guide_dtype": "float32",
-                          "diagnostics": str(root / f"diag{size}.jsonl"),
-                          "stats": str(root / f"stats{size}.jsonl")}})
-        run = run_engine(engine, batches(), env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"
-                                                 if size == 2 else "0"})
-        result[size] = dict(run, stats=read_stats(root / f"stats{size}.jsonl"),
-                            file_diagnostics=read_diagnostics(root / f"diag{size}.jsonl"))
+        engine = dict(
+            model=str(base),
+            max_model_len=256,
+            enforce_eager=True,
+            dtype="float32",
+            max_num_seqs=8,
+            seed=0,
+            tensor_parallel_size=size,
+            gpu_memory_utilization=0.3,
+            additional_config={
+                "blendin": {
+                    "guide": str(guide),
+                    "guide_dtype": "float32",
+                    "diagnostics": str(root / f"diag{size}.jsonl"),
+                    "stats": str(root / f"stats{size}.jsonl"),
+                }
+            },
+        )
+        run = run_engine(
+            engine, batches(), env={"VLLM_CPU_OMP_THREADS_BIND": "0|1" if size == 2 else "0"}
+        )
+        result[size] = dict(
+            run,
+            stats=read_stats(root / f"stats{size}.jsonl"),
+            file_diagnostics=read_diagnostics(root / f"diag{size}.jsonl"),
+        )
     result["models"] = (base, guide)
     return result
 
@@ -61,11 +81,16 @@ def test_tensor_parallel_tokens_equal_our_loop(runs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base, guide = runs["models"]
-    out = blendin_ext.generate(AutoModelForCausalLM.from_pretrained(base).eval(),
-                               AutoModelForCausalLM.from_pretrained(guide).eval(), PROMPTS,
-                               tokenizer=AutoTokenizer.from_pretrained(base),
-                               strategy=STRATEGIES, max_new_tokens=STEPS, stop_token_ids=[],
-                               lazy=True)
+    out = blendin_ext.generate(
+        AutoModelForCausalLM.from_pretrained(base).eval(),
+        AutoModelForCausalLM.from_pretrained(guide).eval(),
+        PROMPTS,
+        tokenizer=AutoTokenizer.from_pretrained(base),
+        strategy=STRATEGIES,
+        max_new_tokens=STEPS,
+        stop_token_ids=[],
+        lazy=True,
+    )
     got = tokens(runs[2]["batches"][0])
     assert [g[: len(r.token_ids)] for g, r in zip(got, out)] == [r.token_ids for r in out]
 
@@ -80,9 +105,33 @@ def test_every_rank_runs_its_own_guide(runs):
     assert ranks[0]["guide_tokens"] == ranks[1]["guide_tokens"]
     assert set(runs[2]["file_diagnostics"]) == {f"{k}{i}" for k in "gs" for i in range(4)}
     single = runs[1]["stats"][0]
-    print("TP " + json.dumps({
-        "tp1": {k: single[k] for k in ("guide_param_bytes", "guide_cache_bytes",
-                                       "guide_forwards", "guide_seconds", "apply_seconds")},
-        "tp2": {rank: {k: s[k] for k in ("guide_param_bytes", "guide_cache_bytes",
-                                         "guide_forwards", "guide_seconds", "apply_seconds")}
-                for rank, s in ranks.items()}}))
+    print(
+        "TP "
+        + json.dumps(
+            {
+                "tp1": {
+                    k: single[k]
+                    for k in (
+                        "guide_param_bytes",
+                        "guide_cache_bytes",
+                        "guide_forwards",
+                        "guide_seconds",
+                        "apply_seconds",
+                    )
+                },
+                "tp2": {
+                    rank: {
+                        k: s[k]
+                        for k in (
+                            "guide_param_bytes",
+                            "guide_cache_bytes",
+                            "guide_forwards",
+                            "guide_seconds",
+                            "apply_seconds",
+                        )
+                    }
+                    for rank, s in ranks.items()
+                },
+            }
+        )
+    )

@@ -67,7 +67,7 @@ BLENDIN_HD float exp_in_range(float x) {
   // most |n| * 1.9e-9 (2.4e-7 at the bottom of the range, where exp is below
   // 2^-100; under 1e-8 for the entries that carry a softmax's mass).
   const float kLn2 = 0.693147180559945309f;
-  const float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: k's low bits hold n
+  const float kRoundMagic = 12582912.0f;         // 1.5 * 2^23: k's low bits hold n
   const float k = fmaf(x, kLog2e, kRoundMagic);  // 1.5 * 2^23 + round(x / ln 2)
   const float n = k - kRoundMagic;
   const float r = fmaf(-n, kLn2, x);  // |r| <= ln(2) / 2 (+ the rounding above)
@@ -119,8 +119,7 @@ BLENDIN_HD SoftmaxPartial empty_partial() {
 
 // True when (value_a, id_a) ranks before (value_b, id_b): larger value first,
 // ties to the smaller id. The one order used for argmax, top-K and top-k/p.
-BLENDIN_HD bool ranks_before(float value_a, int32_t id_a, float value_b,
-                             int32_t id_b) {
+BLENDIN_HD bool ranks_before(float value_a, int32_t id_a, float value_b, int32_t id_b) {
   return value_a > value_b || (value_a == value_b && id_a < id_b);
 }
 
@@ -193,8 +192,8 @@ struct Decision {
 
 // intervened = c_b < gamma; alpha is the fixed value, or (when alpha_fixed < 0)
 // the paper's reliability rule clamp(c_g / (c_b + c_g) + bonus * agree, 0, 1).
-BLENDIN_HD Decision decide(float base_top_prob, float guide_top_prob, float agree,
-                           float gamma, float alpha_fixed, float agree_bonus) {
+BLENDIN_HD Decision decide(float base_top_prob, float guide_top_prob, float agree, float gamma,
+                           float alpha_fixed, float agree_bonus) {
   Decision d;
   d.intervened = base_top_prob < gamma;
   float a = alpha_fixed;
@@ -223,10 +222,10 @@ BLENDIN_HD float inverse_temperature(float temperature) {
 // Per-row parameters that arrive as device tensors cannot be checked on the
 // host without a sync; a row whose values are out of range (or NaN) is
 // treated as a bad row instead. Host-side callers reject them up front.
-BLENDIN_HD bool row_params_valid(float gamma, float alpha, float temperature,
-                                 int32_t top_k, float top_p) {
-  return gamma >= 0.0f && alpha <= 1.0f && alpha == alpha && temperature >= 0.0f &&
-         top_k >= 0 && top_p > 0.0f && top_p <= 1.0f;
+BLENDIN_HD bool row_params_valid(float gamma, float alpha, float temperature, int32_t top_k,
+                                 float top_p) {
+  return gamma >= 0.0f && alpha <= 1.0f && alpha == alpha && temperature >= 0.0f && top_k >= 0 &&
+         top_p > 0.0f && top_p <= 1.0f;
 }
 
 // q = alpha * p_guide + (1 - alpha) * p_base, with an explicit fma so every
@@ -260,8 +259,8 @@ BLENDIN_HD void mixture_merge(MixtureArgmax& into, const MixtureArgmax& other) {
 // 0 when a list is not full, since then it holds every token with mass), so
 // its q is at most mixture_prob(alpha, guide_floor, base_floor). Rounding is
 // monotone, so the comparison is exact for the computed values too.
-BLENDIN_HD bool candidates_are_exact(const MixtureArgmax& best, float alpha,
-                                     float guide_floor_prob, float base_floor_prob) {
+BLENDIN_HD bool candidates_are_exact(const MixtureArgmax& best, float alpha, float guide_floor_prob,
+                                     float base_floor_prob) {
   return best.best > mixture_prob(alpha, guide_floor_prob, base_floor_prob);
 }
 

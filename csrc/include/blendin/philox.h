@@ -29,8 +29,8 @@ BLENDIN_HD void mul_hi_lo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
 }  // namespace detail
 
 // Ten rounds of Philox4x32 on a 128-bit counter with a 64-bit key.
-BLENDIN_HD Philox4x32Out philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2,
-                                       uint32_t c3, uint32_t k0, uint32_t k1) {
+BLENDIN_HD Philox4x32Out philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                       uint32_t k0, uint32_t k1) {
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, lo0, hi1, lo1;
     detail::mul_hi_lo(detail::kPhiloxM0, c0, hi0, lo0);
@@ -64,11 +64,10 @@ struct RowUniforms {
 // Counter layout: (offset_lo, offset_hi, stream, 0), key: (seed_lo, seed_hi).
 // `stream` separates rows that share one seed; rows with their own seed use
 // stream 0 so their draws do not depend on their position in the batch.
-BLENDIN_HD RowUniforms row_uniforms(uint64_t seed, uint64_t offset,
-                                    uint32_t stream) {
-  const Philox4x32Out r = philox4x32_10(
-      static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32),
-      stream, 0u, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+BLENDIN_HD RowUniforms row_uniforms(uint64_t seed, uint64_t offset, uint32_t stream) {
+  const Philox4x32Out r =
+      philox4x32_10(static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32), stream, 0u,
+                    static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   return RowUniforms{unit_float(r.v[0]), unit_float(r.v[1])};
 }
 

@@ -48,8 +48,8 @@ struct VocabMap {
 
 struct StepParams {
   int64_t batch;
-  int64_t vocab;        // V, base vocabulary
-  int64_t guide_vocab;  // Vg
+  int64_t vocab;             // V, base vocabulary
+  int64_t guide_vocab;       // Vg
   int64_t base_row_stride;   // elements between rows of base logits
   int64_t guide_row_stride;  // elements between rows of guide logits
   VocabMap map;

@@ -69,7 +69,7 @@ struct WarpExchange {
 struct BlockState {
   unsigned index = 0;  // blockIdx.x
   std::vector<Fiber> fibers;
-  std::unique_ptr<char[]> stacks;  // not zeroed: pages are touched only as used
+  std::unique_ptr<char[]> stacks;   // not zeroed: pages are touched only as used
   std::vector<long double> shared;  // BLENDIN_BLOCK_SHARED storage (aligned)
   long bytes_read = 0;              // BLENDIN_COUNT_READ: every byte read
   long bytes_first = 0;             //   bytes no block of the launch had read before
@@ -171,7 +171,8 @@ inline const uint64_t* warp_exchange(uint64_t payload, int kind) {
   w.kinds[slot][f.tid % 32] = kind;
   if (++w.arrived == 32) {
     for (int lane = 1; lane < 32; ++lane) {
-      if (w.kinds[slot][lane] != w.kinds[slot][0]) fail("lanes of a warp called different collectives");
+      if (w.kinds[slot][lane] != w.kinds[slot][0])
+        fail("lanes of a warp called different collectives");
     }
     w.arrived = 0;
     ++w.generation;
@@ -278,7 +279,8 @@ inline bool step_block(BlockState& s) {
       std::fprintf(stderr, "  warp %zu: %d lanes wait in a collective\n", w, s.warps[w].arrived);
     }
   }
-  for (const auto& [name, count] : traces()) std::fprintf(stderr, "  trace %s: %ld\n", name.c_str(), count);
+  for (const auto& [name, count] : traces())
+    std::fprintf(stderr, "  trace %s: %ld\n", name.c_str(), count);
   std::abort();
 }
 
@@ -377,13 +379,15 @@ T __shfl_up_sync(unsigned, T v, unsigned delta) {
 inline unsigned __reduce_max_sync(unsigned, unsigned v) {
   const uint64_t* all = cuda_emu::warp_exchange(v, 5);
   unsigned r = 0;
-  for (int i = 0; i < 32; ++i) r = static_cast<unsigned>(all[i]) > r ? static_cast<unsigned>(all[i]) : r;
+  for (int i = 0; i < 32; ++i)
+    r = static_cast<unsigned>(all[i]) > r ? static_cast<unsigned>(all[i]) : r;
   return r;
 }
 inline unsigned __reduce_min_sync(unsigned, unsigned v) {
   const uint64_t* all = cuda_emu::warp_exchange(v, 6);
   unsigned r = 0xffffffffu;
-  for (int i = 0; i < 32; ++i) r = static_cast<unsigned>(all[i]) < r ? static_cast<unsigned>(all[i]) : r;
+  for (int i = 0; i < 32; ++i)
+    r = static_cast<unsigned>(all[i]) < r ? static_cast<unsigned>(all[i]) : r;
   return r;
 }
 
@@ -424,12 +428,20 @@ inline unsigned atomicExch(unsigned* p, unsigned v) {
 }
 
 template <typename T>
-T __ldg(const T* p) { return *p; }
+T __ldg(const T* p) {
+  return *p;
+}
 template <typename T>
-T __ldcg(const T* p) { return *p; }
+T __ldcg(const T* p) {
+  return *p;
+}
 
-inline unsigned __float_as_uint(float x) { return cuda_emu::from_bits<unsigned>(cuda_emu::to_bits(x)); }
-inline float __uint_as_float(unsigned x) { return cuda_emu::from_bits<float>(cuda_emu::to_bits(x)); }
+inline unsigned __float_as_uint(float x) {
+  return cuda_emu::from_bits<unsigned>(cuda_emu::to_bits(x));
+}
+inline float __uint_as_float(unsigned x) {
+  return cuda_emu::from_bits<float>(cuda_emu::to_bits(x));
+}
 inline float __int_as_float(int x) { return cuda_emu::from_bits<float>(cuda_emu::to_bits(x)); }
 inline unsigned long long __float2ull_rn(float x) {
   return static_cast<unsigned long long>(std::nearbyint(x));

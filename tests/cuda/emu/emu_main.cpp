@@ -68,7 +68,8 @@ std::vector<unsigned> block_order(int64_t blocks, const std::string& order_kind)
   if (order_kind == "reverse") {
     std::reverse(order.begin(), order.end());
   } else if (order_kind == "shuffle") {
-    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[cuda_emu::next_random() % i]);
+    for (size_t i = order.size(); i > 1; --i)
+      std::swap(order[i - 1], order[cuda_emu::next_random() % i]);
   }
   return order;
 }
@@ -90,15 +91,16 @@ void run_last_block(const void* base, const void* guide, const StepParams& p, in
                                                    static_cast<int>(sizeof(D)), num_sms, min_slice);
   std::vector<unsigned> tickets(plan.tickets, 0u);
   std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
-  const bc::KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices,
-                            tickets.data(), reinterpret_cast<bc::SlicePartial*>(scratch.data())};
+  const bc::KernelArgs args{plan.slice_elems, plan.base_slices, plan.guide_slices, tickets.data(),
+                            reinterpret_cast<bc::SlicePartial*>(scratch.data())};
   std::fprintf(stderr, "plan: %lld blocks, slice %lld, slices %d+%d\n",
                static_cast<long long>(plan.blocks), static_cast<long long>(plan.slice_elems),
                plan.base_slices, plan.guide_slices);
   cuda_emu::launch(block_order(plan.blocks, order_kind), static_cast<unsigned>(plan.blocks),
                    bc::kThreads, [&] {
-    bc::blend_step_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p, args);
-  });
+                     bc::blend_step_kernel<D>(static_cast<const D*>(base),
+                                              static_cast<const D*>(guide), p, args);
+                   });
   check_tickets_zero(tickets);
 }
 
@@ -106,9 +108,8 @@ void run_last_block(const void* base, const void* guide, const StepParams& p, in
 template <typename D>
 void run_cooperative(const void* base, const void* guide, const StepParams& p,
                      int64_t resident_blocks, int team_cap, const std::string& order_kind) {
-  const bc::CoopPlan plan = bc::make_coop_plan(p.batch, p.vocab, p.guide_vocab,
-                                               static_cast<int>(sizeof(D)), resident_blocks,
-                                               team_cap);
+  const bc::CoopPlan plan = bc::make_coop_plan(
+      p.batch, p.vocab, p.guide_vocab, static_cast<int>(sizeof(D)), resident_blocks, team_cap);
   if (plan.blocks == 0) {
     std::fprintf(stderr, "no cooperative plan fits %lld resident blocks\n",
                  static_cast<long long>(resident_blocks));
@@ -118,8 +119,12 @@ void run_cooperative(const void* base, const void* guide, const StepParams& p,
   unsigned* tickets = reinterpret_cast<unsigned*>(ticket_words.data());
   std::vector<unsigned long long> scratch((plan.scratch_bytes + 7) / 8, 0x5a5a5a5a5a5a5a5aull);
   char* at = reinterpret_cast<char*>(scratch.data());
-  const bc::CoopArgs args{plan.team, plan.lanes, plan.base_subblocks, plan.guide_subblocks,
-                          plan.member_subblocks, tickets,
+  const bc::CoopArgs args{plan.team,
+                          plan.lanes,
+                          plan.base_subblocks,
+                          plan.guide_subblocks,
+                          plan.member_subblocks,
+                          tickets,
                           reinterpret_cast<bc::SlicePartial*>(at + plan.partial_offset),
                           reinterpret_cast<bc::CoopDecision*>(at + plan.decision_offset),
                           reinterpret_cast<blendin::MixtureArgmax*>(at + plan.mixture_offset),
@@ -132,9 +137,9 @@ void run_cooperative(const void* base, const void* guide, const StepParams& p,
                static_cast<long long>(plan.guide_subblocks));
   cuda_emu::launch_resident(block_order(plan.blocks, order_kind),
                             static_cast<unsigned>(plan.blocks), bc::kThreads, [&] {
-    bc::blend_step_coop_kernel<D>(static_cast<const D*>(base), static_cast<const D*>(guide), p,
-                                  args);
-  });
+                              bc::blend_step_coop_kernel<D>(static_cast<const D*>(base),
+                                                            static_cast<const D*>(guide), p, args);
+                            });
   check_tickets_zero(std::vector<unsigned>(tickets, tickets + plan.tickets));
 }
 
@@ -183,8 +188,9 @@ int main(int argc, char** argv) {
   std::vector<int64_t> tokens(b, -7);
   std::vector<uint8_t> intervened(b, 7);
   std::vector<float> alpha(b), base_top(b), guide_top(b), agree(b);
-  p.out = blendin::StepOutputs{tokens.data(), reinterpret_cast<bool*>(intervened.data()),
-                               alpha.data(), base_top.data(), guide_top.data(), agree.data()};
+  p.out = blendin::StepOutputs{tokens.data(),    reinterpret_cast<bool*>(intervened.data()),
+                               alpha.data(),     base_top.data(),
+                               guide_top.data(), agree.data()};
 
   const void* base = buffers.load(dir + "/base.bin");
   const void* guide = buffers.load(dir + "/guide.bin");
