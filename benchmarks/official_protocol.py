@@ -60,7 +60,7 @@ def start_server(
         "--port",
         str(args.ports[name]),
         "--max-model-len",
-        "1024",
+        str(args.max_model_len),
         "--max-logprobs",
         str(TOP_N),
         "--enforce-eager",
