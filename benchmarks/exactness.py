@@ -1,8 +1,9 @@
 """What exactness changes: blendin against blendin-top100 (the paper's top-100
 procedure) in `blendin eval` results folders.
 
-    blendin eval --task gsm8k --limit 40 --strategies blendin,blendin-top100,nudging --out R1
-    python benchmarks/exactness.py R1 [R2 ...] [--explain] [--json out.json]
+    blendin eval --task gsm8k --limit 40 --strategies blendin,blendin-top100,nudging \
+        --batch-size 1 --out R1
+    python benchmarks/exactness.py R1 [R2 ...] [--explain] [--lists blendin-topN] [--json out.json]
 
 Per folder: how many answers the two strategies write token for token
 alike; where they part (the first differing token, and how many of the
@@ -10,11 +11,21 @@ exact run's interventions came before it); the disagreement per
 intervention along the shared prefixes (each answer's interventions up to
 where it parts, or all of them); and, side by side for every strategy in
 the folder, the eval's own figures (accuracy or refusal, clean endings,
-intervention rate). `--explain` loads the pair the folder names and, at
-each first difference, recomputes both models' logits on the shared
-prefix to say why the lists chose otherwise: mass outside the top 100
-(lists of the whole vocabulary give blendin's token) or the cross-tokenizer
-guide (its probabilities not renormalised over tokens the base can spell).
+intervention rate).
+
+Which runs compare cleanly: the two strategies must see the same logits
+until they part. One answer at a time (`--batch-size 1`) or `--batching
+mixed` (both rows of a problem in one batch) guarantee it; by-strategy
+batches do not (bf16 arithmetic depends on the batch, so answers may also
+part at near ties that the method did not cause).
+
+`--explain` loads the pair the folder names and, at each first difference,
+replays the loop on that answer alone (the base one token a forward, the
+lazy guide catching up at the answer's interventions) to say why the lists
+chose otherwise: mass outside the top N (lists of the whole vocabulary give
+blendin's token) or the cross-tokenizer guide (its probabilities not
+renormalised over tokens the base can spell). A parting the lone replay
+does not reproduce came from batch arithmetic at a near tie.
 """
 
 from __future__ import annotations
