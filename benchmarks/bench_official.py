@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
@@ -70,20 +71,27 @@ LOOP_RUNS = {"our loop blendin": "blendin", "our loop blendin-top100": "blendin-
 
 
 # -------------------------------------------------- the plug-in, the loop
-def plugin_body(strategy: Optional[str], budget: int) -> dict:
+def plugin_body(strategy: Optional[str], budget: int, request_id: Optional[str] = None) -> dict:
+    """A completions body for the plug-in's server; `request_id` keys the
+    answer's line in the plug-in's diagnostics file (without it the
+    plug-in numbers requests itself)."""
     body = {"max_tokens": budget, "temperature": 0}
     if strategy is not None:  # vllm_xargs values are flat: the settings as a JSON string
-        body["vllm_xargs"] = {"blendin": json.dumps({"strategy": strategy})}
+        settings = {"strategy": strategy}
+        if request_id is not None:
+            settings["request_id"] = request_id
+        body["vllm_xargs"] = {"blendin": json.dumps(settings)}
     return body
 
 
 def plugin_one(client: Client, prompt: str, strategy: Optional[str], budget: int) -> Outcome:
-    reply = client.post(dict(plugin_body(strategy, budget), prompt=prompt))
+    request_id = f"bench-{uuid.uuid4().hex}"
+    reply = client.post(dict(plugin_body(strategy, budget, request_id), prompt=prompt))
     return Outcome(
         text=reply["choices"][0]["text"],
         tokens=reply["usage"]["completion_tokens"],
         requests=1,
-        request_id=reply["id"] + "-0",
+        request_id=request_id if strategy is not None else None,
     )
 
 
