@@ -25,7 +25,7 @@ lazy guide catching up at the answer's interventions) to say why the lists
 chose otherwise: mass outside the top N (lists of the whole vocabulary give
 blendin's token) or the cross-tokenizer guide (its probabilities not
 renormalised over tokens the base can spell). A parting the lone replay
-does not reproduce came from batch arithmetic at a near tie.
+does not reproduce was a near tie that bf16 arithmetic settles either way.
 """
 
 from __future__ import annotations
@@ -179,9 +179,12 @@ def explain(result: dict, lists_name: str) -> None:
             {
                 "reproduced": reproduced,
                 # Not reproduced: the run's logits differ from this lone
-                # replay's (a batch's padding and catch-ups change the float
-                # arithmetic), and the two tokens were a near tie.
-                "cause": cause if reproduced else "not reproduced alone (batch arithmetic)",
+                # replay's (a batch's shapes and the lazy guide's catch-ups
+                # change the bf16 arithmetic) and the choice was a near tie
+                # that the replay settles alike for both strategies.
+                "cause": cause
+                if reproduced
+                else "not reproduced alone (a near tie at bf16 precision)",
                 "c_b": float(exact.base_top_prob),
                 "alpha_exact": float(exact.alpha),
                 "alpha_lists": float(lists.alpha),
