@@ -191,6 +191,9 @@ def explain(result: dict, lists_name: str) -> None:
                 "agree_exact": float(exact.agree),
                 "agree_lists": float(lists.agree),
                 "base_rank_of_exact_token": int((p_b > p_b[exact_token]).sum()) + 1,
+                # the lists' rule over whole vocabularies: equal to the lists'
+                # token when the cut of the lists did not matter
+                "whole_lists_token": generator.tokenizer.decode([int(whole.tokens)]),
                 "tokens_at_step": tuple(generator.tokenizer.decode([t]) for t in written),
                 "replayed_tokens": tuple(
                     generator.tokenizer.decode([t]) for t in (exact_token, lists_token)
