@@ -94,8 +94,21 @@ def compare(folder: Path, lists_name: str = LISTS) -> dict:
         "disagreement_per_intervention": (
             len(parted) / shared_interventions if shared_interventions else None
         ),
-        "summary": json.loads((folder / "summary.json").read_text())["strategies"],
+        "summary": summary_lines(folder, rows),
     }
+
+
+def summary_lines(folder: Path, rows: dict) -> list:
+    """The eval's summary of every strategy; for a run stopped before its
+    end (no summary.json yet), the same summary of the rows it wrote."""
+    written = folder / "summary.json"
+    if written.exists():
+        return json.loads(written.read_text())["strategies"]
+    from blendin_ext.eval.summary import summarize
+
+    config = json.loads((folder / "config.json").read_text())
+    names = list(dict.fromkeys(strategy for strategy, _ in rows))
+    return summarize(list(rows.values()), names, config["task_kind"])
 
 
 # ------------------------------------------------------------- --explain
