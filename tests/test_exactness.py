@@ -79,3 +79,20 @@ def test_parts_are_found_and_explained(results_folder, tmp_path, capsys):
         assert part["cause"] == "mass outside the top 5"  # one tokenizer: nothing to renormalise
         assert part["step"] >= 0 and part["interventions_before"] <= part["step"]
         assert 0 <= part["alpha_exact"] <= 1 and 0 < part["c_b"] < 0.9
+
+
+def test_a_stopped_run_is_summarised_from_its_rows(results_folder, tmp_path):
+    """A run stopped before its end has no summary.json yet: the table
+    comes from the rows it wrote, as the eval would summarise them."""
+    exactness = load_exactness()
+    finished = exactness.compare(results_folder, "blendin-top5")
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    for name in ("config.json", "examples.jsonl"):
+        (stopped / name).write_text((results_folder / name).read_text())
+    partial = exactness.compare(stopped, "blendin-top5")
+    assert [line["strategy"] for line in partial["summary"]] == ["blendin", "blendin-top5"]
+    for mine, theirs in zip(partial["summary"], finished["summary"]):
+        assert mine["n"] == theirs["n"] == PROBLEMS
+        assert mine["intervention_rate"] == pytest.approx(theirs["intervention_rate"])
+    assert partial["parted"] == finished["parted"]
