@@ -119,12 +119,13 @@ def load_loop(args):
 
 
 # ------------------------------------------------------------ schedule
-def measure(args, prompts: list, guide_prompts: list, stops: set, logs: Path) -> dict:
-    """Starts the three servers, then times every run on every prompt,
-    interleaved, `args.repeats` times; the batched runs after each round."""
-    from blendin_ext.models.loading import resolve
-
-    base_dir, guide_dir = (resolve(m, progress=False)[0] for m in (args.base, args.guide))
+def measure(
+    args, folders: tuple, prompts: list, guide_prompts: list, stops: set, logs: Path
+) -> dict:
+    """Starts the three servers on the (base, guide) model folders, then
+    times every run on every prompt, interleaved, `args.repeats` times; the
+    batched runs after each round."""
+    base_dir, guide_dir = folders
     args.ports = {name: free_port() for name in ("base", "guide", "plugin")}
     plugin_config = {
         "guide": args.guide,
@@ -407,10 +408,8 @@ def main(argv=None) -> int:
     from blendin_ext.models.loading import resolve
 
     prompts = [base_prompt(e) for e in load_task("gsm8k", None, args.prompts).examples]
-    base_tok, guide_tok = (
-        AutoTokenizer.from_pretrained(resolve(m, progress=False)[0])
-        for m in (args.base, args.guide)
-    )
+    folders = tuple(resolve(m, progress=False)[0] for m in (args.base, args.guide))
+    base_tok, guide_tok = (AutoTokenizer.from_pretrained(folder) for folder in folders)
     guide_prompts = [
         guide_tok.apply_chat_template(
             [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
@@ -420,7 +419,8 @@ def main(argv=None) -> int:
     logs = Path(args.logs or tempfile.mkdtemp(prefix="bench_official-"))
     logs.mkdir(parents=True, exist_ok=True)
     started, load = time.time(), os.getloadavg()[0]
-    result = measure(args, prompts, guide_prompts, stop_strings(base_tok, guide_tok), logs)
+    stops = stop_strings(base_tok, guide_tok)
+    result = measure(args, folders, prompts, guide_prompts, stops, logs)
     lines = {name: summarise(cell) for name, cell in result["cells"].items()}
     info = breakdown(result)
     print(

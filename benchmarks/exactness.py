@@ -58,6 +58,7 @@ def first_difference(a: list, b: list):
 
 def compare(folder: Path, lists_name: str = LISTS) -> dict:
     rows = rows_of(folder)
+    config = json.loads((folder / "config.json").read_text())
     ids = sorted({i for s, i in rows if s == EXACT} & {i for s, i in rows if s == lists_name})
     parted, shared_interventions, at_intervention = [], 0, 0
     for problem in ids:
@@ -83,7 +84,7 @@ def compare(folder: Path, lists_name: str = LISTS) -> dict:
     return {
         "folder": str(folder),
         "lists": lists_name,
-        "config": json.loads((folder / "config.json").read_text()),
+        "config": config,
         "problems": len(ids),
         "identical": len(ids) - len(parted),
         "parted": parted,
@@ -94,11 +95,11 @@ def compare(folder: Path, lists_name: str = LISTS) -> dict:
         "disagreement_per_intervention": (
             len(parted) / shared_interventions if shared_interventions else None
         ),
-        "summary": summary_lines(folder, rows),
+        "summary": summary_lines(folder, rows, config["task_kind"]),
     }
 
 
-def summary_lines(folder: Path, rows: dict) -> list:
+def summary_lines(folder: Path, rows: dict, task_kind: str) -> list:
     """The eval's summary of every strategy; for a run stopped before its
     end (no summary.json yet), the same summary of the rows it wrote."""
     written = folder / "summary.json"
@@ -106,9 +107,8 @@ def summary_lines(folder: Path, rows: dict) -> list:
         return json.loads(written.read_text())["strategies"]
     from blendin_ext.eval.summary import summarize
 
-    config = json.loads((folder / "config.json").read_text())
     names = list(dict.fromkeys(strategy for strategy, _ in rows))
-    return summarize(list(rows.values()), names, config["task_kind"])
+    return summarize(list(rows.values()), names, task_kind)
 
 
 # ------------------------------------------------------------- --explain
