@@ -62,8 +62,10 @@ def find_nvdisasm() -> Optional[str]:
     return None
 
 
-def compile_cubin(source: Path, arch: str, out: Path, extra=()) -> subprocess.CompletedProcess:
-    cmd = [
+def nvcc_command(source: Path, arch: str, *flags: str) -> List[str]:
+    """nvcc on one torch-free CUDA source for one arch, with ptxas's
+    resource report (-Xptxas -v); `flags` add the rest (warnings, output)."""
+    return [
         find_nvcc(),
         "-std=c++17",
         "-O3",
@@ -73,12 +75,12 @@ def compile_cubin(source: Path, arch: str, out: Path, extra=()) -> subprocess.Co
         f"-gencode=arch=compute_{arch},code=sm_{arch}",
         "-Xptxas",
         "-v",
-        *extra,
-        "-cubin",
-        str(source),
-        "-o",
-        str(out),
+        *flags,
     ]
+
+
+def compile_cubin(source: Path, arch: str, out: Path, extra=()) -> subprocess.CompletedProcess:
+    cmd = nvcc_command(source, arch, *extra, "-cubin", str(source), "-o", str(out))
     return subprocess.run(cmd, capture_output=True, text=True)
 
 

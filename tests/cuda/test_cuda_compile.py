@@ -6,44 +6,26 @@ registers (its streaming loop is checked in test_cuda_static_figures.py)."""
 
 import os
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
-# The archs every build defaults to (setup.py and CMake read the same file).
-ARCHS = (ROOT / "csrc" / "cuda" / "default_archs.txt").read_text().strip().split(";")
+from tests.cuda.static_figures import ARCHS, CUDA_DIR, find_nvcc, nvcc_command
+
+CUDA_SOURCES = sorted(CUDA_DIR.glob("*.cu"))  # ARCHS: the archs every build defaults to
 MAX_REGISTERS = 128  # __launch_bounds__(256, 2): two resident blocks per SM
 
-
-def find_nvcc():
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            candidate = Path(os.environ[var]) / "bin" / "nvcc"
-            if candidate.exists():
-                return str(candidate)
-    return shutil.which("nvcc")
-
-
-NVCC = find_nvcc()
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (set CUDA_HOME or PATH)")
+pytestmark = pytest.mark.skipif(
+    find_nvcc() is None, reason="nvcc not found (set CUDA_HOME or PATH)"
+)
 
 
 def compile_one(source: Path, arch: str, out_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [
-        NVCC,
-        "-std=c++17",
-        "-O3",
-        "--expt-relaxed-constexpr",
-        "-lineinfo",
-        f"-I{ROOT / 'csrc' / 'include'}",
-        f"-gencode=arch=compute_{arch},code=sm_{arch}",
-        "-Xptxas",
-        "-v",
+    cmd = nvcc_command(
+        source,
+        arch,
         "-Werror",
         "all-warnings",
         "-Xcompiler",
@@ -52,7 +34,7 @@ def compile_one(source: Path, arch: str, out_dir: Path) -> subprocess.CompletedP
         str(source),
         "-o",
         str(out_dir / f"{source.stem}.sm{arch}.o"),
-    ]
+    )
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
