@@ -22,6 +22,16 @@ from blendin_ext.testing.near_tie import assert_tokens_agree
 STRATEGIES = {name: op_kwargs(name) for name in TABLE}
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# The dtype of each per-row tensor argument of blend_step (its schema).
+ROW_TENSOR_DTYPES = dict(
+    gamma=torch.float32,
+    alpha=torch.float32,
+    temperature=torch.float32,
+    top_k=torch.int32,
+    top_p=torch.float32,
+    seed=torch.int64,
+    offset=torch.int64,
+)
 
 
 def confident_logits(

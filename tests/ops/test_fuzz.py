@@ -27,7 +27,7 @@ import torch
 
 import blendin_ext
 from blendin_ext.ops.fused import fresh_seed
-from blendin_ext.testing.op_cases import assert_matches_reference
+from blendin_ext.testing.op_cases import ROW_TENSOR_DTYPES, assert_matches_reference
 
 hypothesis = pytest.importorskip("hypothesis", reason="the fuzz test needs hypothesis (test extra)")
 st = hypothesis.strategies
@@ -36,15 +36,6 @@ st = hypothesis.strategies
 # BLENDIN_FUZZ_EXAMPLES=2000 (and BLENDIN_FUZZ_RANDOM=1 for new cases) searches longer.
 EXAMPLES = int(os.environ.get("BLENDIN_FUZZ_EXAMPLES", "120"))
 DERANDOMIZE = os.environ.get("BLENDIN_FUZZ_RANDOM", "0") != "1"
-ROW_DTYPES = dict(
-    gamma=torch.float32,
-    alpha=torch.float32,
-    temperature=torch.float32,
-    top_k=torch.int32,
-    top_p=torch.float32,
-    seed=torch.int64,
-    offset=torch.int64,
-)
 SPECIAL = [math.nan, math.inf, -math.inf, 1e-40, -1e-45, 1e4, -1e4, 0.0]
 TINY_TEMPERATURES = [1e-40, 1e-45, 1e-50, 2.0**-101, 1e-30]
 
@@ -117,7 +108,7 @@ def valid_tensor(data, name, batch):
         offset=st.integers(0, 2**40),
     )[name]
     items = data.draw(st.lists(values, min_size=n, max_size=n), label=f"{name} values")
-    t = torch.tensor(items, dtype=ROW_DTYPES[name])
+    t = torch.tensor(items, dtype=ROW_TENSOR_DTYPES[name])
     if shape == "scalar":
         return t.reshape(())
     if shape == "expanded" and batch > 0:
@@ -140,7 +131,7 @@ WRONG_NUMBERS = dict(
 def wrong_tensor(data, name, batch):
     """A per-row tensor of the wrong dtype, shape or device, or (on the
     CPU, where the op checks every value) with a value out of range."""
-    dtype = ROW_DTYPES[name]
+    dtype = ROW_TENSOR_DTYPES[name]
     kind = data.draw(st.sampled_from(["dtype", "shape", "meta", "range"]), label=f"{name} wrong")
     if kind == "range" and name in ("seed", "offset"):
         kind = "meta"  # every int64 is a valid seed or offset
@@ -222,7 +213,7 @@ def draw_call(data):
         kwargs["guide_to_base"] = (
             blendin_ext.guide_map(mapping, vocab) if map_kind == "guide_map" else mapping
         )
-    for name in ROW_DTYPES:
+    for name in ROW_TENSOR_DTYPES:
         if data.draw(st.booleans(), label=f"{name} given"):
             tensor = data.draw(st.booleans(), label=f"{name} as tensor")
             kwargs[name] = (
@@ -238,7 +229,7 @@ def draw_call(data):
         kwargs[name] = data.draw(st.sampled_from(WRONG_NUMBERS[name]), label=f"bad {name}")
         return base, guide, kwargs, name
     if wrong == "tensor":
-        name = data.draw(st.sampled_from(sorted(ROW_DTYPES)))
+        name = data.draw(st.sampled_from(sorted(ROW_TENSOR_DTYPES)))
         kwargs[name] = wrong_tensor(data, name, batch)
         return base, guide, kwargs, name
     if wrong == "map":

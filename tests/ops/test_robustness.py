@@ -14,6 +14,7 @@ import blendin_ext
 from blendin_ext.ops.args import StepArgs
 from blendin_ext.ops.maps import as_guide_map
 from blendin_ext.testing.op_cases import (
+    ROW_TENSOR_DTYPES,
     assert_matches_reference,
     confident_logits,
     random_guide_map,
@@ -116,21 +117,10 @@ def test_seed_beyond_int64_is_taken_modulo_2_to_64():
 
 
 # ------------------------------------------------------------- meta tensors --
-ROW_TENSORS = dict(
-    gamma=torch.float32,
-    alpha=torch.float32,
-    temperature=torch.float32,
-    top_k=torch.int32,
-    top_p=torch.float32,
-    seed=torch.int64,
-    offset=torch.int64,
-)
-
-
-@pytest.mark.parametrize("name", sorted(ROW_TENSORS))
+@pytest.mark.parametrize("name", sorted(ROW_TENSOR_DTYPES))
 def test_meta_row_tensor_among_cpu_arguments_is_named(name):
     base, guide = pair()
-    value = torch.ones(B, dtype=ROW_TENSORS[name], device="meta")
+    value = torch.ones(B, dtype=ROW_TENSOR_DTYPES[name], device="meta")
     with pytest.raises((ValueError, RuntimeError), match=f"{name} must be on cpu"):
         blendin_ext.blend_step(base, guide, **{name: value})
 
